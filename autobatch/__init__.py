@@ -1,0 +1,75 @@
+"""autobatch: the fastest batch size and tf.data settings that fit this machine, measured.
+
+``import autobatch`` never imports TensorFlow; the public functions import it only when a
+model or a pipeline is really needed.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from autobatch._errors import (
+    AutobatchError,
+    DataError,
+    ModelError,
+    PlanError,
+    ProbeError,
+    SizeParseError,
+    UsageError,
+)
+from autobatch._sizes import parse_memory_size
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it; resolved on first use so that importing the
+# package stays cheap and TensorFlow-free.
+_LAZY = {
+    "environment": "autobatch._env",
+    "Environment": "autobatch._env",
+    "audit": "autobatch._audit",
+    "AuditReport": "autobatch._audit",
+    "probe": "autobatch._api",
+    "tune": "autobatch._api",
+    "fit": "autobatch._api",
+    "dataset": "autobatch._api",
+    "ProbeResult": "autobatch._probe",
+    "Plan": "autobatch._plan",
+    "PipelineSettings": "autobatch._settings",
+}
+
+__all__ = [
+    "AuditReport",
+    "AutobatchError",
+    "DataError",
+    "Environment",
+    "ModelError",
+    "PipelineSettings",
+    "Plan",
+    "PlanError",
+    "ProbeError",
+    "ProbeResult",
+    "SizeParseError",
+    "UsageError",
+    "__version__",
+    "audit",
+    "dataset",
+    "environment",
+    "fit",
+    "parse_memory_size",
+    "probe",
+    "tune",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'autobatch' has no attribute {name!r}")
+    value = getattr(import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,3 @@
+from autobatch._cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The ``autobatch`` command line: argument parsing and presentation over the public API.
+
+Each sub-command lives in its own module with ``register(subparsers)``; a module imports
+what it needs (TensorFlow included) only inside its ``run`` function, so ``--help``,
+``env`` and ``audit`` stay TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from autobatch import __version__
+from autobatch._errors import AutobatchError
+
+# Sub-command modules, in the order --help lists them.
+_COMMANDS = ("env", "audit", "probe", "tune", "fit", "report", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autobatch",
+        description=(
+            "Measure this machine's limits, audit an image folder, and tune the batch size "
+            "and tf.data pipeline for a Keras model with isolated dry-run probes."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"autobatch {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from importlib import import_module
+
+    for name in _COMMANDS:
+        try:
+            module = import_module(f"autobatch._cli._{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"autobatch._cli._{name}":
+                raise
+            continue  # command not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 failure or finding, 2 usage error)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AutobatchError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"autobatch {args.command}: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"autobatch {args.command}: interrupted", file=sys.stderr)
+        return 130

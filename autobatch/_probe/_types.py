@@ -1,0 +1,103 @@
+"""Probe requests and results: plain data, no TensorFlow, JSON-serialisable."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autobatch._settings import PipelineSettings
+
+Outcome = Literal["ok", "oom", "timeout", "crash"]
+OUTCOMES: tuple[str, ...] = ("ok", "oom", "timeout", "crash")
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """One dry run: train ``steps`` timed steps at ``batch_size`` after ``warmup_steps``.
+
+    Attributes:
+        batch_size: global batch size of the probe.
+        settings: the input pipeline settings, built by the same builder ``fit`` uses.
+        steps: timed training steps (forward, backward, optimizer update).
+        warmup_steps: untimed steps first (tracing, first allocations).
+        jit_compile: passed to ``model.compile`` exactly as ``fit`` will.
+        timeout_s: wall-clock limit for this probe, tracing included.
+    """
+
+    batch_size: int
+    settings: PipelineSettings = field(default_factory=PipelineSettings)
+    steps: int = 5
+    warmup_steps: int = 1
+    jit_compile: bool = False
+    timeout_s: float = 300.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["settings"] = self.settings.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeRequest:
+        data = dict(data)
+        data["settings"] = PipelineSettings.from_dict(data.get("settings", {}))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe measured.
+
+    ``peak_memory_bytes`` is the figure the budget is checked against: device peak on GPU,
+    host peak otherwise.
+    """
+
+    outcome: Outcome
+    batch_size: int
+    settings: PipelineSettings
+    jit_compile: bool = False
+    examples_per_s: float | None = None
+    step_time_s: float | None = None
+    """Median wall time of one timed step."""
+    step_time_spread_s: float | None = None
+    """Interquartile range of the timed steps."""
+    step_times_s: list[float] = field(default_factory=list)
+    input_wait_fraction: float | None = None
+    """Share of step time spent waiting for the next batch from the pipeline."""
+    peak_host_memory_bytes: int | None = None
+    peak_device_memory_bytes: int | None = None
+    nvml_device_memory_bytes: int | None = None
+    memory_budget_bytes: int | None = None
+    host_memory_budget_bytes: int | None = None
+    device: str = "cpu"
+    error: str | None = None
+    """For crash/oom/timeout: the child's final error lines, or why it was stopped."""
+    wall_time_s: float | None = None
+    """Parent-side wall time of the whole probe, worker start-up included when it happened."""
+    worker_pid: int | None = None
+    worker_started: bool = False
+    """True when this probe had to start (or restart) the worker process."""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        if self.peak_device_memory_bytes is not None:
+            return self.peak_device_memory_bytes
+        return self.peak_host_memory_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["settings"] = self.settings.to_dict()
+        data["peak_memory_bytes"] = self.peak_memory_bytes
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
+        data = dict(data)
+        data.pop("peak_memory_bytes", None)
+        data["settings"] = PipelineSettings.from_dict(data.get("settings", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,58 @@
+"""The tunable input-pipeline settings: concrete numbers, never AUTOTUNE."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+CacheMode = Literal["none", "memory", "disk"]
+CACHE_MODES: tuple[str, ...] = ("none", "memory", "disk")
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How the tf.data pipeline is built. Every field is a concrete value.
+
+    Attributes:
+        num_parallel_calls: parallel decode/resize calls in ``Dataset.map``.
+        prefetch: batches prefetched ahead of the model (0 = no prefetch).
+        cache: ``"none"``, ``"memory"`` (decoded, resized examples kept in RAM) or
+            ``"disk"`` (kept in a cache file).
+        private_threadpool_size: threads of the pipeline's private pool (0 = TF's shared pool).
+        deterministic: keep element order under parallel map.
+        max_intra_op_parallelism: threads one tf.data op may use (1 is TF's own default).
+        shuffle_buffer: 0 means a full shuffle of the file list every epoch (cheap: it
+            shuffles file names, not pixels).
+    """
+
+    num_parallel_calls: int = 2
+    prefetch: int = 2
+    cache: CacheMode = "none"
+    private_threadpool_size: int = 0
+    deterministic: bool = False
+    max_intra_op_parallelism: int = 1
+    shuffle_buffer: int = 0
+
+    def __post_init__(self) -> None:
+        from autobatch._errors import UsageError
+
+        if self.num_parallel_calls < 1:
+            raise UsageError(f"num_parallel_calls must be >= 1, got {self.num_parallel_calls}")
+        if self.prefetch < 0:
+            raise UsageError(f"prefetch must be >= 0, got {self.prefetch}")
+        if self.cache not in CACHE_MODES:
+            raise UsageError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
+        if self.private_threadpool_size < 0 or self.max_intra_op_parallelism < 1:
+            raise UsageError("private_threadpool_size must be >= 0 and max_intra_op_parallelism >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes: Any) -> PipelineSettings:
+        return dataclasses.replace(self, **changes)
