@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 CacheMode = Literal["none", "memory", "disk"]
 CACHE_MODES: tuple[str, ...] = ("none", "memory", "disk")
+AUTOTUNE = -1
+"""Only for measuring the untuned default (Keras' own AUTOTUNE); a Plan never holds it."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class PipelineSettings:
         max_intra_op_parallelism: threads one tf.data op may use (1 is TF's own default).
         shuffle_buffer: 0 means a full shuffle of the file list every epoch (cheap: it
             shuffles file names, not pixels).
+        arrays_in_memory: for in-memory arrays, one constant tensor (True) or slices
+            streamed from the array (False) when a copy would not fit the host budget.
     """
 
     num_parallel_calls: int = 2
@@ -33,18 +37,28 @@ class PipelineSettings:
     deterministic: bool = False
     max_intra_op_parallelism: int = 1
     shuffle_buffer: int = 0
+    arrays_in_memory: bool = True
 
     def __post_init__(self) -> None:
         from autobatch._errors import UsageError
 
-        if self.num_parallel_calls < 1:
+        if self.num_parallel_calls < 1 and self.num_parallel_calls != AUTOTUNE:
             raise UsageError(f"num_parallel_calls must be >= 1, got {self.num_parallel_calls}")
-        if self.prefetch < 0:
+        if self.prefetch < 0 and self.prefetch != AUTOTUNE:
             raise UsageError(f"prefetch must be >= 0, got {self.prefetch}")
         if self.cache not in CACHE_MODES:
             raise UsageError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
         if self.private_threadpool_size < 0 or self.max_intra_op_parallelism < 1:
             raise UsageError("private_threadpool_size must be >= 0 and max_intra_op_parallelism >= 1")
+
+    @classmethod
+    def keras_default(cls) -> PipelineSettings:
+        """What users get untuned: map and prefetch with AUTOTUNE (the baseline we beat)."""
+        return cls(num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE, deterministic=True)
+
+    @property
+    def uses_autotune(self) -> bool:
+        return AUTOTUNE in (self.num_parallel_calls, self.prefetch)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
