@@ -52,3 +52,19 @@ def make_image_folder(root: Path, counts: dict[str, int], *, size: tuple[int, in
 def image_folder(tmp_path: Path) -> Path:
     """Three uneven classes, 23 small JPEGs in all."""
     return make_image_folder(tmp_path / "data", {"cats": 10, "dogs": 8, "birds": 5})
+
+
+def _nvml_has_gpu() -> bool:
+    from autobatch._env import gpu_info
+
+    return bool(gpu_info()[0])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests skip cleanly where NVML finds no device."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items or _nvml_has_gpu():
+        return
+    skip = pytest.mark.skip(reason="no GPU visible to NVML")
+    for item in gpu_items:
+        item.add_marker(skip)
