@@ -1,0 +1,541 @@
+"""The Plan: what ``tune`` decided, as plain versioned JSON, and the plan cache.
+
+A Plan is the contract between the search and training: enough to rebuild the tuned
+pipeline (``plan.dataset(data)``) and call ``model.fit`` (``plan.fit_kwargs()``) without
+searching again. Nothing here imports TensorFlow at module level, so the cache-hit path of
+``tune`` (fingerprint, look up, load) stays TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from autobatch._errors import PlanError
+from autobatch._settings import PipelineSettings
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_REFERENCE_BATCH_SIZE = 32
+DEFAULT_PLAN_FILENAME = "autobatch-plan.json"
+
+LearningRateRule = Literal["linear", "sqrt", "none"]
+
+# Optimizer class names (lower case) by LR scaling rule. SGD-family: the linear scaling rule
+# (Goyal et al. 2017). Adaptive (Adam-family): square-root scaling (Hoffer et al. 2017;
+# Malladi et al. 2022). Layer-wise adaptive optimizers (LARS/LAMB) and learning-rate-free
+# ones are built for large batches or take no LR, so they are left alone.
+_LINEAR_OPTIMIZERS = frozenset({"sgd", "momentum", "nesterov"})
+_SQRT_OPTIMIZERS = frozenset(
+    {"adam", "adamw", "adamax", "nadam", "amsgrad", "rmsprop", "adagrad", "lion", "adafactor"}
+)
+
+
+# ---------------------------------------------------------------- learning-rate scaling
+
+
+@dataclass(frozen=True)
+class LearningRateScaling:
+    """How ``fit`` scales the model's learning rate for the tuned batch size.
+
+    ``factor`` multiplies the learning rate the model was compiled with, which is assumed to
+    have been chosen for ``reference_batch_size``.
+    """
+
+    reference_batch_size: int = DEFAULT_REFERENCE_BATCH_SIZE
+    factor: float = 1.0
+    rule: LearningRateRule = "none"
+    optimizer: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> LearningRateScaling:
+        if not data:
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def learning_rate_rule(optimizer_name: str | None) -> LearningRateRule:
+    """The scaling rule for an optimizer class name: linear for SGD, sqrt for Adam-family.
+
+    Args:
+        optimizer_name: the class name (``"SGD"``, ``"AdamW"``, ...) or a Keras string
+            identifier (``"adam"``); None or unknown names get ``"none"``.
+    """
+    if not optimizer_name:
+        return "none"
+    name = optimizer_name.strip().lower().replace("_", "")
+    if name.startswith("legacy") or name.startswith("keras."):
+        name = name.rsplit(".", 1)[-1].replace("legacy", "")
+    if name in _LINEAR_OPTIMIZERS:
+        return "linear"
+    if name in _SQRT_OPTIMIZERS:
+        return "sqrt"
+    return "none"
+
+
+def learning_rate_scaling(
+    optimizer_name: str | None,
+    batch_size: int,
+    reference_batch_size: int = DEFAULT_REFERENCE_BATCH_SIZE,
+) -> LearningRateScaling:
+    """The learning-rate factor for training at ``batch_size`` instead of the reference.
+
+    Args:
+        optimizer_name: optimizer class name, e.g. ``type(model.optimizer).__name__``.
+        batch_size: the global batch size the plan trains at.
+        reference_batch_size: the batch size the compiled learning rate was chosen for.
+
+    Returns:
+        ``factor = batch_size / reference`` (linear), its square root (sqrt), or 1.0.
+    """
+    if batch_size < 1 or reference_batch_size < 1:
+        raise ValueError("batch sizes must be >= 1")
+    rule = learning_rate_rule(optimizer_name)
+    ratio = batch_size / reference_batch_size
+    factor = {"linear": ratio, "sqrt": math.sqrt(ratio), "none": 1.0}[rule]
+    return LearningRateScaling(
+        reference_batch_size=reference_batch_size,
+        factor=float(factor),
+        rule=rule,
+        optimizer=optimizer_name,
+    )
+
+
+# ---------------------------------------------------------------- the Plan
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Steps that use every example once per epoch: the last batch may be partial."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return max(1, math.ceil(num_examples / batch_size))
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _autobatch_version() -> str:
+    from autobatch import __version__
+
+    return __version__
+
+
+@dataclass
+class Plan:
+    """The tuned batch size and pipeline settings, with the measurements behind them.
+
+    The fields follow the schema in docs/ARCHITECTURE.md (version 1). Nested records
+    (``measured``, ``baseline``, ``ceiling``, ``trials``, ...) stay plain dicts so that a
+    person can read the JSON and older readers ignore keys they do not know.
+    """
+
+    batch_size: int
+    num_examples: int
+    ceiling_batch_size: int
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    per_replica_batch_size: int | None = None
+    num_replicas: int = 1
+    image_size: tuple[int, int] | None = None
+    channels: int = 3
+    jit_compile: bool = False
+    measured: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    learning_rate: LearningRateScaling = field(default_factory=LearningRateScaling)
+    ceiling: dict[str, Any] = field(default_factory=dict)
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    study: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    audit: dict[str, Any] | None = None
+    autobatch_version: str = field(default_factory=_autobatch_version)
+    created_at: str = field(default_factory=_utc_now)
+    schema_version: int = SCHEMA_VERSION
+    cache_hit: bool = field(default=False, compare=False)
+    """True when ``tune`` returned this plan from the cache (not written to JSON)."""
+    path: str | None = field(default=None, compare=False)
+    """Where this plan was loaded from or last saved to (not written to JSON)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise PlanError(f"plan batch_size must be >= 1, got {self.batch_size}")
+        if self.per_replica_batch_size is None:
+            self.per_replica_batch_size = self.batch_size // max(1, self.num_replicas)
+        if self.image_size is not None:
+            self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if self.pipeline.uses_autotune:
+            # A plan states what it measured; AUTOTUNE would hide the real choice.
+            raise PlanError("a plan's pipeline settings must be concrete numbers, not AUTOTUNE")
+
+    # ------------------------------------------------------------ derived values
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """``ceil(num_examples / batch_size)``: every example once per epoch."""
+        return steps_per_epoch(self.num_examples, self.batch_size)
+
+    @property
+    def examples_per_s(self) -> float | None:
+        return self.measured.get("examples_per_s")
+
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        return self.measured.get("peak_memory_bytes")
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return self.measured.get("memory_budget_bytes")
+
+    @property
+    def speedup_over_baseline(self) -> float | None:
+        """Tuned examples/s over the untuned default's, both measured in the same run."""
+        if not self.baseline:
+            return None
+        base = self.baseline.get("examples_per_s")
+        if not base or not self.examples_per_s:
+            return None
+        return float(self.examples_per_s) / float(base)
+
+    # ------------------------------------------------------------ training hand-off
+
+    def fit_kwargs(self, num_examples: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``model.fit(plan.dataset(data), **plan.fit_kwargs())``.
+
+        The dataset is already batched, so ``batch_size`` is not passed to ``fit``;
+        ``steps_per_epoch`` covers every example once per epoch.
+
+        Args:
+            num_examples: size of the data actually trained on, when it differs from the
+                data the plan was tuned on (steps are recomputed for it).
+        """
+        count = self.num_examples if num_examples is None else num_examples
+        return {"steps_per_epoch": steps_per_epoch(count, self.batch_size)}
+
+    def compile_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``model.compile`` that the plan decided (``jit_compile``)."""
+        return {"jit_compile": bool(self.jit_compile)}
+
+    @property
+    def learning_rate_factor(self) -> float:
+        return float(self.learning_rate.factor)
+
+    def dataset(self, data: Any, *, shuffle: bool = True, seed: int | None = None,
+                cache_dir: str | os.PathLike[str] | None = None) -> Any:
+        """The tuned ``tf.data.Dataset`` for ``data``, built by the one pipeline builder.
+
+        Args:
+            data: an image folder, ``(x, y)`` arrays, a generator, or a data source.
+            shuffle: shuffle each epoch (file names, not pixels).
+            seed: shuffle seed.
+            cache_dir: folder for ``cache="disk"``; defaults to the user cache dir.
+        """
+        from autobatch._pipeline import build_dataset
+        from autobatch._sources import resolve_source
+
+        source = resolve_source(data)
+        if self.pipeline.cache == "disk" and cache_dir is None:
+            cache_dir = cache_root() / "tfdata" / _short_hash(source.fingerprint(), 16)
+        return build_dataset(
+            source,
+            batch_size=self.batch_size,
+            settings=self.pipeline,
+            image_size=self.image_size,
+            channels=self.channels,
+            shuffle=shuffle,
+            seed=seed,
+            cache_dir=cache_dir,
+        )
+
+    # ------------------------------------------------------------ JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready plain data (schema version 1)."""
+        return {
+            "schema_version": self.schema_version,
+            "autobatch_version": self.autobatch_version,
+            "created_at": self.created_at,
+            "batch_size": self.batch_size,
+            "per_replica_batch_size": self.per_replica_batch_size,
+            "num_replicas": self.num_replicas,
+            "steps_per_epoch": self.steps_per_epoch,
+            "num_examples": self.num_examples,
+            "ceiling_batch_size": self.ceiling_batch_size,
+            "image_size": list(self.image_size) if self.image_size is not None else None,
+            "channels": self.channels,
+            "jit_compile": self.jit_compile,
+            "pipeline": self.pipeline.to_dict(),
+            "measured": dict(self.measured),
+            "baseline": dict(self.baseline) if self.baseline is not None else None,
+            "learning_rate": self.learning_rate.to_dict(),
+            "ceiling": dict(self.ceiling),
+            "trials": list(self.trials),
+            "fingerprints": dict(self.fingerprints),
+            "study": dict(self.study),
+            "data": dict(self.data),
+            "model": dict(self.model),
+            "audit": self.audit,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """Rebuild a plan from ``to_dict()`` output.
+
+        Raises:
+            PlanError: unknown schema version or missing required keys.
+        """
+        if not isinstance(data, dict):
+            raise PlanError("a plan must be a JSON object; re-run 'autobatch tune'")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise PlanError(
+                f"plan schema version {version!r} is not supported (this autobatch reads "
+                f"version {SCHEMA_VERSION}); re-run 'autobatch tune --force'"
+            )
+        missing = [k for k in ("batch_size", "num_examples", "ceiling_batch_size") if k not in data]
+        if missing:
+            raise PlanError(f"plan is missing {', '.join(missing)}; re-run 'autobatch tune'")
+        image_size = data.get("image_size")
+        try:
+            return cls(
+                batch_size=int(data["batch_size"]),
+                num_examples=int(data["num_examples"]),
+                ceiling_batch_size=int(data["ceiling_batch_size"]),
+                pipeline=PipelineSettings.from_dict(data.get("pipeline") or {}),
+                per_replica_batch_size=data.get("per_replica_batch_size"),
+                num_replicas=int(data.get("num_replicas") or 1),
+                image_size=tuple(image_size) if image_size is not None else None,  # type: ignore[arg-type]
+                channels=int(data.get("channels") or 3),
+                jit_compile=bool(data.get("jit_compile", False)),
+                measured=dict(data.get("measured") or {}),
+                baseline=data.get("baseline"),
+                learning_rate=LearningRateScaling.from_dict(data.get("learning_rate")),
+                ceiling=dict(data.get("ceiling") or {}),
+                trials=list(data.get("trials") or []),
+                fingerprints=dict(data.get("fingerprints") or {}),
+                study=dict(data.get("study") or {}),
+                data=dict(data.get("data") or {}),
+                model=dict(data.get("model") or {}),
+                audit=data.get("audit"),
+                autobatch_version=str(data.get("autobatch_version") or ""),
+                created_at=str(data.get("created_at") or ""),
+                schema_version=int(version),
+            )
+        except (TypeError, ValueError) as exc:
+            raise PlanError(f"plan has an invalid value ({exc}); re-run 'autobatch tune'") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the plan as JSON atomically (temp file in the same folder, then replace)."""
+        target = Path(path)
+        atomic_write_text(target, self.to_json())
+        self.path = str(target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Plan:
+        """Read a plan written by ``save``.
+
+        Raises:
+            PlanError: the file is missing, not JSON, or of an unknown schema.
+        """
+        source = Path(path)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PlanError(f"plan file {str(source)!r} not found; run 'autobatch tune' first") from None
+        except OSError as exc:
+            raise PlanError(f"cannot read plan file {str(source)!r}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(
+                f"plan file {str(source)!r} is not valid JSON (line {exc.lineno}); "
+                "re-run 'autobatch tune --force'"
+            ) from None
+        plan = cls.from_dict(data)
+        plan.path = str(source)
+        return plan
+
+
+def _json_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        to_dict = getattr(value, "to_dict", None)
+        return to_dict() if callable(to_dict) else dataclasses.asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------- fingerprints
+
+
+def _short_hash(text: str | bytes, size: int = 16) -> str:
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+    return hashlib.blake2b(data, digest_size=size).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=_json_default, separators=(",", ":"))
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> str:
+    """Hash of a file's bytes (a saved ``.keras`` model), streamed, without TensorFlow."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: Any, *, num_classes: int | None = None,
+                      image_size: Any = None, channels: int | None = None) -> str:
+    """Fingerprint of a model SPEC without importing TensorFlow where possible.
+
+    * a path to a saved model file: the file's bytes;
+    * a built-in name (``"small_cnn"``, ``"mobilenet_v2:alpha=0.5"``): the SPEC text and the
+      arguments it is built with;
+    * a live ``keras.Model`` (the caller has TF loaded already): its architecture JSON,
+      compiled optimizer and loss names.
+    """
+    shape_args = {"num_classes": num_classes, "image_size": image_size, "channels": channels}
+    if isinstance(model, (str, os.PathLike)):
+        text = os.fspath(model)
+        if os.path.isfile(text):
+            return _short_hash(_canonical({"file": file_fingerprint(text), **shape_args}))
+        return _short_hash(_canonical({"spec": text, **shape_args}))
+    to_json = getattr(model, "to_json", None)
+    if callable(to_json):
+        try:
+            arch = to_json()
+        except Exception:  # subclassed models without get_config
+            arch = repr([(w.name, tuple(w.shape)) for w in getattr(model, "weights", [])])
+        optimizer = getattr(model, "optimizer", None)
+        loss = getattr(model, "loss", None)
+        extra = {
+            "optimizer": type(optimizer).__name__ if optimizer is not None else None,
+            "loss": loss if isinstance(loss, str) else type(loss).__name__,
+        }
+        return _short_hash(_canonical({"arch": arch, **extra, **shape_args}))
+    return _short_hash(_canonical({"object": f"{type(model).__module__}.{type(model).__qualname__}",
+                                   **shape_args}))
+
+
+def hardware_fingerprint(env: Any = None) -> str:
+    """What the machine offers that a plan depends on: CPUs, memory limit, GPU models.
+
+    Free memory is left out on purpose: it changes from minute to minute, and the budget
+    (part of the options fingerprint) is what the plan was held to.
+    """
+    if env is None:
+        from autobatch._env import environment
+
+        env = environment()
+    record = {
+        "cpu_logical": env.cpu.logical,
+        "cpu_effective": env.cpu.effective,
+        "memory_limit_bytes": env.host.memory_limit_bytes,
+        "gpus": [(g.name, g.memory_total_bytes) for g in env.gpus],
+        "driver": env.driver_version,
+    }
+    return _short_hash(_canonical(record))
+
+
+def software_fingerprint() -> str:
+    """TensorFlow and Keras versions read from package metadata (no import)."""
+    from autobatch._env import package_version
+
+    return f"tensorflow={package_version('tensorflow')};keras={package_version('keras')}"
+
+
+def options_fingerprint(options: dict[str, Any]) -> str:
+    """Hash of the tune options that change the answer (budget, image size, trials, ...)."""
+    return _short_hash(_canonical(options))
+
+
+def combined_key(fingerprints: dict[str, str], keys: tuple[str, ...] | None = None) -> str:
+    """One hash over the named fingerprints (all of them by default), in a stable order."""
+    chosen = sorted(fingerprints) if keys is None else list(keys)
+    return _short_hash(_canonical([(k, fingerprints.get(k)) for k in chosen]), 12)
+
+
+# ---------------------------------------------------------------- cache
+
+
+def cache_root() -> Path:
+    """The user cache folder: ``$AUTOBATCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/autobatch``,
+    else ``~/.cache/autobatch``."""
+    explicit = os.environ.get("AUTOBATCH_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "autobatch"
+
+
+def plan_cache_path(fingerprints: dict[str, str]) -> Path:
+    """Where the plan for these fingerprints is cached."""
+    return cache_root() / "plans" / f"plan-{combined_key(fingerprints)}.json"
+
+
+def load_cached_plan(fingerprints: dict[str, str]) -> Plan | None:
+    """The cached plan for exactly these fingerprints, or None (a broken file is ignored)."""
+    path = plan_cache_path(fingerprints)
+    if not path.is_file():
+        return None
+    try:
+        plan = Plan.load(path)
+    except PlanError as exc:
+        logger.warning("ignoring unreadable cached plan %s: %s", path, exc)
+        return None
+    if plan.fingerprints != fingerprints:
+        logger.info("cached plan %s has other fingerprints; tuning again", path)
+        return None
+    plan.cache_hit = True
+    return plan
+
+
+def save_cached_plan(plan: Plan) -> Path:
+    """Store ``plan`` in the cache under its own fingerprints (atomically)."""
+    path = plan_cache_path(plan.fingerprints)
+    atomic_write_text(path, plan.to_json())
+    return path
