@@ -1,0 +1,193 @@
+"""Batch-size ceiling finders, all on autobatch's isolated probe engine and one budget.
+
+The anchors are re-implemented from their published logic so that only the search differs:
+- Lightning ``scale_batch_size(mode="binsearch")``: start at 2, double until a failure, then
+  bisect between the last success and the failure until they are adjacent.
+- Ultralytics AutoBatch: probe 1, 2, 4, 8, 16, fit a line through memory against batch size,
+  and aim it at 60% of the memory; the pick is never run.
+- Accelerate ``find_executable_batch_size``: start high and halve on every OOM (its default
+  start of 128 never looks above 128, so it starts at 1024 here to be able to find the ceiling).
+- autobatch: a memory model from a few cheap probes, a predicted ceiling, verification, and
+  bisection only on a miss.
+The true maximum comes from an exact bisection with a fresh worker for every probe.
+Every finder's pick is then run once more in a fresh worker to see whether it fits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("benchmarks.ceiling")
+
+PROBE_STEPS = 2
+
+
+class CountingProbe:
+    """Probes through one runner, counting them; restarts the worker before a step down,
+    since a worker never gives memory back (the same rule autobatch's own search follows)."""
+
+    def __init__(self, runner: Any, budget_bytes: int, fresh_each: bool = False) -> None:
+        self.runner = runner
+        self.budget_bytes = budget_bytes
+        self.fresh_each = fresh_each
+        self.count = 0
+        self.worker_max = 0
+        self.log: list[dict[str, Any]] = []
+
+    def __call__(self, batch_size: int) -> tuple[bool, int | None]:
+        from autobatch._probe import ProbeRequest
+        from autobatch._settings import PipelineSettings
+
+        if self.fresh_each or batch_size < self.worker_max:
+            self.runner.restart()
+            self.worker_max = 0
+        result = self.runner.run(ProbeRequest(
+            batch_size=batch_size, steps=PROBE_STEPS, warmup_steps=1,
+            settings=PipelineSettings(num_parallel_calls=1, prefetch=1)))
+        self.count += 1
+        peak = result.peak_memory_bytes
+        fits = result.ok and (peak is None or peak <= self.budget_bytes)
+        self.worker_max = max(self.worker_max, batch_size) if result.ok else 0
+        self.log.append({"batch_size": batch_size, "outcome": result.outcome, "peak_bytes": peak})
+        logger.info("  probe %d: %s peak %s -> %s", batch_size, result.outcome, peak,
+                    "fits" if fits else "over")
+        return fits, peak
+
+
+def lightning_binsearch(probe: CountingProbe, cap: int) -> int:
+    low, high, size = 0, None, 2
+    while True:
+        fits, _ = probe(size)
+        if fits:
+            low = size
+            if high is None:
+                if size >= cap:
+                    return size
+                size = min(cap, size * 2)
+                continue
+        else:
+            high = size
+        if high is not None:
+            if high - low <= 1:
+                return low
+            size = (low + high) // 2
+
+
+def ultralytics_autobatch(probe: CountingProbe, cap: int, fraction: float = 0.60) -> int:
+    sizes, peaks = [], []
+    for size in (1, 2, 4, 8, 16):
+        fits, peak = probe(size)
+        if not fits or peak is None:
+            break
+        sizes.append(size)
+        peaks.append(peak)
+    if len(sizes) < 2:
+        return max(1, sizes[-1] if sizes else 1)
+    slope, intercept = np.polyfit(sizes, peaks, deg=1)
+    pick = int((probe.budget_bytes * fraction - intercept) / slope) if slope > 0 else cap
+    return max(1, min(cap, pick))
+
+
+def accelerate_halving(probe: CountingProbe, start: int = 1024) -> int:
+    size = start
+    while size >= 1:
+        fits, _ = probe(size)
+        if fits:
+            return size
+        size //= 2
+    return 0
+
+
+def true_maximum(probe: CountingProbe, cap: int) -> int:
+    """Exact largest fitting batch: doubling then bisection, every probe in a fresh worker."""
+    low, high = 0, None
+    size = 8
+    while high is None:
+        fits, _ = probe(size)
+        if fits:
+            low = size
+            if size >= cap:
+                return size
+            size = min(cap, size * 2)
+        else:
+            high = size
+    while high - low > 1:
+        mid = (low + high) // 2
+        if probe(mid)[0]:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path) -> dict[str, Any]:
+    from autobatch._probe import SubprocessProbeRunner
+    from autobatch._search._ceiling import find_ceiling
+    from autobatch._sizes import parse_memory_size
+
+    budget_bytes = parse_memory_size(budget)
+    cap = 4096
+
+    def runner() -> Any:
+        return SubprocessProbeRunner(spec, data_dir, image_size=image_size,
+                                     host_memory_budget_bytes=budget_bytes, work_dir=work)
+
+    finders: dict[str, dict[str, Any]] = {}
+
+    def measure(name: str, search, fresh_each: bool = False) -> int:
+        with runner() as probe_runner:
+            probe = CountingProbe(probe_runner, budget_bytes, fresh_each=fresh_each)
+            start = time.perf_counter()
+            pick = search(probe)
+            wall = time.perf_counter() - start
+        finders[name] = {"ceiling": int(pick), "probes": probe.count, "wall_time_s": wall,
+                         "log": probe.log}
+        logger.info("%s: ceiling %d with %d probes in %.0f s", name, pick, probe.count, wall)
+        return pick
+
+    logger.info("ceiling: true maximum by bisection with fresh workers")
+    with runner() as probe_runner:
+        probe = CountingProbe(probe_runner, budget_bytes, fresh_each=True)
+        start = time.perf_counter()
+        true_max = true_maximum(probe, cap)
+        true_wall = time.perf_counter() - start
+
+    measure("lightning_binsearch", lambda p: lightning_binsearch(p, cap))
+    measure("ultralytics_autobatch", lambda p: ultralytics_autobatch(p, cap))
+    measure("accelerate_halving", lambda p: accelerate_halving(p))
+
+    def autobatch_search(probe: CountingProbe) -> int:
+        class _Counted:
+            memory_budget_bytes = budget_bytes
+
+            def run(self, request):
+                probe.count += 1
+                return probe.runner.run(request)
+
+            def restart(self):
+                probe.runner.restart()
+
+        result = find_ceiling(_Counted(), num_examples=None, max_batch_size=cap)
+        probe.log = [{"batch_size": p.batch_size, "outcome": p.outcome,
+                      "peak_bytes": p.peak_memory_bytes} for p in result.probes]
+        return result.batch_size
+
+    measure("autobatch", autobatch_search)
+
+    # Run every pick once more, in a fresh worker, to see whether it really fits.
+    with runner() as probe_runner:
+        check = CountingProbe(probe_runner, budget_bytes, fresh_each=True)
+        for name, finder in finders.items():
+            fits, peak = check(finder["ceiling"])
+            finder["pick_over_budget"] = not fits
+            finder["pick_peak_bytes"] = peak
+    return {
+        "model": spec, "image_size": image_size, "budget": budget, "budget_bytes": budget_bytes,
+        "true_max": true_max, "true_max_probes": probe.count, "true_max_wall_time_s": true_wall,
+        "finders": finders,
+    }

@@ -1,0 +1,66 @@
+"""Noise-robust measurement helpers: interleaved repeats and medians."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Call each run ``repeats`` times, rotating the order every round so that slow phases
+    of a shared machine hit every contender alike. Each run returns one measurement."""
+    names = list(runs)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(runs[name]())
+    return samples
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def spread(values: list[float]) -> float:
+    """Relative spread (max - min) / median of a series of measurements."""
+    if len(values) < 2:
+        return 0.0
+    mid = median(values)
+    return (max(values) - min(values)) / mid if mid else float("nan")
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.elapsed_s = time.perf_counter() - self.start
+
+
+def machine_description() -> dict[str, Any]:
+    from autobatch._env import environment
+
+    env = environment()
+    cpu_model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu_model,
+        "cpus_usable": env.cpu.usable,
+        "memory_total_bytes": env.host.memory_total_bytes,
+        "gpus": [g.name for g in env.gpus],
+        "tensorflow": env.tensorflow_version,
+        "keras": env.keras_version,
+        "python": env.python_version,
+    }

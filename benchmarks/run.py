@@ -1,0 +1,316 @@
+"""autobatch against what users would otherwise use, on this machine, in one run.
+
+    python benchmarks/run.py            # full run (tens of minutes on 2 cores)
+    python benchmarks/run.py --quick    # smaller data and fewer repeats, for a smoke test
+
+Writes benchmarks/RESULTS.md (a table with the machine described), benchmarks/results.json
+and benchmarks/results.png. Every comparison is measured side by side in the same run, with
+interleaved repeats and medians, because this kind of shared machine varies by +-30%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _pipelines  # noqa: E402
+import _stats  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+logger = logging.getLogger("benchmarks")
+
+
+# ---------------------------------------------------------------- workloads
+
+
+def make_workload_data(root: Path, images_per_class: int, classes: int) -> Path:
+    from autobatch._demo import PHOTO_CLASSES, make_photo_folder
+
+    data_dir = root / "photos"
+    if not data_dir.exists():
+        make_photo_folder(data_dir, classes=PHOTO_CLASSES[:classes],
+                          images_per_class=images_per_class, size=(375, 500))
+    return data_dir
+
+
+def _fresh_model(spec: str, num_classes: int, image_size: int, seed: int = 0):
+    import keras
+
+    from autobatch._models import resolve_model
+
+    keras.utils.set_random_seed(seed)
+    return resolve_model(spec, num_classes=num_classes, image_size=image_size)
+
+
+# ---------------------------------------------------------------- 1 + 3: throughput
+
+
+def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
+                       repeats: int, tune_budget_s: float, memory_budget: str | None,
+                       work: Path) -> dict[str, Any]:
+    """End-to-end training examples/s after a warm-up epoch, every pipeline side by side."""
+    import tensorflow as tf
+
+    import autobatch
+
+    num_examples = _pipelines.count_images(data_dir)
+    num_classes = len([p for p in data_dir.iterdir() if p.is_dir()])
+    logger.info("[%s] tuning %s at %d px on %d images", name, spec, image_size, num_examples)
+    with _stats.Timer() as tune_timer:
+        plan = autobatch.tune(spec, data_dir, image_size=image_size, memory_budget=memory_budget,
+                              time_budget_s=tune_budget_s, force=True,
+                              output=work / f"plan-{name}.json")
+    logger.info("[%s] plan: batch %d, %s (tuning took %.0f s)", name, plan.batch_size,
+                plan.pipeline.to_dict(), tune_timer.elapsed_s)
+
+    with _stats.Timer() as load_timer:
+        arrays = _pipelines.load_arrays(data_dir, image_size)
+    contenders: dict[str, tuple[Any, dict[str, Any]]] = {
+        "keras_default": _pipelines.keras_default(data_dir, image_size),
+        "classic_tf_data": _pipelines.classic_file_pipeline(data_dir, image_size),
+        "preloaded_arrays": _pipelines.preloaded_arrays(data_dir, image_size, arrays),
+        "python_generator": _pipelines.python_generator(data_dir, image_size),
+        "autobatch": (plan.dataset(data_dir), plan.fit_kwargs()),
+    }
+    # The compute roofline: one batch of the plan's size already in memory as tensors.
+    x_batch = tf.constant(arrays[0][: plan.batch_size])
+    y_batch = tf.constant(arrays[1][: plan.batch_size])
+    roofline_steps = math.ceil(num_examples / plan.batch_size)
+    contenders["roofline"] = (
+        tf.data.Dataset.from_tensors((x_batch, y_batch)).repeat(),
+        {"steps_per_epoch": roofline_steps},
+    )
+
+    models = {key: _fresh_model(spec, num_classes, image_size) for key in contenders}
+    if plan.jit_compile:
+        for key in ("autobatch", "roofline"):
+            models[key].compile(optimizer=models[key].optimizer, loss=models[key].loss,
+                                metrics=["accuracy"], jit_compile=True)
+
+    def examples_in_epoch(key: str) -> int:
+        if key == "roofline":
+            return roofline_steps * plan.batch_size
+        return num_examples
+
+    # Warm-up epoch: tracing, first allocations, and filling any cache the plan chose.
+    warmup_s: dict[str, float] = {}
+    for key, (data, kwargs) in contenders.items():
+        with _stats.Timer() as timer:
+            models[key].fit(data, epochs=1, verbose=0, **kwargs)
+        warmup_s[key] = timer.elapsed_s
+        logger.info("[%s] warm-up %s: %.1f s", name, key, timer.elapsed_s)
+
+    def one_epoch(key: str):
+        def run() -> float:
+            data, kwargs = contenders[key]
+            start = time.perf_counter()
+            models[key].fit(data, epochs=1, verbose=0, **kwargs)
+            return examples_in_epoch(key) / (time.perf_counter() - start)
+        return run
+
+    samples = _stats.interleaved({key: one_epoch(key) for key in contenders}, repeats)
+    medians = {key: _stats.median(values) for key, values in samples.items()}
+    base = medians["keras_default"]
+    result = {
+        "workload": name,
+        "model": spec,
+        "image_size": image_size,
+        "num_examples": num_examples,
+        "plan": {"batch_size": plan.batch_size, "pipeline": plan.pipeline.to_dict(),
+                 "jit_compile": plan.jit_compile, "ceiling_batch_size": plan.ceiling_batch_size,
+                 "tuned_examples_per_s": plan.measured.get("examples_per_s")},
+        "tune_time_s": tune_timer.elapsed_s,
+        "array_load_time_s": load_timer.elapsed_s,
+        "warmup_s": warmup_s,
+        "examples_per_s": samples,
+        "median_examples_per_s": medians,
+        "spread": {key: _stats.spread(values) for key, values in samples.items()},
+        "ratio_to_keras_default": {key: value / base for key, value in medians.items()},
+        "plan_over_roofline": medians["autobatch"] / medians["roofline"],
+        "decoded_fits_in_ram": True,
+    }
+    logger.info("[%s] ratios to keras default: %s", name,
+                {k: round(v, 2) for k, v in result["ratio_to_keras_default"].items()})
+    return result
+
+
+# ---------------------------------------------------------------- 2: ceiling finders
+
+
+def ceiling_section(data_dir: Path, spec: str, image_size: int, budget: str,
+                    work: Path) -> dict[str, Any]:
+    """Ceiling finders on the same probe engine and the same budget."""
+    import _ceiling_finders
+
+    return _ceiling_finders.compare(data_dir, spec, image_size, budget, work)
+
+
+# ---------------------------------------------------------------- 4: search efficiency
+
+
+def search_section(quick: bool) -> dict[str, Any] | None:
+    try:
+        import bench_search
+    except ImportError:
+        logger.warning("benchmarks/bench_search.py is missing; skipping the grid comparison")
+        return None
+    return bench_search.run(quick=quick)
+
+
+# ---------------------------------------------------------------- output
+
+
+def write_outputs(results: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    _plot(results, out_dir / "results.png")
+    (out_dir / "RESULTS.md").write_text(_markdown(results))
+
+
+def _plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sections = [r for r in results.get("throughput", [])]
+    ceiling = results.get("ceiling")
+    ncols = len(sections) + (1 if ceiling else 0)
+    fig, axes = plt.subplots(1, max(1, ncols), figsize=(5.5 * max(1, ncols), 4.2))
+    axes = list(axes) if ncols > 1 else [axes]
+    for ax, section in zip(axes, sections):
+        ratios = section["ratio_to_keras_default"]
+        keys = list(ratios)
+        colors = ["tab:green" if k == "autobatch" else "tab:gray" if k == "roofline" else "tab:blue"
+                  for k in keys]
+        ax.bar(range(len(keys)), [ratios[k] for k in keys], color=colors)
+        ax.axhline(1.0, color="black", lw=0.8, ls="--")
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels([k.replace("_", "\n") for k in keys], fontsize=8)
+        ax.set_ylabel("examples/s relative to Keras default")
+        ax.set_title(f"{section['workload']}: {section['model']} @ {section['image_size']} px")
+    if ceiling:
+        ax = axes[-1]
+        finders = ceiling["finders"]
+        keys = list(finders)
+        ax.bar(range(len(keys)), [finders[k]["probes"] for k in keys],
+               color=["tab:green" if k == "autobatch" else "tab:blue" for k in keys])
+        for i, k in enumerate(keys):
+            found = finders[k]["ceiling"]
+            mark = " OVER" if finders[k]["pick_over_budget"] else ""
+            ax.text(i, finders[k]["probes"] + 0.2, f"bs {found}{mark}", ha="center", fontsize=8)
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels(keys, fontsize=8)
+        ax.set_ylabel("probes used")
+        ax.set_title(f"ceiling finders (true max {ceiling['true_max']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "# autobatch benchmarks",
+        "",
+        f"One run of `python benchmarks/run.py{' --quick' if results['quick'] else ''}` on "
+        f"{results['date']}: {m['cpu_model']}, {m['cpus_usable']} usable CPUs, "
+        f"{m['memory_total_bytes'] / 2**30:.1f} GiB RAM, GPUs: {', '.join(m['gpus']) or 'none'}; "
+        f"TensorFlow {m['tensorflow']}, Keras {m['keras']}, Python {m['python']}. "
+        f"Medians of {results['repeats']} interleaved repeats after a warm-up epoch; the spread "
+        "column is (max - min) / median.",
+        "",
+        "![results](results.png)",
+        "",
+    ]
+    for section in results.get("throughput", []):
+        plan = section["plan"]
+        lines += [
+            f"## End-to-end training throughput: {section['workload']} "
+            f"({section['model']} at {section['image_size']} px, {section['num_examples']} photo-sized JPEGs)",
+            "",
+            f"Plan: batch {plan['batch_size']}, pipeline `{json.dumps(plan['pipeline'])}`, "
+            f"jit_compile={plan['jit_compile']}; tuning took {section['tune_time_s']:.0f} s.",
+            "",
+            "| pipeline | examples/s (median) | spread | vs Keras default |",
+            "|---|---:|---:|---:|",
+        ]
+        for key, value in section["median_examples_per_s"].items():
+            lines.append(f"| {key} | {value:.1f} | {section['spread'][key]:.0%} | "
+                         f"{section['ratio_to_keras_default'][key]:.2f}x |")
+        lines += ["", f"autobatch / compute roofline: **{section['plan_over_roofline']:.2f}**", ""]
+    ceiling = results.get("ceiling")
+    if ceiling:
+        lines += [
+            f"## Ceiling finders ({ceiling['model']} at {ceiling['image_size']} px, "
+            f"budget {ceiling['budget']}, same probe engine)",
+            "",
+            f"True largest batch under the budget (bisection with fresh workers): **{ceiling['true_max']}**.",
+            "",
+            "| finder | probes | wall time (s) | ceiling found | found / true | pick over budget when run |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for key, f in ceiling["finders"].items():
+            lines.append(f"| {key} | {f['probes']} | {f['wall_time_s']:.0f} | {f['ceiling']} | "
+                         f"{f['ceiling'] / ceiling['true_max']:.2f} | "
+                         f"{'yes' if f['pick_over_budget'] else 'no'} |")
+        lines.append("")
+    search = results.get("search")
+    if search:
+        lines += ["## Search efficiency (tuned vs exhaustive grid)", "",
+                  "```", json.dumps(search, indent=2, default=str), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data, few repeats")
+    parser.add_argument("--out", default=str(HERE), help="where RESULTS.md etc. go")
+    parser.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
+    parser.add_argument("--only", choices=["input", "compute", "ceiling", "search"], action="append")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    work = Path(args.work or tempfile.mkdtemp(prefix="autobatch-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    only = set(args.only or ["input", "compute", "ceiling", "search"])
+    quick = args.quick
+    repeats = 3 if quick else 5
+    data_dir = make_workload_data(work, images_per_class=40 if quick else 150, classes=4)
+
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "quick": quick,
+        "repeats": repeats,
+        "machine": _stats.machine_description(),
+        "throughput": [],
+    }
+    if "input" in only:
+        results["throughput"].append(throughput_section(
+            "input-heavy", data_dir, "small_cnn", 128, repeats=repeats,
+            tune_budget_s=60 if quick else 150, memory_budget=None, work=work))
+    if "compute" in only:
+        results["throughput"].append(throughput_section(
+            "compute-heavy", data_dir, "mobilenet_v2", 96, repeats=repeats,
+            tune_budget_s=90 if quick else 240, memory_budget=None, work=work))
+    if "ceiling" in only:
+        results["ceiling"] = ceiling_section(data_dir, "mobilenet_v2", 96, "3GiB", work)
+    if "search" in only:
+        results["search"] = search_section(quick)
+    write_outputs(results, Path(args.out))
+    logger.info("wrote %s", Path(args.out) / "RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
