@@ -77,6 +77,10 @@ class ProbeResult:
     worker_pid: int | None = None
     worker_started: bool = False
     """True when this probe had to start (or restart) the worker process."""
+    worker_probe_number: int | None = None
+    """How many probes this worker process has served, this one included (1 = fresh)."""
+    worker_trace_count: int | None = None
+    """Times the worker has traced its train step so far (stays 1 across batch sizes)."""
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,370 @@
+"""The probe worker: a long-lived child that imports TensorFlow and loads the model and the
+data once, then serves probes.
+
+Protocol (JSON lines): the parent starts ``python -m autobatch._probe._worker CONFIG.json``;
+the worker answers ``{"event": "ready", ...}`` (or ``{"event": "error", ...}`` and exits),
+then reads ``{"cmd": "probe", "request": {...}}`` lines from stdin and answers each with
+``{"event": "result", "result": {...}}``. stdout carries nothing else: the worker moves fd 1
+onto stderr (a log file the parent keeps) so that prints from TF or user code cannot corrupt
+the protocol. EOF on stdin ends the worker.
+
+Memory in one worker is not given back between probes: probe in ascending batch order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("autobatch._probe._worker")
+
+
+# ---------------------------------------------------------------- kernel memory figures
+
+
+def read_status_bytes(field: str, pid: int | str = "self") -> int | None:
+    """A ``kB`` field of ``/proc/PID/status`` (``VmHWM``, ``VmRSS``) in bytes."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's ``VmHWM`` to its current RSS (Linux ``clear_refs`` 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """``VmHWM`` since the last reset, or ``ru_maxrss`` (since start) where it is missing."""
+    hwm = read_status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _set_parent_death_signal() -> None:
+    """Die with the parent (Linux), so an orphaned worker never keeps training."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------- the worker
+
+
+class Worker:
+    """Holds the model, the data source and the traced train step; runs probes.
+
+    Also used in-process by ``InProcessProbeRunner``.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        import tensorflow as tf
+
+        self.config = config
+        self.device = "cpu"
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
+            try:
+                # Memory growth: the allocator's peak then reflects what the probe needs,
+                # not TF's default grab of the whole card.
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:
+                pass  # already initialised (in-process runner)
+        if gpus:
+            self.device = "GPU:0"
+        self.source = load_source(config["data"])
+        self.model = load_model(config["model"], self.source)
+        from autobatch._models import model_input_shape
+
+        shape = model_input_shape(self.model)
+        self.image_size = config.get("image_size") or (
+            (shape[0], shape[1]) if len(shape) == 3 and shape[0] and shape[1] else None)
+        self.channels = config.get("channels") or (shape[-1] if len(shape) == 3 else None)
+        self.seed = int(config.get("seed", 0))
+        self.cache_dir = config.get("cache_dir")
+        self._steps: dict[bool, Any] = {}
+        self._built = False
+        self.probes_served = 0
+
+    # ---- the train step, traced once per jit setting with a dynamic batch dimension
+    def step_function(self, element_spec: Any, jit_compile: bool, first_batch: Any) -> Any:
+        import tensorflow as tf
+
+        if not self._built:
+            # Build model, loss, metrics and optimizer state outside the traced function,
+            # as fit does, so tracing never creates variables.
+            self.model._symbolic_build(data_batch=first_batch)
+            self._built = True
+        step = self._steps.get(bool(jit_compile))
+        if step is None:
+            model = self.model
+
+            def one_step(data: Any) -> Any:
+                return model.distribute_strategy.run(model.train_step, args=(data,))
+
+            # input_signature = the dataset's element spec, whose batch dim is None: one
+            # trace serves every batch size (no retrace per probe).
+            step = tf.function(one_step, input_signature=[element_spec],
+                               jit_compile=bool(jit_compile), reduce_retracing=True)
+            self._steps[bool(jit_compile)] = step
+        return step
+
+    def trace_count(self) -> int:
+        total = 0
+        for step in self._steps.values():
+            try:
+                total += int(step.experimental_get_tracing_count())
+            except Exception:
+                pass
+        return total
+
+    def probe(self, request_data: dict[str, Any]) -> dict[str, Any]:
+        """Run one probe; returns a ``ProbeResult`` dict (never raises for the model's
+        failures: OOM -> ``oom``, any other exception -> ``crash``)."""
+        from autobatch._probe._types import ProbeRequest, ProbeResult
+
+        request = ProbeRequest.from_dict(request_data)
+        self.probes_served += 1
+        base = {"batch_size": request.batch_size, "settings": request.settings,
+                "jit_compile": request.jit_compile, "device": self.device,
+                "worker_pid": os.getpid(), "worker_probe_number": self.probes_served}
+        try:
+            measured = self._run(request)
+        except BaseException as exc:  # noqa: BLE001 - the whole point is to report it
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            outcome = "oom" if _is_oom(exc) else "crash"
+            lines = traceback.format_exception_only(type(exc), exc)
+            text = "".join(lines).strip().splitlines()
+            logger.error("probe failed: %s", "".join(traceback.format_exception(exc)))
+            result = ProbeResult(outcome=outcome, error="\n".join(text[-8:]),
+                                 peak_host_memory_bytes=peak_rss_bytes(), **base)
+            return result.to_dict()
+        return ProbeResult(outcome="ok", **base, **measured).to_dict()
+
+    def _run(self, request: Any) -> dict[str, Any]:
+        import tensorflow as tf
+
+        from autobatch._pipeline import build_dataset
+
+        reset_peak_rss()
+        gpu = self.device if self.device != "cpu" else None
+        if gpu:
+            try:
+                tf.config.experimental.reset_memory_stats(gpu)
+            except Exception:
+                pass
+        dataset = build_dataset(
+            self.source, batch_size=request.batch_size, settings=request.settings,
+            image_size=self.image_size, channels=self.channels, shuffle=True, seed=self.seed,
+            cache_dir=self.cache_dir, repeat=True,
+        )
+        iterator = iter(dataset)
+        waits_s: list[float] = []
+        steps_s: list[float] = []
+        step = None
+        for index in range(request.warmup_steps + request.steps):
+            start = time.perf_counter()
+            batch = next(iterator)
+            fetched = time.perf_counter()
+            if step is None:
+                step = self.step_function(dataset.element_spec, request.jit_compile, batch)
+            logs = step(batch)
+            # Reading a value waits for the step to finish (GPU kernels run asynchronously).
+            _ = float(tf.reduce_sum(logs["loss"]).numpy()) if isinstance(logs, dict) and \
+                "loss" in logs else [t.numpy() for t in tf.nest.flatten(logs)]
+            done = time.perf_counter()
+            if index >= request.warmup_steps:
+                waits_s.append(fetched - start)
+                steps_s.append(done - start)
+        del iterator, dataset
+        peak_host = peak_rss_bytes()
+        peak_device = nvml_bytes = None
+        if gpu:
+            try:
+                peak_device = int(tf.config.experimental.get_memory_info(gpu)["peak"])
+            except Exception:
+                peak_device = None
+            nvml_bytes = nvml_process_memory_bytes(os.getpid())
+        return summarize_steps(steps_s, waits_s, request.batch_size) | {
+            "worker_trace_count": self.trace_count(),
+            "peak_host_memory_bytes": peak_host,
+            "peak_device_memory_bytes": peak_device,
+            "nvml_device_memory_bytes": nvml_bytes,
+        }
+
+
+def summarize_steps(steps_s: list[float], waits_s: list[float], batch_size: int) -> dict[str, Any]:
+    """Median step time, its interquartile spread, examples/s and the input-wait share."""
+    import statistics
+
+    if not steps_s:
+        return {"step_times_s": []}
+    median = statistics.median(steps_s)
+    if len(steps_s) >= 4:
+        quartiles = statistics.quantiles(steps_s, n=4)
+        spread = quartiles[2] - quartiles[0]
+    else:
+        spread = max(steps_s) - min(steps_s)
+    total = sum(steps_s)
+    return {
+        "step_time_s": median,
+        "step_time_spread_s": spread,
+        "step_times_s": [round(s, 6) for s in steps_s],
+        "examples_per_s": batch_size / median if median > 0 else None,
+        "input_wait_fraction": (sum(waits_s) / total) if total > 0 else None,
+    }
+
+
+def nvml_process_memory_bytes(pid: int) -> int | None:
+    """GPU memory NVML charges to ``pid`` (the cross-check of TF's allocator peak)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        total = 0
+        found = False
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle) or []:
+                if int(proc.pid) == pid and proc.usedGpuMemory is not None:
+                    total += int(proc.usedGpuMemory)
+                    found = True
+        return total if found else None
+    except Exception:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import tensorflow as tf
+
+        if isinstance(exc, tf.errors.ResourceExhaustedError):
+            return True
+    except ImportError:
+        pass
+    text = str(exc)
+    return "ResourceExhausted" in text or "OOM when allocating" in text
+
+
+# ---------------------------------------------------------------- loading model and data
+
+
+def load_source(data: dict[str, Any]) -> Any:
+    """Rebuild the data source the parent described (index file, .npy files, pickle)."""
+    from autobatch._sources import ArraySource, FileSource, GeneratorSource
+
+    kind = data["kind"]
+    if kind == "directory":
+        index = json.loads(Path(data["index_path"]).read_text())
+        return FileSource(tuple(index["paths"]), tuple(index["labels"]),
+                          tuple(index["class_names"]), index.get("root"))
+    if kind == "arrays":
+        import numpy as np
+
+        x = np.load(data["x_path"], mmap_mode="r")
+        y = np.load(data["y_path"], mmap_mode="r") if data.get("y_path") else None
+        return ArraySource(x, y)
+    if kind == "generator":
+        import pickle
+
+        with open(data["pickle_path"], "rb") as handle:
+            generator = pickle.load(handle)
+        return GeneratorSource(generator, data.get("num_examples_hint"), data.get("batched"))
+    raise ValueError(f"unknown data kind {kind!r}")
+
+
+def load_model(model: dict[str, Any], source: Any) -> Any:
+    from autobatch._models import resolve_model
+
+    if model.get("builtin"):
+        return resolve_model(model["builtin"], num_classes=int(model["num_classes"]),
+                             image_size=model["image_size"], channels=int(model["channels"]))
+    return resolve_model(model["path"], num_classes=0, image_size=None,
+                         custom_objects_module=model.get("custom_objects_module"))
+
+
+# ---------------------------------------------------------------- main loop
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _set_parent_death_signal()
+    # Keep a private copy of stdout for the protocol; everything else printed goes to the log.
+    protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    def send(message: dict[str, Any]) -> None:
+        protocol.write(json.dumps(message, default=str) + "\n")
+        protocol.flush()
+
+    config = json.loads(Path(argv[0]).read_text())
+    started = time.perf_counter()
+    try:
+        import tensorflow as tf  # noqa: F401 - timed apart from the model load
+
+        import_s = time.perf_counter() - started
+        worker = Worker(config)
+    except Exception as exc:  # noqa: BLE001
+        from autobatch._errors import DataError, ModelError
+
+        kind = "model" if isinstance(exc, ModelError) else "data" if isinstance(
+            exc, DataError) else "crash"
+        logger.error("worker start failed: %s", "".join(traceback.format_exception(exc)))
+        send({"event": "error", "kind": kind, "message": str(exc).strip().splitlines()[0]
+              if str(exc).strip() else type(exc).__name__})
+        return 1
+    send({"event": "ready", "pid": os.getpid(), "device": worker.device,
+          "import_s": import_s, "load_s": time.perf_counter() - started,
+          "idle_rss_bytes": read_status_bytes("VmRSS"),
+          "image_size": worker.image_size, "channels": worker.channels})
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        message = json.loads(line)
+        if message.get("cmd") == "probe":
+            send({"event": "result", "result": worker.probe(message["request"])})
+        elif message.get("cmd") == "exit":
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
