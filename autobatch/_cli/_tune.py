@@ -1,0 +1,150 @@
+"""``autobatch tune``: find the fastest batch size and tf.data settings that fit, write a plan."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from autobatch._cli._common import console, err_console, print_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tune",
+        help="tune batch size and tf.data settings with isolated probes; write a plan JSON",
+        description=(
+            "Find the largest batch that fits the memory budget (verified by a probe), then "
+            "search batch size and tf.data settings jointly for the most examples/s with an "
+            "Optuna study, verify the winner, and write the plan. A repeated run with the "
+            "same model, data, machine and options returns the cached plan at once."
+        ),
+    )
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="image folder, one sub-folder per class")
+    parser.add_argument("--model", required=True, metavar="SPEC",
+                        help="a .keras file or a built-in: small_cnn, mobilenet_v2, resnet50, "
+                             "efficientnet_b0")
+    parser.add_argument("--image-size", type=int, metavar="N", help="resize images to N x N")
+    parser.add_argument("--channels", type=int, default=3, help="image channels (default 3)")
+    parser.add_argument("--memory-budget", metavar="SIZE",
+                        help="peak memory the training may use: 3GiB, 800MB or a fraction such "
+                             "as 0.8 (GPU memory when there is a GPU, host memory otherwise)")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS",
+                        help="wall-clock limit for the whole tune (default 120 unless --trials "
+                             "is given)")
+    parser.add_argument("--trials", type=int, metavar="N",
+                        help="throughput trials in the study (stored trials of a resumed study "
+                             "count)")
+    parser.add_argument("--storage", metavar="URL",
+                        help="Optuna storage URL (default: SQLite in the user cache folder)")
+    parser.add_argument("--output", "-o", default="autobatch-plan.json", metavar="PATH",
+                        help="plan JSON to write (default autobatch-plan.json)")
+    parser.add_argument("--force", action="store_true",
+                        help="ignore the cached plan and tune again from a fresh study")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    parser.add_argument("--no-xla", action="store_true", help="do not try jit_compile")
+    parser.add_argument("--json", action="store_true", help="print the plan JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autobatch._search._tune import tune, validate_options
+
+    # Cheap checks first so that a typo costs no probe.
+    validate_options(trials=args.trials, time_budget_s=args.time_budget, seed=args.seed)
+    progress = _Progress(enabled=not args.json)
+    with progress:
+        plan = tune(
+            args.model,
+            args.data_dir,
+            image_size=args.image_size,
+            channels=args.channels,
+            memory_budget=args.memory_budget,
+            time_budget_s=args.time_budget,
+            trials=args.trials,
+            storage=args.storage,
+            output=args.output,
+            force=args.force,
+            seed=args.seed,
+            try_xla=not args.no_xla,
+            on_event=progress.update,
+        )
+    if args.json:
+        print_json(plan.to_dict())
+        return 0
+    console().print(summary_table(plan))
+    return 0
+
+
+def summary_table(plan: Any) -> Any:
+    """The closing table: the choice, its speed, its memory, and the untuned default."""
+    from rich.table import Table
+
+    from autobatch._sizes import format_bytes
+
+    title = "autobatch tune" + (" (cached plan)" if plan.cache_hit else "")
+    table = Table(title=title, title_justify="left", show_header=True)
+    table.add_column("")
+    table.add_column("tuned", justify="right")
+    table.add_column("untuned default", justify="right")
+    base = plan.baseline or {}
+    measured = plan.measured
+    settings = plan.pipeline
+    table.add_row("batch size", str(plan.batch_size), str(base.get("batch_size", "-")))
+    table.add_row("steps per epoch", f"{plan.steps_per_epoch} ({plan.num_examples} examples)", "")
+    table.add_row(
+        "pipeline",
+        f"parallel calls {settings.num_parallel_calls}, prefetch {settings.prefetch}, "
+        f"cache {settings.cache}, threads {settings.private_threadpool_size or 'shared'}, "
+        f"intra-op {settings.max_intra_op_parallelism}, "
+        f"{'deterministic' if settings.deterministic else 'any order'}"
+        f"{', XLA' if plan.jit_compile else ''}",
+        "AUTOTUNE",
+    )
+    speed = measured.get("examples_per_s")
+    base_speed = base.get("examples_per_s")
+    table.add_row("examples/s", f"{speed:.1f}" if speed else "-",
+                  f"{base_speed:.1f}" if base_speed else "-")
+    budget = measured.get("memory_budget_bytes")
+    peak = measured.get("peak_memory_bytes")
+    table.add_row("peak memory", f"{format_bytes(peak)} of {format_bytes(budget)}",
+                  format_bytes(base.get("peak_memory_bytes")))
+    table.add_row("ceiling batch (verified)", str(plan.ceiling_batch_size), "")
+    if plan.speedup_over_baseline:
+        table.add_row("speed-up", f"{plan.speedup_over_baseline:.2f}x", "1.00x")
+    if plan.path:
+        table.caption = f"plan: {plan.path}"
+    return table
+
+
+class _Progress:
+    """A rich status line: phase, trial, best so far. Drawn on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._status: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self._status = err_console().status("autobatch tune: starting")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+    def update(self, event: Any) -> None:
+        if self._status is None:
+            return
+        parts = [f"[bold]{event.phase}[/bold]"]
+        if event.trial is not None:
+            total = "" if event.trials_total in (None, 200) else f"/{event.trials_total}"
+            parts.append(f"trial {event.trial}{total}")
+        if event.best_examples_per_s:
+            parts.append(f"best {event.best_examples_per_s:.1f} examples/s")
+        budget = f"/{event.time_budget_s:.0f}" if event.time_budget_s else ""
+        parts.append(f"{event.elapsed_s:.0f}{budget} s")
+        parts.append(event.message)
+        self._status.update(" | ".join(parts))
+        if event.phase in ("ceiling", "verify", "baseline") and event.result is not None:
+            err_console().log(f"{event.phase}: {event.message}")

@@ -1,0 +1,315 @@
+"""The memory ceiling: the largest batch whose measured peak memory stays under the budget.
+
+Peak memory grows roughly linearly with the batch (fixed model, optimizer and runtime cost
+plus activations per example). We fit that line from a few cheap ascending probes, predict
+the largest batch under the budget, probe there, refit with the new (farther) point, and
+bisect only when a probe misses. The reported ceiling is always a batch that was run
+successfully, never a prediction. The math lives in small pure functions; only
+``find_ceiling`` talks to a probe runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from autobatch._probe._types import ProbeRequest, ProbeResult
+from autobatch._settings import PipelineSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_SIZE = 4096
+"""No search goes beyond this: past it a ceiling is not the limiting factor."""
+DEFAULT_CLOSE_ENOUGH = 0.05
+"""Stop once the fitting and the failing (or predicted) batch are within 5% of each other."""
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Peak memory ~ intercept + slope * batch size."""
+
+    slope_bytes_per_example: float
+    intercept_bytes: float
+
+    def predict_bytes(self, batch_size: int) -> float:
+        return self.intercept_bytes + self.slope_bytes_per_example * batch_size
+
+    def largest_batch_under(self, budget_bytes: int) -> int:
+        """The largest batch the line puts under ``budget_bytes`` (0 when none)."""
+        if self.slope_bytes_per_example <= 0:
+            return MAX_BATCH_SIZE
+        room = budget_bytes - self.intercept_bytes
+        if room <= 0:
+            return 0
+        return int(math.floor(room / self.slope_bytes_per_example))
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "slope_bytes_per_example": float(self.slope_bytes_per_example),
+            "intercept_bytes": float(self.intercept_bytes),
+        }
+
+
+def fit_memory_model(points: Sequence[tuple[int, int]], *, last: int = 3) -> MemoryModel | None:
+    """Fit peak memory against batch size from successful probes.
+
+    A Theil-Sen line (median of pairwise slopes) over the ``last`` largest batches: robust to
+    one noisy reading, and weighted towards the far end where activations dominate and the
+    line matters for the prediction. A non-positive slope (noise between two close batches)
+    is replaced by the steepest slope seen, so the prediction errs low, then verified.
+
+    Args:
+        points: ``(batch_size, peak_bytes)`` of successful probes, any order.
+        last: how many of the largest distinct batches to fit.
+
+    Returns:
+        The model, or None with fewer than two distinct batch sizes.
+    """
+    by_batch: dict[int, int] = {}
+    for batch, peak in points:
+        # In one reused worker a repeated batch reads the higher figure; keep the highest.
+        by_batch[int(batch)] = max(int(peak), by_batch.get(int(batch), 0))
+    chosen = sorted(by_batch.items())[-last:]
+    if len(chosen) < 2:
+        return None
+    slopes = [
+        (y2 - y1) / (x2 - x1)
+        for i, (x1, y1) in enumerate(chosen)
+        for (x2, y2) in chosen[i + 1 :]
+    ]
+    slope = statistics.median(slopes)
+    if slope <= 0:
+        slope = max(slopes)
+    if slope <= 0:
+        # Memory did not grow at all across the probes: use a tiny positive slope so the
+        # prediction jumps far up and the verify probe (and bisection) decide.
+        slope = max(1.0, chosen[-1][1] * 1e-4)
+    intercept = statistics.median(y - slope * x for x, y in chosen)
+    return MemoryModel(slope_bytes_per_example=float(slope), intercept_bytes=float(intercept))
+
+
+def predict_ceiling(
+    model: MemoryModel, budget_bytes: int, *, low: int, high: int, max_growth: float = 8.0
+) -> int:
+    """Next batch to verify: the model's largest batch under budget, kept in ``(low, high)``.
+
+    Args:
+        model: fitted memory line.
+        budget_bytes: the limit a probe's peak must stay under.
+        low: the largest batch known to fit.
+        high: the smallest batch known not to fit (or the cap + 1).
+        max_growth: never jump more than this factor above ``low`` in one step, so a flat
+            early line cannot send the first verify probe far beyond the real limit.
+    """
+    predicted = model.largest_batch_under(budget_bytes)
+    predicted = min(predicted, int(low * max_growth), high - 1)
+    return max(predicted, low + 1) if high - low > 1 else low
+
+
+def next_bisect(low: int, high: int) -> int:
+    """Midpoint between a fitting ``low`` and a failing ``high`` batch."""
+    return (low + high) // 2
+
+
+def after_miss(
+    model: MemoryModel | None, budget_bytes: int, *, low: int, high: int, margin: float = 0.025
+) -> int:
+    """Next batch after a miss at ``high``: the line's estimate under a slightly lower budget
+    (it just over-predicted), kept between the midpoint and a quarter of the bracket below
+    ``high``, so the bracket shrinks by at least a quarter per probe; the midpoint when
+    there is no line. Above the midpoint because the line is usually nearly right."""
+    mid = next_bisect(low, high)
+    if model is None:
+        return mid
+    upper = max(mid, high - max(1, math.ceil((high - low) / 4)))
+    guess = model.largest_batch_under(int(budget_bytes * (1.0 - margin)))
+    return max(mid, min(guess, upper))
+
+
+def close_enough(low: int, high: int, fraction: float = DEFAULT_CLOSE_ENOUGH) -> bool:
+    """True once the fitting batch is within ``fraction`` of the failing one (or adjacent)."""
+    return high - low <= 1 or low >= (1.0 - fraction) * high
+
+
+def initial_batches(cap: int, start: int = 8, factor: int = 4) -> list[int]:
+    """Two cheap ascending probes to fit the first line: ``start`` and ``start * factor``.
+
+    Small but not tiny: at batch 1-2 memory is all fixed cost and the allocator's rounding
+    hides the slope.
+    """
+    first = max(1, min(start, cap))
+    second = min(first * factor, cap)
+    return [first] if second == first else [first, second]
+
+
+def probe_fits(result: ProbeResult, budget_bytes: int) -> bool:
+    """A probe fits when it ran to the end and its peak stayed under the budget."""
+    peak = result.peak_memory_bytes
+    return result.ok and (peak is None or peak <= budget_bytes)
+
+
+@dataclass
+class CeilingResult:
+    """What the ceiling search found. ``batch_size`` is a probe that ran and fit."""
+
+    batch_size: int
+    budget_bytes: int
+    probes: list[ProbeResult] = field(default_factory=list)
+    memory_model: MemoryModel | None = None
+    predicted_batch_size: int | None = None
+    first_failing_batch_size: int | None = None
+    capped_by: str | None = None
+    """"num_examples" or "max_batch_size" when the search stopped at a cap, not at memory."""
+
+    @property
+    def probe(self) -> ProbeResult | None:
+        """The successful probe at the ceiling."""
+        for result in reversed(self.probes):
+            if result.batch_size == self.batch_size and probe_fits(result, self.budget_bytes):
+                return result
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "probes": [p.to_dict() for p in self.probes],
+            "memory_model": self.memory_model.to_dict() if self.memory_model else None,
+            "predicted_batch_size": self.predicted_batch_size,
+            "first_failing_batch_size": self.first_failing_batch_size,
+            "budget_bytes": self.budget_bytes,
+            "capped_by": self.capped_by,
+        }
+
+
+class CeilingNotFound(Exception):
+    """Even the smallest batch did not fit (raised as a UsageError by ``tune``)."""
+
+    def __init__(self, result: ProbeResult) -> None:
+        super().__init__(result.error or result.outcome)
+        self.result = result
+
+
+def find_ceiling(
+    runner: Any,
+    *,
+    num_examples: int | None,
+    settings: PipelineSettings | None = None,
+    jit_compile: bool = False,
+    max_batch_size: int = MAX_BATCH_SIZE,
+    max_probes: int = 8,
+    steps: int = 2,
+    warmup_steps: int = 1,
+    timeout_s: float = 300.0,
+    close_fraction: float = DEFAULT_CLOSE_ENOUGH,
+    on_probe: Callable[[ProbeResult], None] | None = None,
+) -> CeilingResult:
+    """Find the largest batch that fits the runner's memory budget, with few probes.
+
+    Ascending probes share one worker (memory only grows there, so each reading is the
+    probe's own peak); a probe below the worker's largest so far restarts the worker first,
+    because a worker does not give memory back and would read the larger probe's peak.
+
+    Args:
+        runner: a ``ProbeRunner`` (``run``, ``restart``, ``memory_budget_bytes``).
+        num_examples: the data size; no batch beyond it is tried (None: unknown).
+        settings: pipeline settings for the probes (a lean, fixed pipeline by default).
+        max_batch_size: hard cap on the batch.
+        max_probes: give up refining after this many probes (the best fit so far stands).
+        steps: timed steps per probe (memory needs few).
+        close_fraction: stop once fit and miss are within this fraction.
+        on_probe: called with each result (progress display).
+
+    Raises:
+        CeilingNotFound: the smallest batch tried did not fit.
+    """
+    budget = int(runner.memory_budget_bytes)
+    settings = settings or PipelineSettings(num_parallel_calls=1, prefetch=1)
+    cap = max_batch_size if not num_examples else min(max_batch_size, int(num_examples))
+    cap = max(1, cap)
+    probes: list[ProbeResult] = []
+    ok_points: list[tuple[int, int]] = []
+    low, high = 0, cap + 1  # low fits (0: nothing yet), high fails (cap + 1: not yet)
+    worker_max = 0
+    model: MemoryModel | None = None
+    first_prediction: int | None = None
+
+    def run(batch: int) -> bool:
+        nonlocal worker_max, low, high
+        if batch < worker_max:
+            runner.restart()
+            worker_max = 0
+        result = runner.run(
+            ProbeRequest(
+                batch_size=batch,
+                settings=settings,
+                steps=steps,
+                warmup_steps=warmup_steps,
+                jit_compile=jit_compile,
+                timeout_s=timeout_s,
+            )
+        )
+        probes.append(result)
+        if on_probe is not None:
+            on_probe(result)
+        fits = probe_fits(result, budget)
+        if result.ok:
+            worker_max = max(worker_max, batch)
+        else:
+            worker_max = 0  # the runner restarts a worker after oom/crash/timeout
+        if fits:
+            low = max(low, batch)
+            if result.peak_memory_bytes is not None:
+                ok_points.append((batch, int(result.peak_memory_bytes)))
+        else:
+            high = min(high, batch)
+        logger.info(
+            "ceiling probe batch %d: %s, peak %s of budget %d",
+            batch, result.outcome, result.peak_memory_bytes, budget,
+        )
+        return fits
+
+    # 1. Cheap ascending probes for the first line.
+    for batch in initial_batches(cap):
+        if batch >= high:
+            break
+        if not run(batch) and low == 0:
+            # The smallest batch failed: halve down until one fits, or give up at 1.
+            while low == 0 and batch > 1:
+                batch = max(1, batch // 2)
+                run(batch)
+            if low == 0:
+                raise CeilingNotFound(probes[-1])
+            break
+
+    # 2. Predict, verify, refit with the farther point; bisect on a miss.
+    while len(probes) < max_probes and low < cap and not close_enough(low, high, close_fraction):
+        model = fit_memory_model(ok_points) or model
+        if high <= cap:
+            # A miss is known: the boundary lies in (low, high). Use the line while it
+            # points inside the bracket's upper part, else bisect.
+            batch = after_miss(model, budget, low=low, high=high, margin=close_fraction / 2)
+        elif model is None:
+            batch = min(cap, max(low * 2, low + 1))
+        else:
+            batch = predict_ceiling(model, budget, low=low, high=high)
+            if first_prediction is None:
+                first_prediction = model.largest_batch_under(budget)
+        batch = max(low + 1, min(batch, high - 1, cap))
+        run(batch)
+
+    capped_by = None
+    if low >= cap:
+        capped_by = "num_examples" if num_examples and cap == num_examples else "max_batch_size"
+    return CeilingResult(
+        batch_size=low,
+        budget_bytes=budget,
+        probes=probes,
+        memory_model=fit_memory_model(ok_points) or model,
+        predicted_batch_size=first_prediction,
+        first_failing_batch_size=high if high <= cap else None,
+        capped_by=capped_by,
+    )

@@ -1,0 +1,770 @@
+"""``tune``: ceiling -> untuned baseline -> throughput study -> verify -> Plan.
+
+Orchestration only; the math is in ``_ceiling`` and ``_study``. TensorFlow lives in the probe
+worker; this module never imports it, so a cache hit (fingerprint, look up, load) returns
+without it. Progress goes to ``logging`` and to an optional ``on_event`` callback that the
+CLI draws; the library never prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autobatch._errors import ModelError, UsageError
+from autobatch._plan import (
+    DEFAULT_REFERENCE_BATCH_SIZE,
+    Plan,
+    hardware_fingerprint,
+    learning_rate_scaling,
+    load_cached_plan,
+    model_fingerprint,
+    options_fingerprint,
+    save_cached_plan,
+    software_fingerprint,
+)
+from autobatch._probe._types import ProbeRequest, ProbeResult
+from autobatch._search._ceiling import MAX_BATCH_SIZE, CeilingNotFound, CeilingResult, find_ceiling
+from autobatch._search._study import (
+    SearchSpace,
+    TrialRecord,
+    build_search_space,
+    decoded_dataset_bytes,
+    memory_cache_fits,
+    open_study,
+    record_from_frozen,
+    robust_value,
+    run_trial,
+    study_name_for,
+)
+from autobatch._settings import PipelineSettings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIME_BUDGET_S = 120.0
+MAX_TRIALS = 200
+TOP_K_VERIFY = 3
+"""Finalists re-measured side by side before the winner's long verify run."""
+
+
+@dataclass
+class TuneEvent:
+    """A progress report for the display (the CLI draws it; the library only emits it)."""
+
+    phase: str
+    """"cache", "ceiling", "baseline", "xla", "search", "verify", "done"."""
+    message: str
+    trial: int | None = None
+    trials_total: int | None = None
+    best_examples_per_s: float | None = None
+    best_params: dict[str, Any] | None = None
+    elapsed_s: float = 0.0
+    time_budget_s: float | None = None
+    result: ProbeResult | None = field(default=None, repr=False)
+
+
+EventCallback = Callable[[TuneEvent], None]
+
+
+# ---------------------------------------------------------------- option checks (pure)
+
+
+def validate_options(*, trials: int | None, time_budget_s: float | None, seed: int) -> None:
+    """Reject impossible options before any work starts, one line each."""
+    if trials is not None and (isinstance(trials, bool) or int(trials) < 1):
+        raise UsageError(f"--trials must be a positive whole number, got {trials}")
+    if trials is not None and int(trials) > MAX_TRIALS:
+        raise UsageError(f"--trials must be at most {MAX_TRIALS}, got {trials}")
+    if time_budget_s is not None and not (float(time_budget_s) > 0):
+        raise UsageError(f"--time-budget must be a positive number of seconds, got {time_budget_s}")
+    if int(seed) < 0:
+        raise UsageError(f"--seed must be >= 0, got {seed}")
+
+
+def resolve_budgets(memory_budget: Any, env: Any) -> tuple[int | None, int | None, str]:
+    """The host and device budgets in bytes from what the user asked.
+
+    ``memory_budget`` bounds the device when there is a GPU, the host otherwise; fractions
+    refer to that device's (or the host's effective) memory. A budget larger than the
+    machine is a usage error.
+
+    Returns:
+        ``(host_budget_bytes, device_budget_bytes, what)``; None means the runner's default.
+    """
+    from autobatch._sizes import format_bytes, parse_memory_size
+
+    if memory_budget is None:
+        return None, None, "default"
+    if env.gpus:
+        limit = int(min(g.memory_total_bytes for g in env.gpus))
+        where = "GPU memory"
+    else:
+        limit = int(env.host.memory_limit_bytes)
+        where = "host memory"
+    budget = (
+        int(memory_budget)
+        if isinstance(memory_budget, int) and not isinstance(memory_budget, bool)
+        else parse_memory_size(memory_budget, limit_bytes=limit)
+    )
+    if budget > limit:
+        raise UsageError(
+            f"memory budget {format_bytes(budget)} is larger than this machine's "
+            f"{format_bytes(limit)} of {where}; pass a smaller --memory-budget"
+        )
+    if env.gpus:
+        return None, budget, "device"
+    return budget, None, "host"
+
+
+def optimizer_name_of(model: Any) -> str | None:
+    """The optimizer class name, without TensorFlow where possible.
+
+    Built-ins compile with Adam; a ``.keras`` file names its optimizer in the zip's
+    ``config.json``; a live model has ``model.optimizer``.
+    """
+    from autobatch._models import is_builtin
+
+    if is_builtin(model):
+        return "Adam"
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if path.endswith(".keras") and os.path.isfile(path):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    config = json.loads(archive.read("config.json"))
+                optimizer = (config.get("compile_config") or {}).get("optimizer")
+                if isinstance(optimizer, dict):
+                    return optimizer.get("class_name")
+                if isinstance(optimizer, str):
+                    return optimizer
+            except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+                return None
+        return None
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return None
+    inner = getattr(optimizer, "inner_optimizer", None)  # LossScaleOptimizer wraps the real one
+    return type(inner if inner is not None else optimizer).__name__
+
+
+def model_summary(model: Any, *, image_size: tuple[int, int] | None, channels: int,
+                  num_classes: int | None) -> dict[str, Any]:
+    """The plan's ``model`` record, without TensorFlow for SPEC strings."""
+    if isinstance(model, (str, os.PathLike)):
+        spec = os.fspath(model)
+        name = Path(spec).stem if os.path.sep in spec or spec.endswith(".keras") else spec
+        shape = [image_size[0], image_size[1], channels] if image_size else None
+        return {"spec": spec, "name": name, "input_shape": shape, "output_units": num_classes}
+    input_shape = getattr(model, "input_shape", None)
+    output_shape = getattr(model, "output_shape", None)
+    return {
+        "spec": None,
+        "name": getattr(model, "name", type(model).__name__),
+        "input_shape": list(input_shape[1:]) if isinstance(input_shape, tuple) else None,
+        "output_units": output_shape[-1] if isinstance(output_shape, tuple) else num_classes,
+    }
+
+
+def data_summary(source: Any) -> dict[str, Any]:
+    kind = getattr(source, "kind", "unknown")
+    return {
+        "kind": kind,
+        "path": getattr(source, "root", None),
+        "class_names": list(getattr(source, "class_names", ()) or ()),
+    }
+
+
+def audit_summary(source: Any) -> dict[str, Any] | None:
+    report = getattr(source, "audit", None)
+    if report is None:
+        return None
+    for name in ("summary", "to_dict"):
+        fn = getattr(report, name, None)
+        if callable(fn):
+            try:
+                value = fn()
+                return value if isinstance(value, dict) else None
+            except Exception:  # the audit summary is informative only
+                return None
+    return None
+
+
+# ---------------------------------------------------------------- the runner wrapper
+
+
+class _TrackedRunner:
+    """Wraps a ``ProbeRunner`` and remembers the largest batch its current worker ran.
+
+    A worker never gives memory back, so a memory figure is only honest for a batch at or
+    above everything the worker ran before; ``run(..., need_memory=True)`` restarts it when
+    that does not hold. Throughput figures do not need a restart.
+    """
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.worker_max_batch = 0
+        self.worker_used_settings: set[PipelineSettings] = set()
+        self.restarts = 0
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return int(self.runner.memory_budget_bytes)
+
+    def restart(self) -> None:
+        self.runner.restart()
+        self.restarts += 1
+        self.worker_max_batch = 0
+
+    def run(self, request: ProbeRequest, *, need_memory: bool = False) -> ProbeResult:
+        if need_memory and self.worker_max_batch > 0 and (
+            request.batch_size < self.worker_max_batch
+        ):
+            self.restart()
+        result = self.runner.run(request)
+        if result.worker_started:
+            self.worker_max_batch = 0
+        if result.ok:
+            self.worker_max_batch = max(self.worker_max_batch, request.batch_size)
+        else:
+            self.worker_max_batch = 0  # the runner replaces a worker after oom/crash/timeout
+        return result
+
+
+# ---------------------------------------------------------------- tune
+
+
+def tune(
+    model: Any,
+    data: Any,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    channels: int = 3,
+    memory_budget: str | int | None = None,
+    time_budget_s: float | None = None,
+    trials: int | None = None,
+    storage: str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    seed: int = 0,
+    num_examples: int | None = None,
+    measure_baseline: bool = True,
+    try_xla: bool = True,
+    trial_steps: int = 5,
+    verify_steps: int = 15,
+    max_batch_size: int = MAX_BATCH_SIZE,
+    custom_objects_module: str | None = None,
+    runner: Any = None,
+    on_event: EventCallback | None = None,
+    use_cache: bool = True,
+) -> Plan:
+    """Find the fastest batch size and tf.data settings that fit the memory budget.
+
+    Args:
+        model: a built-in name (``small_cnn``, ``mobilenet_v2``, ...), a ``.keras`` path,
+            or a ``keras.Model``.
+        data: an image folder, ``(x, y)`` arrays, or a generator (with ``num_examples``).
+        image_size: ``N`` or ``(height, width)``: images are resized to it.
+        channels: image channels.
+        memory_budget: ``"3GiB"``, bytes, or a fraction such as ``"0.8"``; bounds the GPU
+            when there is one, the host otherwise. None: the probe runner's default.
+        time_budget_s: wall-clock limit for the whole tune (default 120 s unless ``trials``
+            is given). Honoured within about 10%.
+        trials: number of throughput trials in the study (resumed trials count).
+        storage: an Optuna storage URL; default an SQLite file in the user cache folder.
+        output: write the plan JSON here too (atomically).
+        force: ignore the cached plan and start a fresh study.
+        seed: seeds the TPE sampler.
+        num_examples: examples per epoch, needed for generators.
+        measure_baseline: also measure the untuned default (batch 32, AUTOTUNE).
+        try_xla: include ``jit_compile`` in the search when the model compiles with XLA.
+        trial_steps / verify_steps: timed steps per trial probe / in the final verify run.
+        runner: a ``ProbeRunner`` to use instead of starting a ``SubprocessProbeRunner``
+            (it is not closed here).
+        on_event: called with a ``TuneEvent`` at each step (progress display).
+        use_cache: look up and store plans in the plan cache.
+
+    Returns:
+        The verified ``Plan`` (``plan.cache_hit`` tells whether it came from the cache).
+
+    Raises:
+        UsageError: bad options, unknown model, unusable data, or no batch fits the budget.
+    """
+    started = time.perf_counter()
+    validate_options(trials=trials, time_budget_s=time_budget_s, seed=seed)
+    if time_budget_s is None and trials is None:
+        time_budget_s = DEFAULT_TIME_BUDGET_S
+    deadline = started + float(time_budget_s) if time_budget_s is not None else math.inf
+    emit = _Emitter(on_event, started, time_budget_s)
+
+    from autobatch._env import environment
+    from autobatch._models import BUILTIN_MODELS, is_builtin
+    from autobatch._pipeline import normalize_image_size
+    from autobatch._sources import resolve_source
+
+    if isinstance(model, str) and not is_builtin(model) and not os.path.exists(model):
+        raise ModelError(
+            f"unknown model {model!r}: pass a .keras file or one of {', '.join(BUILTIN_MODELS)}"
+        )
+    size = normalize_image_size(image_size)
+    if is_builtin(model) and size is None:
+        raise ModelError(f"built-in model {model!r} needs an image size; pass --image-size N")
+    env = environment()
+    host_budget, device_budget, _ = resolve_budgets(memory_budget, env)
+    source = resolve_source(data)
+    count = source.num_examples if source.num_examples is not None else num_examples
+    if not count:
+        raise UsageError("the number of examples per epoch is unknown; pass num_examples=N")
+    count = int(count)
+    num_classes = getattr(source, "num_classes", None)
+
+    options = {
+        "image_size": list(size) if size else None,
+        "channels": channels,
+        "memory_budget": memory_budget if memory_budget is None else str(memory_budget),
+        "seed": seed,
+        "measure_baseline": measure_baseline,
+        "try_xla": try_xla,
+        "max_batch_size": max_batch_size,
+        "trial_steps": trial_steps,
+    }
+    fingerprints = {
+        "model": model_fingerprint(model, num_classes=num_classes, image_size=size,
+                                   channels=channels),
+        "data": source.fingerprint(),
+        "hardware": hardware_fingerprint(env),
+        "tensorflow": software_fingerprint(),
+        "options": options_fingerprint(
+            {**options, "time_budget_s": time_budget_s, "trials": trials}
+        ),
+    }
+    if use_cache and not force:
+        cached = load_cached_plan(fingerprints)
+        if cached is not None:
+            emit("cache", f"cached plan {cached.path}")
+            if output is not None:
+                cached.save(output)
+            cached.cache_hit = True
+            return cached
+
+    study_keys = {**fingerprints, "options": options_fingerprint(options)}
+    study_name = study_name_for(study_keys)
+    study = _open(storage, study_name, seed=seed, force=force)
+    study.set_user_attr("model", model_summary(model, image_size=size, channels=channels,
+                                               num_classes=num_classes))
+    study.set_user_attr("data", {**data_summary(source), "num_examples": count})
+    study.set_user_attr("hardware", {
+        "cpus": env.cpu.effective,
+        "memory_limit_bytes": env.host.memory_limit_bytes,
+        "gpus": [g.name for g in env.gpus],
+    })
+
+    own_runner = runner is None
+    if own_runner:
+        from autobatch._probe import SubprocessProbeRunner
+
+        work_dir = tempfile.mkdtemp(prefix="autobatch-tune-")
+        runner = SubprocessProbeRunner(
+            model, source, image_size=size, channels=channels,
+            host_memory_budget_bytes=host_budget, device_memory_budget_bytes=device_budget,
+            custom_objects_module=custom_objects_module, work_dir=work_dir,
+        )
+    tracked = _TrackedRunner(runner)
+    try:
+        plan = _search(
+            tracked, study, source=source, count=count, size=size, channels=channels,
+            env=env, deadline=deadline, trials=trials, seed=seed,
+            measure_baseline=measure_baseline, try_xla=try_xla, trial_steps=trial_steps,
+            verify_steps=verify_steps, max_batch_size=max_batch_size, emit=emit,
+        )
+    finally:
+        if own_runner:
+            runner.close()
+
+    plan.fingerprints = fingerprints
+    plan.study = {"storage": _redact(storage) if storage else "default (user cache SQLite)",
+                  "study_name": study_name}
+    plan.data = data_summary(source)
+    plan.model = model_summary(model, image_size=size, channels=channels, num_classes=num_classes)
+    plan.audit = audit_summary(source)
+    plan.learning_rate = learning_rate_scaling(optimizer_name_of(model), plan.batch_size,
+                                               DEFAULT_REFERENCE_BATCH_SIZE)
+    if use_cache:
+        save_cached_plan(plan)
+    if output is not None:
+        plan.save(output)
+    emit("done", f"batch {plan.batch_size}: {plan.examples_per_s or 0:.1f} examples/s",
+         best=plan.examples_per_s)
+    return plan
+
+
+def _redact(url: str) -> str:
+    """Drop a password from a storage URL before it goes into a plan file."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _open(storage: str | None, name: str, *, seed: int, force: bool) -> Any:
+    if force:
+        import optuna
+
+        from autobatch._search._study import default_storage_url
+
+        try:
+            optuna.delete_study(study_name=name, storage=storage or default_storage_url())
+        except KeyError:
+            pass  # no such study yet
+        except Exception as exc:  # storage problems surface in open_study with a clear message
+            logger.debug("could not delete study %s: %s", name, exc)
+    return open_study(storage, name, seed=seed)
+
+
+class _Emitter:
+    def __init__(self, callback: EventCallback | None, started: float,
+                 time_budget_s: float | None) -> None:
+        self.callback = callback
+        self.started = started
+        self.time_budget_s = time_budget_s
+
+    def __call__(self, phase: str, message: str, *, trial: int | None = None,
+                 trials_total: int | None = None, best: float | None = None,
+                 best_params: dict[str, Any] | None = None,
+                 result: ProbeResult | None = None) -> None:
+        logger.info("%s: %s", phase, message)
+        if self.callback is None:
+            return
+        self.callback(TuneEvent(
+            phase=phase, message=message, trial=trial, trials_total=trials_total,
+            best_examples_per_s=best, best_params=best_params,
+            elapsed_s=time.perf_counter() - self.started, time_budget_s=self.time_budget_s,
+            result=result,
+        ))
+
+
+def _remaining(deadline: float) -> float:
+    return deadline - time.perf_counter()
+
+
+def _search(
+    runner: _TrackedRunner,
+    study: Any,
+    *,
+    source: Any,
+    count: int,
+    size: tuple[int, int] | None,
+    channels: int,
+    env: Any,
+    deadline: float,
+    trials: int | None,
+    seed: int,
+    measure_baseline: bool,
+    try_xla: bool,
+    trial_steps: int,
+    verify_steps: int,
+    max_batch_size: int,
+    emit: _Emitter,
+) -> Plan:
+    attrs = study.user_attrs
+
+    # Phase 1: the memory ceiling (stored on the study so that a resumed tune skips it).
+    if "ceiling" in attrs:
+        ceiling_dict = attrs["ceiling"]
+        ceiling_batch = int(ceiling_dict["batch_size"])
+        emit("ceiling", f"resumed: ceiling batch {ceiling_batch}")
+    else:
+        emit("ceiling", "fitting peak memory against batch size")
+        try:
+            ceiling = find_ceiling(
+                runner, num_examples=count, max_batch_size=max_batch_size,
+                timeout_s=max(30.0, min(300.0, _remaining(deadline))),
+                on_probe=lambda r: emit(
+                    "ceiling", f"batch {r.batch_size}: {r.outcome}, peak "
+                    f"{_mib(r.peak_memory_bytes)} of {_mib(runner.memory_budget_bytes)}",
+                    result=r),
+            )
+        except CeilingNotFound as exc:
+            from autobatch._sizes import format_bytes
+
+            raise UsageError(
+                f"even batch {exc.result.batch_size} does not fit the memory budget "
+                f"{format_bytes(runner.memory_budget_bytes)} ({exc.result.outcome}); "
+                "raise --memory-budget or use a smaller model or image size"
+            ) from None
+        ceiling_dict = _ceiling_plan_dict(ceiling)
+        ceiling_batch = ceiling.batch_size
+        study.set_user_attr("ceiling", ceiling_dict)
+        emit("ceiling", f"ceiling batch {ceiling_batch} ({len(ceiling.probes)} probes)")
+    first_probe_s = _first_probe_wall_s(ceiling_dict)
+
+    # Phase 2a: the untuned default, measured in the same run (honest memory: ascending).
+    baseline = attrs.get("baseline")
+    if measure_baseline and baseline is None:
+        batch = min(DEFAULT_REFERENCE_BATCH_SIZE, count)
+        emit("baseline", f"untuned default: batch {batch}, AUTOTUNE")
+        result = runner.run(
+            ProbeRequest(batch_size=batch, settings=PipelineSettings.keras_default(),
+                         steps=trial_steps, warmup_steps=1,
+                         timeout_s=_probe_timeout(deadline)),
+            need_memory=True,
+        )
+        baseline = {
+            "batch_size": batch,
+            "examples_per_s": result.examples_per_s,
+            "peak_memory_bytes": result.peak_memory_bytes,
+            "outcome": result.outcome,
+            "settings": "keras default (AUTOTUNE)",
+        }
+        study.set_user_attr("baseline", baseline)
+        emit("baseline", f"untuned default: {result.examples_per_s or 0:.1f} examples/s",
+             result=result)
+
+    # Phase 2b: does the model compile with XLA? Tried once; dropped if it fails.
+    xla_ok = bool(attrs.get("xla_ok", False))
+    if try_xla and "xla_ok" not in attrs:
+        batch = min(ceiling_batch, DEFAULT_REFERENCE_BATCH_SIZE)
+        emit("xla", f"trying jit_compile at batch {batch}")
+        result = runner.run(ProbeRequest(batch_size=batch, steps=2, warmup_steps=1,
+                                         jit_compile=True, timeout_s=_probe_timeout(deadline)))
+        xla_ok = result.ok
+        study.set_user_attr("xla_ok", xla_ok)
+        emit("xla", "XLA works" if xla_ok else f"XLA dropped ({result.outcome})", result=result)
+
+    # Phase 3: the throughput study.
+    model_line = ceiling_dict.get("memory_model") or {}
+    small_peak = float(model_line.get("intercept_bytes", 0)) + 8 * float(
+        model_line.get("slope_bytes_per_example", 0))
+    host_budget = getattr(runner.runner, "host_memory_budget_bytes", None)
+    space = build_search_space(
+        ceiling=ceiling_batch,
+        cpus=env.cpu.effective,
+        memory_cache_ok=memory_cache_fits(decoded_dataset_bytes(count, size, channels),
+                                          host_budget, small_peak),
+        xla_ok=xla_ok,
+    )
+    study.set_user_attr("search_space", space.to_dict())
+    records = [record_from_frozen(t) for t in study.get_trials(deepcopy=False)
+               if t.state.name in ("COMPLETE", "PRUNED", "FAIL") and _in_space(t.params, space)]
+    resumed = len(records)
+    target = trials if trials is not None else MAX_TRIALS
+    best = _best_value(records)
+    if resumed:
+        emit("search", f"resumed {resumed} stored trials", trial=resumed, trials_total=target,
+             best=best)
+    verify_reserve_s = _verify_reserve(records, first_probe_s, verify_steps, trial_steps)
+    while len(records) < target:
+        typical_s = _typical_trial_s(records, first_probe_s)
+        if time.perf_counter() + typical_s + verify_reserve_s > deadline:
+            break
+        record = run_trial(
+            study, runner, space, best=best, steps=trial_steps, warmup_steps=1,
+            timeout_s=_probe_timeout(deadline),
+        )
+        records.append(record)
+        best = _best_value(records)
+        verify_reserve_s = _verify_reserve(records, first_probe_s, verify_steps, trial_steps)
+        emit("search", f"trial {record.number}: {record.state.lower()} "
+             f"{record.examples_per_s or 0:.1f} examples/s", trial=len(records),
+             trials_total=target, best=best, best_params=_best_params(records))
+
+    # Phase 4: verify the finalists side by side, then the winner for a longer window.
+    winner, measured, verify_result = _verify(
+        runner, records, space, ceiling_batch, deadline=deadline, trial_steps=trial_steps,
+        verify_steps=verify_steps, emit=emit,
+    )
+    settings = _settings_of(winner.params)
+    return Plan(
+        batch_size=int(winner.params["batch_size"]),
+        num_examples=count,
+        ceiling_batch_size=ceiling_batch,
+        pipeline=settings,
+        image_size=size,
+        channels=channels,
+        jit_compile=bool(winner.params.get("jit_compile", False)),
+        measured={
+            "examples_per_s": measured,
+            "step_time_s": verify_result.step_time_s,
+            "input_wait_fraction": verify_result.input_wait_fraction,
+            "peak_memory_bytes": verify_result.peak_memory_bytes,
+            "peak_host_memory_bytes": verify_result.peak_host_memory_bytes,
+            "peak_device_memory_bytes": verify_result.peak_device_memory_bytes,
+            "memory_budget_bytes": runner.memory_budget_bytes,
+            "device": verify_result.device,
+            "verify_steps": verify_steps,
+        },
+        baseline=baseline if measure_baseline else None,
+        ceiling=ceiling_dict,
+        trials=[r.to_plan_dict() for r in records],
+    )
+
+
+def _mib(value: int | float | None) -> str:
+    from autobatch._sizes import format_bytes
+
+    return format_bytes(value)
+
+
+def _ceiling_plan_dict(ceiling: CeilingResult) -> dict[str, Any]:
+    data = ceiling.to_dict()
+    return {
+        "batch_size": ceiling.batch_size,
+        "probes": data["probes"],
+        "memory_model": data["memory_model"],
+        "predicted_batch_size": ceiling.predicted_batch_size,
+        "first_failing_batch_size": ceiling.first_failing_batch_size,
+        "budget_bytes": ceiling.budget_bytes,
+        "capped_by": ceiling.capped_by,
+    }
+
+
+def _first_probe_wall_s(ceiling_dict: dict[str, Any]) -> float:
+    """Cost of a probe that starts a worker (process start + model load + tracing)."""
+    probes = ceiling_dict.get("probes") or []
+    starts = [p.get("wall_time_s") or 0.0 for p in probes if p.get("worker_started")]
+    if starts:
+        return float(max(starts))
+    walls = [p.get("wall_time_s") or 0.0 for p in probes]
+    return float(max(walls)) if walls else 10.0
+
+
+def _typical_trial_s(records: list[TrialRecord], first_probe_s: float) -> float:
+    recent = [r.duration_s for r in records[-5:] if r.duration_s > 0]
+    if recent:
+        return float(statistics.median(recent))
+    return max(1.0, first_probe_s / 4)
+
+
+def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_steps: int,
+                    trial_steps: int) -> float:
+    """Time kept for phase 4: finalists re-measured, a worker restart, the long run."""
+    typical = _typical_trial_s(records, first_probe_s)
+    one_probe = typical / 1.5  # a trial is 1-2 probes
+    long_run = one_probe * max(1.0, verify_steps / max(1, trial_steps))
+    return TOP_K_VERIFY * one_probe + first_probe_s + long_run
+
+
+def _probe_timeout(deadline: float) -> float:
+    return float(max(30.0, min(300.0, _remaining(deadline) + 30.0)))
+
+
+def _best_value(records: list[TrialRecord]) -> float | None:
+    values = [r.examples_per_s for r in records if r.state == "COMPLETE" and r.examples_per_s]
+    return max(values) if values else None
+
+
+def _best_params(records: list[TrialRecord]) -> dict[str, Any] | None:
+    done = [r for r in records if r.state == "COMPLETE" and r.examples_per_s]
+    return max(done, key=lambda r: r.examples_per_s or 0).params if done else None
+
+
+def _in_space(params: dict[str, Any], space: SearchSpace) -> bool:
+    choices = space.choices()
+    return all(name in params and params[name] in values for name, values in choices.items())
+
+
+def _settings_of(params: dict[str, Any]) -> PipelineSettings:
+    return PipelineSettings(
+        num_parallel_calls=int(params["num_parallel_calls"]),
+        prefetch=int(params["prefetch"]),
+        cache=params["cache"],
+        private_threadpool_size=int(params["private_threadpool_size"]),
+        deterministic=bool(params["deterministic"]),
+        max_intra_op_parallelism=int(params["max_intra_op_parallelism"]),
+    )
+
+
+def _key(params: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted(params.items()))
+
+
+def _verify(
+    runner: _TrackedRunner,
+    records: list[TrialRecord],
+    space: SearchSpace,
+    ceiling_batch: int,
+    *,
+    deadline: float,
+    trial_steps: int,
+    verify_steps: int,
+    emit: _Emitter,
+) -> tuple[TrialRecord, float, ProbeResult]:
+    """Pick the winner by medians (finalists re-measured interleaved), then run it longer
+    in a fresh worker so its peak memory is its own; fall back to the next on a miss."""
+    from autobatch._search._study import params_to_request
+
+    # Pool the measurements of identical points (TPE may revisit one).
+    pooled: dict[tuple[Any, ...], TrialRecord] = {}
+    for record in records:
+        if record.state != "COMPLETE" or not record.measurements:
+            continue
+        key = _key(record.params)
+        if key in pooled:
+            pooled[key].measurements.extend(record.measurements)
+        else:
+            pooled[key] = TrialRecord(number=record.number, state="COMPLETE",
+                                      params=dict(record.params),
+                                      measurements=list(record.measurements))
+    finalists = sorted(pooled.values(), key=lambda r: r.examples_per_s or 0, reverse=True)
+    if not finalists:
+        # No trial finished (tiny budget): the ceiling's own lean settings at the ceiling.
+        default = PipelineSettings(num_parallel_calls=1, prefetch=1)
+        params = {"batch_size": ceiling_batch, **_settings_params(default), "jit_compile": False}
+        finalists = [TrialRecord(number=-1, state="COMPLETE", params=params)]
+    finalists = finalists[:TOP_K_VERIFY]
+    if len(finalists) > 1 and _remaining(deadline) > 0:
+        emit("verify", f"re-measuring {len(finalists)} finalists side by side")
+        for record in finalists:
+            request = params_to_request(record.params, steps=trial_steps, warmup_steps=1,
+                                        timeout_s=_probe_timeout(deadline))
+            result = runner.run(request)
+            if result.ok and result.examples_per_s:
+                record.measurements.append(float(result.examples_per_s))
+        finalists.sort(key=lambda r: r.examples_per_s or 0, reverse=True)
+
+    last: ProbeResult | None = None
+    for record in finalists:
+        emit("verify", f"long run of batch {record.params['batch_size']} in a fresh worker")
+        runner.restart()  # its peak memory must be its own, not an earlier probe's
+        request = params_to_request(record.params, steps=verify_steps, warmup_steps=1,
+                                    timeout_s=_probe_timeout(deadline) * 2)
+        result = runner.run(request)
+        last = result
+        peak = result.peak_memory_bytes
+        if result.ok and (peak is None or peak <= runner.memory_budget_bytes):
+            value = robust_value(record.measurements + [float(result.examples_per_s or 0)])
+            emit("verify", f"verified batch {record.params['batch_size']}: "
+                 f"{result.examples_per_s or 0:.1f} examples/s, peak {_mib(peak)}",
+                 best=value, result=result)
+            return record, float(result.examples_per_s or value), result
+        logger.warning("winner batch %s failed verification (%s); trying the next",
+                       record.params["batch_size"], result.outcome)
+    # Everything failed at length: fall back to the verified ceiling probe's lean settings.
+    from autobatch._errors import ProbeError
+
+    raise ProbeError(
+        f"no finalist passed the verify run (last: {last.outcome if last else 'none'}); "
+        "re-run with a larger --memory-budget or --force"
+    )
+
+
+def _settings_params(settings: PipelineSettings) -> dict[str, Any]:
+    return {
+        "num_parallel_calls": settings.num_parallel_calls,
+        "prefetch": settings.prefetch,
+        "cache": settings.cache,
+        "private_threadpool_size": settings.private_threadpool_size,
+        "deterministic": settings.deterministic,
+        "max_intra_op_parallelism": settings.max_intra_op_parallelism,
+    }

@@ -1,0 +1,203 @@
+"""The memory-ceiling math and search.
+
+The pure functions are tested directly. ``find_ceiling`` is tested against a simulated
+memory (the one thing a CPU test machine cannot provide on demand: a device whose peak grows
+with the batch and a hard limit), including the "a worker never gives memory back" rule,
+and end to end against the real subprocess worker in ``test_search.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from autobatch._probe._types import ProbeRequest, ProbeResult
+from autobatch._search._ceiling import (
+    MAX_BATCH_SIZE,
+    CeilingNotFound,
+    MemoryModel,
+    after_miss,
+    close_enough,
+    find_ceiling,
+    fit_memory_model,
+    initial_batches,
+    predict_ceiling,
+    probe_fits,
+)
+from autobatch._settings import PipelineSettings
+
+MIB = 1 << 20
+
+
+def test_fit_recovers_an_exact_line() -> None:
+    points = [(8, 1000 * MIB + 8 * 14 * MIB), (32, 1000 * MIB + 32 * 14 * MIB),
+              (128, 1000 * MIB + 128 * 14 * MIB)]
+    model = fit_memory_model(points)
+    assert model is not None
+    assert model.slope_bytes_per_example == pytest.approx(14 * MIB)
+    assert model.intercept_bytes == pytest.approx(1000 * MIB)
+
+
+def test_fit_needs_two_distinct_batches() -> None:
+    assert fit_memory_model([]) is None
+    assert fit_memory_model([(8, 100), (8, 120)]) is None
+
+
+def test_fit_is_robust_to_one_noisy_point() -> None:
+    # The middle reading jumped by 300 MiB (allocator noise); Theil-Sen keeps the slope.
+    points = [(8, 1112 * MIB), (16, 1524 * MIB), (32, 1448 * MIB), (64, 1896 * MIB)]
+    model = fit_memory_model(points, last=4)
+    assert model is not None
+    assert 10 * MIB < model.slope_bytes_per_example < 20 * MIB
+
+
+def test_fit_never_returns_a_flat_or_falling_line() -> None:
+    model = fit_memory_model([(8, 900 * MIB), (32, 880 * MIB)])
+    assert model is not None and model.slope_bytes_per_example > 0
+
+
+def test_fit_uses_the_largest_batches() -> None:
+    # Small batches sit on the fixed cost; the far end sets the slope used to extrapolate.
+    points = [(2, 1000 * MIB), (4, 1000 * MIB), (64, 1000 * MIB + 64 * 12 * MIB),
+              (128, 1000 * MIB + 128 * 12 * MIB), (146, 1000 * MIB + 146 * 12 * MIB)]
+    model = fit_memory_model(points, last=3)
+    assert model is not None
+    assert model.slope_bytes_per_example == pytest.approx(12 * MIB)
+
+
+def test_largest_batch_under_budget() -> None:
+    model = MemoryModel(slope_bytes_per_example=10 * MIB, intercept_bytes=1000 * MIB)
+    assert model.largest_batch_under(2000 * MIB) == 100
+    assert model.largest_batch_under(1005 * MIB) == 0
+    assert model.largest_batch_under(900 * MIB) == 0
+
+
+def test_predict_stays_inside_the_bracket_and_growth_limit() -> None:
+    model = MemoryModel(slope_bytes_per_example=1 * MIB, intercept_bytes=0)
+    assert predict_ceiling(model, 10_000 * MIB, low=32, high=4097) == 32 * 8
+    assert predict_ceiling(model, 10_000 * MIB, low=32, high=100) == 99
+    assert predict_ceiling(model, 10 * MIB, low=32, high=100) == 33
+
+
+def test_after_miss_prefers_the_upper_half() -> None:
+    model = MemoryModel(slope_bytes_per_example=12 * MIB, intercept_bytes=1000 * MIB)
+    batch = after_miss(model, 3072 * MIB, low=146, high=175)
+    assert 160 <= batch < 175
+    assert after_miss(None, 3072 * MIB, low=100, high=200) == 150
+
+
+def test_close_enough() -> None:
+    assert close_enough(96, 100)
+    assert close_enough(10, 11)
+    assert not close_enough(80, 100)
+
+
+def test_initial_batches_respect_the_cap() -> None:
+    assert initial_batches(4096) == [8, 32]
+    assert initial_batches(20) == [8, 20]
+    assert initial_batches(5) == [5]
+
+
+def test_probe_fits_checks_outcome_and_peak() -> None:
+    settings = PipelineSettings()
+    ok = ProbeResult("ok", 8, settings, peak_host_memory_bytes=90)
+    assert probe_fits(ok, 100)
+    assert not probe_fits(ok, 80)
+    assert not probe_fits(ProbeResult("oom", 8, settings), 10**12)
+
+
+class SimulatedMemory:
+    """A runner over simulated memory: peak = fixed + per-example * batch (slightly convex),
+    oom above the limit, and a worker that keeps its largest peak until restarted."""
+
+    def __init__(self, fixed_bytes: int, per_example_bytes: int, budget_bytes: int,
+                 curve: float = 0.0) -> None:
+        self.fixed, self.per_example, self.curve = fixed_bytes, per_example_bytes, curve
+        self.memory_budget_bytes = budget_bytes
+        self.worker_peak = 0
+        self.fresh = True
+        self.requests: list[int] = []
+        self.restarts = 0
+
+    def true_peak(self, batch: int) -> int:
+        return int(self.fixed + self.per_example * batch * (1 + self.curve * batch / 100))
+
+    def true_ceiling(self) -> int:
+        batch = 0
+        while self.true_peak(batch + 1) <= self.memory_budget_bytes:
+            batch += 1
+        return batch
+
+    def restart(self) -> None:
+        self.worker_peak, self.fresh = 0, True
+        self.restarts += 1
+
+    def run(self, request: ProbeRequest) -> ProbeResult:
+        self.requests.append(request.batch_size)
+        started, self.fresh = self.fresh, False
+        peak = max(self.worker_peak, self.true_peak(request.batch_size))
+        if peak > self.memory_budget_bytes:
+            self.restart()  # the real runner replaces a worker it stopped
+            return ProbeResult("oom", request.batch_size, request.settings,
+                               peak_host_memory_bytes=self.memory_budget_bytes,
+                               worker_started=started)
+        self.worker_peak = peak
+        return ProbeResult("ok", request.batch_size, request.settings,
+                           peak_host_memory_bytes=peak, worker_started=started)
+
+
+@pytest.mark.parametrize(
+    ("fixed_mib", "per_example_mib", "budget_mib", "curve"),
+    [
+        (1000, 12, 3072, 0.0),   # MobileNetV2 at 96 px on CPU, roughly
+        (1000, 14, 3072, 0.15),  # slope grows with the batch: the first line over-predicts
+        (300, 0.05, 2048, 0.0),  # tiny model: capped, not memory-bound
+        (500, 40, 1200, 0.0),    # a tight budget: ceiling in the teens
+        (2000, 3, 2600, 0.3),    # strongly convex
+    ],
+)
+def test_find_ceiling_reports_only_a_fitting_batch_near_the_truth(
+    fixed_mib: float, per_example_mib: float, budget_mib: int, curve: float
+) -> None:
+    sim = SimulatedMemory(int(fixed_mib * MIB), int(per_example_mib * MIB), budget_mib * MIB,
+                          curve)
+    result = find_ceiling(sim, num_examples=5000, max_batch_size=MAX_BATCH_SIZE)
+    truth = min(sim.true_ceiling(), MAX_BATCH_SIZE, 5000)
+    assert result.batch_size <= truth
+    assert result.batch_size >= math.floor(0.9 * truth)
+    assert sim.true_peak(result.batch_size) <= sim.memory_budget_bytes
+    assert result.probe is not None and result.probe.ok
+    assert len(result.probes) <= 8
+
+
+def test_find_ceiling_typically_needs_few_probes() -> None:
+    sim = SimulatedMemory(1000 * MIB, 12 * MIB, 3072 * MIB)
+    result = find_ceiling(sim, num_examples=400)
+    assert len(result.probes) <= 6
+    assert result.batch_size >= 0.95 * sim.true_ceiling()
+
+
+def test_find_ceiling_caps_at_the_number_of_examples() -> None:
+    sim = SimulatedMemory(100 * MIB, 1 * MIB, 10_000 * MIB)
+    result = find_ceiling(sim, num_examples=50)
+    assert result.batch_size == 50
+    assert result.capped_by == "num_examples"
+    assert max(sim.requests) == 50
+
+
+def test_find_ceiling_restarts_before_stepping_down() -> None:
+    # Stepping down in the same worker would read the larger probe's memory.
+    sim = SimulatedMemory(1000 * MIB, 14 * MIB, 3072 * MIB, curve=0.15)
+    find_ceiling(sim, num_examples=5000)
+    for previous, current in zip(sim.requests, sim.requests[1:]):
+        if current < previous:
+            assert sim.restarts >= 1
+    assert sim.requests == sorted(sim.requests) or sim.restarts >= 1
+
+
+def test_find_ceiling_raises_when_nothing_fits() -> None:
+    sim = SimulatedMemory(4000 * MIB, 12 * MIB, 3072 * MIB)
+    with pytest.raises(CeilingNotFound):
+        find_ceiling(sim, num_examples=400)
+    assert 1 in sim.requests
