@@ -79,5 +79,12 @@ def annotate_study(study: Any, plan: Any) -> dict[str, Any]:
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     if len(study.directions) == 1 and not study.metric_names:
-        study.set_metric_names([OBJECTIVE_NAME])
+        import warnings
+
+        import optuna
+
+        # Experimental since Optuna 3.2 but stable in use; the warning would only be noise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE_NAME])
     return attrs
