@@ -1,0 +1,105 @@
+"""``autobatch probe``: one isolated dry run at one batch size."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from autobatch._cli._common import console, print_json
+from autobatch._sizes import format_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autobatch._probe import ProbeResult
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "probe",
+        help="dry-run a model at one batch size in an isolated worker (outcome, speed, memory)",
+        description=(
+            "Train a few real steps of MODEL at --batch-size on DATA_DIR in a child process and "
+            "report the outcome (ok, oom, timeout, crash), examples/s and peak memory. "
+            "Exit 0 when the outcome is ok, 1 otherwise."
+        ),
+    )
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="folder of class sub-folders")
+    parser.add_argument("--model", required=True, metavar="SPEC",
+                        help="a .keras file or small_cnn, mobilenet_v2, resnet50, efficientnet_b0")
+    parser.add_argument("--batch-size", type=int, required=True, metavar="B")
+    parser.add_argument("--image-size", type=int, metavar="N",
+                        help="resize images to NxN (default: the model's input size)")
+    parser.add_argument("--memory-budget", metavar="SIZE",
+                        help="e.g. 3GiB or 0.5 (share of the effective limit); default: 90%% of "
+                             "the free memory (GPU) or host headroom")
+    parser.add_argument("--steps", type=int, default=5, metavar="N", help="timed steps (default 5)")
+    parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                        help="wall limit of the probe in seconds (default 300)")
+    parser.add_argument("--jit-compile", action="store_true", help="probe with XLA on")
+    parser.add_argument("--custom-objects", metavar="MODULE",
+                        help="importable module that registers the model's custom layers")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autobatch._errors import UsageError
+    from autobatch._probe import ProbeRequest, SubprocessProbeRunner
+    from autobatch._sizes import parse_memory_size
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    host_budget = device_budget = None
+    if args.memory_budget is not None:
+        from autobatch._env import environment
+
+        env = environment()
+        if env.gpus:
+            device_budget = parse_memory_size(args.memory_budget,
+                                              limit_bytes=env.gpus[0].memory_total_bytes)
+        else:
+            host_budget = parse_memory_size(args.memory_budget,
+                                            limit_bytes=env.host.memory_limit_bytes)
+    request = ProbeRequest(batch_size=args.batch_size, steps=args.steps,
+                           jit_compile=bool(args.jit_compile), timeout_s=float(args.timeout))
+    with SubprocessProbeRunner(args.model, args.data_dir, image_size=args.image_size,
+                               host_memory_budget_bytes=host_budget,
+                               device_memory_budget_bytes=device_budget,
+                               custom_objects_module=args.custom_objects) as runner:
+        result = runner.run(request)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        _print_result(result)
+    return 0 if result.ok else 1
+
+
+def _print_result(result: ProbeResult) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    style = "green" if result.ok else "red"
+    table = Table(title=f"autobatch probe: batch {result.batch_size}", show_header=False,
+                  title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    table.add_row("outcome", Text(result.outcome, style=style))
+    table.add_row("examples/s", num(result.examples_per_s, ".1f"))
+    table.add_row("step time", f"{num(result.step_time_s, '.3f')} s "
+                  f"(spread {num(result.step_time_spread_s, '.3f')} s)")
+    table.add_row("input wait", num(result.input_wait_fraction, ".1%"))
+    table.add_row("peak host memory", format_bytes(result.peak_host_memory_bytes))
+    if result.peak_device_memory_bytes is not None:
+        table.add_row("peak device memory", format_bytes(result.peak_device_memory_bytes))
+    table.add_row("memory budget", format_bytes(result.memory_budget_bytes))
+    table.add_row("device", result.device)
+    table.add_row("wall time", f"{num(result.wall_time_s, '.1f')} s")
+    console().print(table)
+    if result.error:
+        # The child's own error lines, shown as text (never parsed as rich markup).
+        console().print(Text(result.error, style=style))
