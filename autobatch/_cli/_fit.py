@@ -1,0 +1,130 @@
+"""``autobatch fit``: train with the tuned plan and prove every usable image was trained on."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from autobatch._cli._common import console, err_console
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fit",
+        help="train with the tuned plan; print a coverage line per epoch",
+        description=(
+            "Tune (or reuse the cached plan / --plan), train with Keras' progress bar, and "
+            "count inside the training step the images trained on each epoch, compared with "
+            "the usable images the audit found."
+        ),
+    )
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="image folder, one sub-folder per class")
+    parser.add_argument("--model", required=True, metavar="SPEC",
+                        help="a .keras file or a built-in: small_cnn, mobilenet_v2, resnet50, "
+                             "efficientnet_b0")
+    parser.add_argument("--epochs", type=int, default=1, metavar="N", help="epochs (default 1)")
+    parser.add_argument("--plan", metavar="PATH", help="use this plan JSON instead of tuning")
+    parser.add_argument("--validation-split", type=float, metavar="F",
+                        help="hold out this fraction (0..1) for validation, split by class")
+    parser.add_argument("--save", metavar="PATH", help="save the trained model (.keras)")
+    parser.add_argument("--reference-batch-size", type=int, metavar="N",
+                        help="batch size the compiled learning rate was chosen for (default 32)")
+    parser.add_argument("--scale-lr", action="store_true",
+                        help="apply the suggested learning-rate factor (linear for SGD, square "
+                             "root for Adam-family); otherwise it is only reported")
+    parser.add_argument("--seed", type=int, help="seed of the validation split and shuffle")
+    parser.add_argument("--image-size", type=int, metavar="N",
+                        help="input size of a built-in model (a .keras model's own size is used)")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS",
+                        help="tuning time limit when no plan is given or cached")
+    parser.add_argument("--memory-budget", metavar="SIZE",
+                        help="peak memory for tuning: 3GiB, 800MB or a fraction such as 0.8")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autobatch._errors import UsageError
+
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.save and not str(args.save).endswith(".keras"):
+        raise UsageError(f"--save {args.save!r}: the model file name must end in .keras")
+    if args.validation_split is not None and not 0.0 < args.validation_split < 1.0:
+        raise UsageError(f"--validation-split must be between 0 and 1, got {args.validation_split}")
+
+    from autobatch._audit import audit
+
+    out = console()
+    report = audit(args.data_dir)
+    out.print(f"audit: {report.summary_sentence()}")
+
+    import autobatch
+
+    tune_options: dict[str, Any] = {}
+    if args.time_budget is not None:
+        tune_options["time_budget_s"] = args.time_budget
+    if args.memory_budget is not None:
+        tune_options["memory_budget"] = args.memory_budget
+    plan: Any = args.plan
+    lines: list[str] = []
+
+    def on_epoch(entry: Any) -> None:
+        line = entry.line("images")
+        lines.append(line)
+        style = "green" if entry.complete else "bold red"
+        out.print(f"[{style}]{line}[/]")
+
+    history = autobatch.fit(
+        args.model,
+        args.data_dir,
+        epochs=args.epochs,
+        plan=plan,
+        validation_split=args.validation_split,
+        seed=args.seed,
+        scale_lr=args.scale_lr,
+        reference_batch_size=args.reference_batch_size,
+        tune_options=tune_options,
+        image_size=args.image_size,
+        on_epoch=on_epoch,
+        verbose=1,
+    )
+    used = history.plan
+    lr = history.learning_rate
+    steps = history.steps_per_epoch
+    out.print(
+        f"plan: batch size {used.batch_size}, {steps if steps is not None else '?'} steps per "
+        f"epoch" + (f" ({used.path})" if used.path else "")
+    )
+    if lr["factor"] != 1.0 or lr["applied"]:
+        verb = "applied" if lr["applied"] else "suggested (pass --scale-lr to apply)"
+        out.print(
+            f"learning rate: x{lr['factor']:.3g} for batch {lr['batch_size']} vs reference "
+            f"{lr['reference_batch_size']} ({lr['rule']} rule, {lr['optimizer']}) {verb}"
+        )
+    if args.save:
+        _save(history.model, args.save)
+        out.print(f"model saved to {args.save}")
+    if not history.coverage.complete:
+        err_console().print("[bold red]coverage: some epochs did not train on every usable image[/]")
+        return 1
+    return 0
+
+
+def _save(model: Any, path: str) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Keras writes the zip in place; write beside the target and rename so a crash never
+    # leaves a half-written model under the final name.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".keras", dir=target.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,223 @@
+"""Coverage accounting: count, inside the traced training step, the examples trained on.
+
+The count is not inferred from ``steps x batch``: the model's ``train_step`` is wrapped on
+the instance so that a ``tf.Variable`` grows by each batch's leading dimension inside the
+step Keras traces. Keras 3's TensorFlow trainer builds its train function from
+``self._make_function(self.train_step)`` (attribute lookup at build time), so an instance
+attribute wins over the class method, and the wrapper calls the bound method it replaced,
+so a user's own ``train_step`` override still runs. A callback reads and resets the counter
+at epoch boundaries and compares it with the usable count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochCoverage:
+    """What one epoch trained on."""
+
+    epoch: int
+    """1-based epoch number."""
+    examples_seen: int
+    expected_examples: int | None
+    """The usable count one epoch should cover, or None when not known (a generator
+    without a length before its first pass)."""
+    cause: str | None = None
+    """Why ``examples_seen`` differs from ``expected_examples``; None when they match."""
+
+    @property
+    def complete(self) -> bool:
+        return self.expected_examples is None or self.examples_seen == self.expected_examples
+
+    def line(self, noun: str = "examples") -> str:
+        """One line for the terminal: ``epoch 1: trained on 1003 of 1003 usable images``."""
+        if self.expected_examples is None:
+            text = f"epoch {self.epoch}: trained on {self.examples_seen} {noun}"
+        else:
+            text = (
+                f"epoch {self.epoch}: trained on {self.examples_seen} of "
+                f"{self.expected_examples} usable {noun}"
+            )
+        if self.cause:
+            text += f" — {self.cause}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "examples_seen": self.examples_seen,
+            "expected_examples": self.expected_examples,
+            "complete": self.complete,
+            "cause": self.cause,
+        }
+
+
+@dataclass
+class CoverageReport:
+    """Per-epoch coverage of one ``fit`` call.
+
+    Attributes:
+        expected_examples: usable training examples per epoch (after the validation split).
+        epochs: one ``EpochCoverage`` per finished epoch.
+        uneven_last_batch: for a generator, the size of its last batch when it is smaller
+            than the others (the generator's length does not divide evenly), else None.
+        notes: further findings (for example a user-passed ``steps_per_epoch``).
+    """
+
+    expected_examples: int | None
+    epochs: list[EpochCoverage] = field(default_factory=list)
+    uneven_last_batch: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_examples_seen(self) -> int:
+        return sum(e.examples_seen for e in self.epochs)
+
+    @property
+    def complete(self) -> bool:
+        return all(e.complete for e in self.epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "expected_examples": self.expected_examples,
+            "total_examples_seen": self.total_examples_seen,
+            "complete": self.complete,
+            "uneven_last_batch": self.uneven_last_batch,
+            "notes": list(self.notes),
+            "epochs": [e.to_dict() for e in self.epochs],
+        }
+
+
+def _leading_dimension(data: Any) -> Any:
+    """The batch size of one step's data, as a traced tensor."""
+    import tensorflow as tf
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    x, _, _ = data_adapter_utils.unpack_x_y_sample_weight(data)
+    leaves = [t for t in tf.nest.flatten(x) if t is not None]
+    if not leaves:
+        return tf.constant(0, tf.int64)
+    return tf.cast(tf.shape(leaves[0])[0], tf.int64)
+
+
+class ExampleCounter:
+    """A ``tf.Variable`` the wrapped train step adds each batch's size to."""
+
+    def __init__(self, model: Any) -> None:
+        import tensorflow as tf
+
+        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+        with strategy.scope():
+            # SUM across replicas: each replica adds its own share of the global batch.
+            self.variable = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="autobatch_examples_seen",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+            )
+
+    def read_and_reset(self) -> int:
+        value = int(self.variable.numpy())
+        self.variable.assign(0)
+        return value
+
+
+@contextmanager
+def counting_train_step(model: Any) -> Iterator[ExampleCounter]:
+    """Wrap ``model.train_step`` on the instance for the duration of the block.
+
+    The model's cached train function is dropped on entry (so Keras retraces with the
+    wrapper) and on exit (so the model trains without it afterwards).
+    """
+    counter = ExampleCounter(model)
+    original = model.train_step  # bound: the user's override, if any, stays in the chain
+    had_instance_attr = "train_step" in vars(model)
+
+    def train_step(data: Any) -> Any:
+        counter.variable.assign_add(_leading_dimension(data))
+        return original(data)
+
+    # object.__setattr__: a plain function attribute, kept out of Keras' layer tracking.
+    object.__setattr__(model, "train_step", train_step)
+    model.train_function = None
+    try:
+        yield counter
+    finally:
+        if had_instance_attr:
+            object.__setattr__(model, "train_step", original)
+        else:
+            object.__delattr__(model, "train_step")
+        model.train_function = None
+
+
+def make_coverage_callback(
+    counter: ExampleCounter,
+    report: CoverageReport,
+    *,
+    noun: str = "examples",
+    short_cause: str | None = None,
+    on_epoch: Any = None,
+) -> Any:
+    """A Keras callback that reads the counter at each epoch end and records coverage.
+
+    Args:
+        counter: the counter the wrapped train step increments.
+        report: filled in place, one ``EpochCoverage`` per epoch.
+        noun: what an example is called in the log line ("images", "examples").
+        short_cause: the known reason an epoch may fall short (for example a user-passed
+            ``steps_per_epoch``), used when the count differs.
+        on_epoch: optional ``callable(EpochCoverage)``, e.g. the CLI printing a line.
+    """
+    import keras
+
+    class CoverageCallback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            counter.variable.assign(0)
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            seen = counter.read_and_reset()
+            expected = report.expected_examples
+            if expected is None and report.epochs:
+                # A generator of unknown length: its first full pass sets the reference.
+                expected = report.epochs[0].examples_seen
+            entry = EpochCoverage(epoch + 1, seen, expected)
+            if not entry.complete:
+                entry.cause = _explain(seen, expected, short_cause)
+                logger.warning("%s", entry.line(noun))
+            else:
+                logger.info("%s", entry.line(noun))
+            report.epochs.append(entry)
+            if logs is not None:
+                # History records every key in logs: per-epoch counts land in
+                # history.history["examples_seen"].
+                logs["examples_seen"] = seen
+            if on_epoch is not None:
+                on_epoch(entry)
+
+    return CoverageCallback()
+
+
+def _explain(seen: int, expected: int | None, short_cause: str | None) -> str:
+    if expected is None:
+        return "unknown expected count"
+    if short_cause:
+        return short_cause
+    if seen < expected:
+        return (
+            f"{expected - seen} usable examples were not trained on: the input ran short "
+            "(a generator that ended early, or training stopped mid-epoch)"
+        )
+    return (
+        f"{seen - expected} examples more than usable: the input yielded more than one pass "
+        "(a generator longer than its declared length)"
+    )
