@@ -1,0 +1,117 @@
+"""Generators and PyDataset as tf.data pipelines: one epoch is one whole pass."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import pytest
+
+from autobatch._errors import DataError
+from autobatch._generators import build_generator_dataset, inspect_generator
+from autobatch._settings import PipelineSettings
+from autobatch._sources import GeneratorSource
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+
+def _examples(n: int = 53):
+    rng = np.random.default_rng(1)
+    x = rng.random((n, 4, 4, 1))  # float64 on purpose: the pipeline yields float32
+    y = rng.integers(0, 3, n)
+    return x, y
+
+
+def _epoch_sizes(ds, epochs: int = 2) -> list[list[int]]:
+    return [[int(xb.shape[0]) for xb, _ in ds] for _ in range(epochs)]
+
+
+def test_generator_function_is_batched_without_dropping_the_last_partial_batch() -> None:
+    x, y = _examples(53)
+
+    def gen():
+        for i in range(len(x)):
+            yield x[i], y[i]
+
+    ds = build_generator_dataset(GeneratorSource(gen), batch_size=10,
+                                 settings=PipelineSettings())
+    assert _epoch_sizes(ds) == [[10, 10, 10, 10, 10, 3]] * 2  # a fresh pass every epoch
+    first_x, first_y = next(iter(ds))
+    assert first_x.dtype == tf.float32 and first_y.dtype == tf.int64
+    np.testing.assert_allclose(first_x.numpy(), x[:10].astype(np.float32))
+
+
+def test_endless_generator_with_a_length_takes_exactly_one_pass_per_epoch() -> None:
+    x, y = _examples(53)
+
+    def endless():  # the "while True" generator of many tutorials
+        while True:
+            for i in range(len(x)):
+                yield x[i], y[i]
+
+    ds = build_generator_dataset(GeneratorSource(endless, num_examples_hint=53), batch_size=16)
+    assert [sum(e) for e in _epoch_sizes(ds, 3)] == [53, 53, 53]
+    assert ds.autobatch_info.uneven and ds.autobatch_info.last_batch_size == 5
+
+
+def test_one_shot_batched_stream_continues_across_epochs_without_losing_the_peeked_batch() -> None:
+    x, y = _examples(50)
+
+    def batches(batch: int):
+        while True:
+            for i in range(0, len(x), batch):
+                yield x[i:i + batch], y[i:i + batch]
+
+    stream = batches(20)  # a generator object: can be read only once
+    source = GeneratorSource(stream, num_examples_hint=50, batched=True)
+    ds = build_generator_dataset(source, batch_size=64)
+    assert ds.autobatch_info.batch_size == 20  # the generator's own batch size is kept
+    labels = [np.concatenate([yb.numpy() for _, yb in ds]) for _ in range(2)]
+    np.testing.assert_array_equal(labels[0], y)  # the first (peeked) batch was not lost
+    np.testing.assert_array_equal(labels[1], y)
+
+
+def test_py_dataset_uneven_length_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    x, y = _examples(53)
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epochs_ended = 0
+
+        def __len__(self) -> int:
+            return 6
+
+        def __getitem__(self, index: int):
+            return x[index * 10:(index + 1) * 10], y[index * 10:(index + 1) * 10]
+
+        def on_epoch_end(self) -> None:
+            self.epochs_ended += 1
+
+    data = Batches()
+    with caplog.at_level(logging.WARNING, logger="autobatch._generators"):
+        ds = build_generator_dataset(GeneratorSource(data), batch_size=32)
+    info = ds.autobatch_info
+    assert (info.batched, info.batch_size, info.num_examples) == (True, 10, 53)
+    assert info.uneven and info.last_batch_size == 3
+    assert "do not divide" in caplog.text
+    assert _epoch_sizes(ds) == [[10, 10, 10, 10, 10, 3]] * 2
+    assert data.epochs_ended == 2
+
+
+def test_empty_generator_is_a_data_error() -> None:
+    with pytest.raises(DataError, match="yielded nothing"):
+        inspect_generator(GeneratorSource(lambda: iter(())), batch_size=8)
+
+
+def test_sample_arrays_reads_a_fresh_pass() -> None:
+    from autobatch._generators import sample_arrays
+
+    x, y = _examples(30)
+    xs, ys = sample_arrays(GeneratorSource(lambda: zip(x, y)), max_examples=12)
+    assert xs.shape == (12, 4, 4, 1) and xs.dtype == np.float32
+    np.testing.assert_array_equal(ys, y[:12])
+    with pytest.raises(DataError, match="one-shot"):
+        sample_arrays(GeneratorSource(itertools.islice(zip(x, y), 5)))
