@@ -263,11 +263,21 @@ def _obtain_plan(model: Any, source: Any, spec: InputSpec, plan: Any,
     lr = plan.learning_rate
     optimizer_name = _optimizer_name(model)
     wanted_ref = reference_batch_size or lr.reference_batch_size
-    if lr.rule == "none" or lr.optimizer is None or wanted_ref != lr.reference_batch_size:
+    if (lr.rule == "none" or lr.optimizer != optimizer_name
+            or wanted_ref != lr.reference_batch_size):
         from autobatch._plan import learning_rate_scaling
 
-        plan.learning_rate = learning_rate_scaling(optimizer_name, plan.batch_size, wanted_ref)
+        # A copy: the caller's plan object (or the cached one) stays as it was tuned.
+        plan = _copy_plan(plan, learning_rate=learning_rate_scaling(
+            optimizer_name, plan.batch_size, wanted_ref))
     return plan
+
+
+def _copy_plan(plan: Any, **changes: Any) -> Any:
+    updated = dataclasses.replace(plan, **changes)
+    updated.path = plan.path
+    updated.cache_hit = plan.cache_hit
+    return updated
 
 
 def _generator_plan(model: Any, source: GeneratorSource, spec: InputSpec,
@@ -302,9 +312,8 @@ def _generator_plan(model: Any, source: GeneratorSource, spec: InputSpec,
 
     x, y = sample_arrays(source, max_examples=GENERATOR_SAMPLE_EXAMPLES)
     tuned = tune(model, (x, y), **tune_options)
-    tuned.num_examples = source.num_examples or 0
-    tuned.data = {"kind": "generator", "path": None, "class_names": None}
-    return tuned
+    return _copy_plan(tuned, num_examples=source.num_examples or 0,
+                      data={"kind": "generator", "path": None, "class_names": None})
 
 
 def _plan_for(plan: Any, spec: InputSpec) -> Any:
@@ -317,12 +326,7 @@ def _plan_for(plan: Any, spec: InputSpec) -> Any:
         changes["image_size"] = spec.image_size
     if spec.channels is not None and plan.channels != spec.channels:
         changes["channels"] = spec.channels
-    if not changes:
-        return plan
-    updated = dataclasses.replace(plan, **changes)
-    updated.path = plan.path
-    updated.cache_hit = plan.cache_hit
-    return updated
+    return _copy_plan(plan, **changes) if changes else plan
 
 
 def _optimizer_name(model: Any) -> str | None:

@@ -1,0 +1,251 @@
+"""autobatch.fit: every usable example trained on exactly once per epoch, counted inside the
+model's own training step; pre-flight checks; validation split; LR scaling; the CLI."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import autobatch
+from autobatch._errors import DataError, UsageError
+from autobatch._plan import Plan
+
+from _fitmodels import counting_model
+from conftest import make_image_folder
+
+keras = pytest.importorskip("keras")
+
+N = 1003
+COUNTS = {"ants": 512, "bees": 330, "wasps": 161}  # 3 uneven classes, 1003 images
+
+
+@pytest.fixture(scope="module")
+def folder_1003(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("fit") / "data", COUNTS, size=(16, 16))
+
+
+@pytest.fixture
+def plan() -> Plan:
+    """A hand-made plan (batch 64) so that these tests do not spend time tuning."""
+    return Plan(batch_size=64, num_examples=N, ceiling_batch_size=128, image_size=(16, 16))
+
+
+def _arrays(n: int = N, shape: tuple[int, ...] = (16, 16, 3)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = (rng.random((n, *shape), dtype=np.float32) * 255).astype(np.float32)
+    return x, rng.integers(0, 3, n)
+
+
+# ---------------------------------------------------------------- must show
+
+
+def test_folder_of_1003_images_two_epochs_counts_2006(folder_1003: Path, plan: Plan) -> None:
+    model = counting_model((16, 16, 3), 3)
+    history = autobatch.fit(model, folder_1003, epochs=2, plan=plan, verbose=0)
+    assert int(model.seen.numpy()) == 2006  # counted by the model's own train_step
+    assert history.history["examples_seen"] == [N, N]
+    assert history.coverage.complete and history.coverage.expected_examples == N
+    assert history.plan.batch_size == 64 and history.steps_per_epoch == 16  # ceil(1003/64)
+
+
+def test_arrays_of_1003_examples_two_epochs_counts_2006(plan: Plan) -> None:
+    model = counting_model((16, 16, 3), 3)
+    history = autobatch.fit(model, _arrays(), epochs=2, plan=plan, verbose=0)
+    assert int(model.seen.numpy()) == 2006
+    assert history.history["examples_seen"] == [N, N]
+
+
+def test_generator_of_1003_examples_two_epochs_counts_2006(plan: Plan) -> None:
+    x, y = _arrays()
+
+    def examples():
+        for i in range(N):
+            yield x[i], y[i]
+
+    model = counting_model((16, 16, 3), 3)
+    history = autobatch.fit(model, examples, epochs=2, plan=plan, verbose=0)
+    assert int(model.seen.numpy()) == 2006
+    assert history.history["examples_seen"] == [N, N]
+
+
+def test_real_tune_path_then_full_coverage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    x, y = _arrays(203)
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    history = autobatch.fit(
+        model, (x, y), epochs=2, verbose=0,
+        tune_options={"trials": 2, "time_budget_s": 90, "measure_baseline": False,
+                      "try_xla": False, "max_batch_size": 64},
+    )
+    assert history.plan.fingerprints  # a real, tuned plan
+    assert 1 <= history.plan.batch_size <= 64
+    assert history.history["examples_seen"] == [203, 203]
+
+
+# ---------------------------------------------------------------- folders
+
+
+def test_folder_channels_converted_and_validation_split_disjoint(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "gray", {"a": 12, "b": 7, "c": 6}, size=(20, 24),
+                             fmt="PNG", ext=".png")
+    for path in data.rglob("*.png"):  # grayscale files for an RGB model
+        from PIL import Image
+
+        Image.open(path).convert("L").save(path)
+    plan = Plan(batch_size=4, num_examples=25, ceiling_batch_size=8)
+    model = counting_model((16, 16, 3), 3)
+    history = autobatch.fit(model, data, epochs=1, plan=plan, validation_split=0.2, seed=3,
+                            verbose=0)
+    assert history.history["examples_seen"] == [20]
+    assert "val_loss" in history.history
+
+
+def test_split_is_stratified_deterministic_and_disjoint() -> None:
+    from autobatch._fit import split_source
+    from autobatch._sources import FileSource
+
+    labels = [0] * 50 + [1] * 30 + [2] * 20
+    source = FileSource(tuple(f"f{i}.jpg" for i in range(100)), tuple(labels), ("a", "b", "c"))
+    train, val = split_source(source, 0.2, seed=7)
+    again_train, again_val = split_source(source, 0.2, seed=7)
+    _, other_val = split_source(source, 0.2, seed=8)
+    assert val.paths == again_val.paths and train.paths == again_train.paths
+    assert set(val.paths) != set(other_val.paths)
+    assert not set(train.paths) & set(val.paths)
+    assert len(train.paths) + len(val.paths) == 100
+    assert sorted(np.bincount(val.labels).tolist()) == [4, 6, 10]  # 20% of every class
+    with pytest.raises(UsageError, match="validation_split"):
+        split_source(source, 1.5, seed=0)
+
+
+# ---------------------------------------------------------------- pre-flight checks
+
+
+def test_preflight_model_not_taking_images(folder_1003: Path, plan: Plan) -> None:
+    model = counting_model((10,), 3)
+    with pytest.raises(DataError, match=r"shape \(10\), not images"):
+        autobatch.fit(model, folder_1003, plan=plan, verbose=0)
+    assert int(model.seen.numpy()) == 0
+
+
+def test_preflight_channels_the_images_cannot_convert_to(folder_1003: Path, plan: Plan) -> None:
+    model = counting_model((16, 16, 5), 3)
+    with pytest.raises(DataError, match="5-channel"):
+        autobatch.fit(model, folder_1003, plan=plan, verbose=0)
+
+
+def test_preflight_classes_differ_from_output_units(folder_1003: Path, plan: Plan) -> None:
+    model = counting_model((16, 16, 3), 4)
+    with pytest.raises(DataError, match="3 classes but the model outputs 4 units"):
+        autobatch.fit(model, folder_1003, plan=plan, verbose=0)
+
+
+def test_preflight_one_hot_loss_with_index_labels(folder_1003: Path, plan: Plan) -> None:
+    model = counting_model((16, 16, 3), 3, loss="categorical_crossentropy")
+    with pytest.raises(DataError, match="expects one-hot labels.*sparse_categorical"):
+        autobatch.fit(model, folder_1003, plan=plan, verbose=0)
+
+
+def test_preflight_sparse_loss_with_one_hot_arrays(plan: Plan) -> None:
+    x, y = _arrays(40)
+    model = counting_model((16, 16, 3), 3)
+    with pytest.raises(DataError, match="expects class indices.*one-hot"):
+        autobatch.fit(model, (x, np.eye(3, dtype=np.float32)[y]), plan=plan, verbose=0)
+
+
+def test_preflight_array_shape_mismatch(plan: Plan) -> None:
+    model = counting_model((16, 16, 3), 3)
+    with pytest.raises(DataError, match=r"\(16, 16, 3\) but the data has \(8, 8, 3\)"):
+        autobatch.fit(model, _arrays(40, (8, 8, 3)), plan=plan, verbose=0)
+
+
+def test_errors_are_one_line_usage_errors(plan: Plan) -> None:
+    model = counting_model((16, 16, 3), 3)
+    with pytest.raises(UsageError) as info:
+        autobatch.fit(model, _arrays(40), plan=plan, batch_size=8)
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="generator"):
+        autobatch.fit(model, lambda: iter([]), plan=plan, validation_split=0.1)
+
+
+# ---------------------------------------------------------------- coverage causes, LR
+
+
+def test_user_steps_per_epoch_is_reported_with_its_cause(
+        plan: Plan, caplog: pytest.LogCaptureFixture) -> None:
+    model = counting_model((16, 16, 3), 3)
+    with caplog.at_level(logging.WARNING, logger="autobatch._coverage"):
+        history = autobatch.fit(model, _arrays(), epochs=1, plan=plan, steps_per_epoch=5,
+                                verbose=0)
+    assert history.history["examples_seen"] == [320]
+    assert not history.coverage.complete
+    assert "steps_per_epoch=5 was passed" in caplog.text
+    assert "trained on 320 of 1003" in caplog.text
+
+
+def test_one_shot_batched_generator_like_the_tutorial(plan: Plan) -> None:
+    x, y = _arrays(100)
+
+    def image_generator(batch_size: int):  # Example 3 of the background note, fixed up
+        while True:
+            for i in range(0, len(x), batch_size):
+                yield x[i:i + batch_size], y[i:i + batch_size]
+
+    model = counting_model((16, 16, 3), 3)
+    history = autobatch.fit(model, image_generator(32), epochs=2, plan=plan, num_examples=100,
+                            verbose=0)
+    assert int(model.seen.numpy()) == 200
+    assert history.coverage.uneven_last_batch == 4  # 100 = 3 x 32 + 4: reported, kept
+
+
+def test_scale_lr_applies_the_linear_factor_for_sgd() -> None:
+    plan = Plan(batch_size=128, num_examples=200, ceiling_batch_size=128)
+    x, y = _arrays(200)
+    model = counting_model((16, 16, 3), 3, optimizer=keras.optimizers.SGD(0.01))
+    history = autobatch.fit(model, (x, y), plan=plan, scale_lr=True, verbose=0)
+    lr = history.learning_rate
+    assert (lr["rule"], lr["factor"], lr["applied"]) == ("linear", 4.0, True)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.04)
+
+    model = counting_model((16, 16, 3), 3)  # Adam: sqrt rule, reported but not applied
+    history = autobatch.fit(model, (x, y), plan=plan, reference_batch_size=32, verbose=0)
+    assert history.learning_rate["factor"] == pytest.approx(2.0)
+    assert not history.learning_rate["applied"]
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.001)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_prints_audit_sentence_and_coverage_lines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autobatch._cli import main
+
+    data = make_image_folder(tmp_path / "data", {"a": 9, "b": 6, "c": 4}, size=(16, 16))
+    (data / "a" / "notes.txt").write_text("not an image")
+    plan_path = Plan(batch_size=4, num_examples=19, ceiling_batch_size=8,
+                     image_size=(16, 16)).save(tmp_path / "plan.json")
+    saved = tmp_path / "out" / "model.keras"
+    code = main(["fit", str(data), "--model", "small_cnn", "--image-size", "16", "--epochs", "2",
+                 "--plan", str(plan_path), "--save", str(saved), "--seed", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "audit:" in out
+    assert "epoch 1: trained on 19 of 19 usable images" in out
+    assert "epoch 2: trained on 19 of 19 usable images" in out
+    assert saved.is_file()
+
+
+def test_cli_usage_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autobatch._cli import main
+
+    code = main(["fit", str(tmp_path), "--model", "small_cnn", "--validation-split", "2"])
+    assert code == 2
+    assert "--validation-split must be between 0 and 1" in capsys.readouterr().err
