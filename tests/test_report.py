@@ -437,3 +437,60 @@ def test_browser_check_catches_console_errors_and_broken_images(tmp_path: Path) 
     assert "boom" in check.console_errors
     assert any("undefinedFunction" in e for e in check.exceptions)
     assert check.images[0]["natural_width"] == 0
+
+
+# ---------------------------------------------------------------- a plan from a real tune
+
+
+@pytest.mark.slow
+def test_report_from_a_real_tune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """small_cnn at 32 px on 48 arrays, 2 trials, probes in-process (TF on CPU, ~30 s)."""
+    import numpy as np
+    import optuna
+
+    import autobatch
+    from autobatch._probe import InProcessProbeRunner
+
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    data = (rng.integers(0, 255, size=(48, 32, 32, 3), dtype=np.uint8), np.arange(48) % 3)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    runner = InProcessProbeRunner("small_cnn", data, image_size=32,
+                                  host_memory_budget_bytes=2 << 30)
+    plan = autobatch.tune("small_cnn", data, image_size=32, trials=2, memory_budget="2GiB",
+                          storage=storage, use_cache=False, try_xla=False, trial_steps=2,
+                          verify_steps=3, runner=runner, output=tmp_path / "plan.json")
+    html = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "plan.json"), "--out", str(html)]) == 0
+    saved = load_plan_dict(tmp_path / "plan.json")
+    assert saved == json.loads(json.dumps(plan.to_dict()))
+    shown = {n["data-key"]: n for n in _parse(html).numbers if "data-key" in n}
+    for key in ("batch_size", "ceiling_batch_size", "measured.examples_per_s",
+                "measured.peak_memory_bytes", "measured.input_wait_fraction",
+                "baseline.examples_per_s", "learning_rate.factor"):
+        value = lookup(saved, key)
+        assert value is not None, f"the real plan has no {key}"
+        assert json.loads(shown[key]["data-value"]) == value
+        assert shown[key]["text"] == FORMATTERS[shown[key]["data-kind"]](value)
+    # The study behind the plan: the search's trial attributes, then ours on the study.
+    study = optuna.load_study(study_name=saved["study"]["study_name"], storage=storage)
+    assert {"batch_size", "examples_per_s", "outcome"} <= set(study.trials[0].user_attrs)
+    annotate_study(study, plan)
+    reloaded = optuna.load_study(study_name=saved["study"]["study_name"], storage=storage)
+    assert reloaded.user_attrs["chosen_batch_size"] == plan.batch_size
+    if os.environ.get("CI") or _has_browser():
+        from _browser import check_page
+
+        check = check_page(html, screenshot_path=ARTIFACTS / "report-real-tune-screenshot.png")
+        assert check.errors == [] and len(check.images) == 2
+        assert all(img["natural_width"] > 0 and img["visible"] for img in check.images)
+
+
+def _has_browser() -> bool:
+    from _browser import find_chromium
+
+    try:
+        import websocket  # noqa: F401
+    except ImportError:
+        return False
+    return find_chromium() is not None

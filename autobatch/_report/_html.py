@@ -123,6 +123,11 @@ def _memory_caption(plan: dict[str, Any]) -> str:
             f"{_num(plan, 'ceiling.memory_model.slope_bytes_per_example', 'bytes')} per example "
             f"predicted a ceiling of {_num(plan, 'ceiling.predicted_batch_size', 'count')}; "
             f"verified ceiling {_num(plan, 'ceiling_batch_size', 'count')}.")
+    if is_number(lookup(plan, "ceiling.first_failing_batch_size")):
+        text += (" Smallest batch that did not fit: "
+                 f"{_num(plan, 'ceiling.first_failing_batch_size', 'count')}.")
+    if lookup(plan, "ceiling.capped_by"):
+        text += f" The ceiling is capped by {_num(plan, 'ceiling.capped_by')}."
     return text
 
 
