@@ -18,6 +18,7 @@ import logging
 import os
 import resource
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -110,13 +111,14 @@ class Worker:
         self.probes_served = 0
 
     # ---- the train step, traced once per jit setting with a dynamic batch dimension
-    def step_function(self, element_spec: Any, jit_compile: bool, first_batch: Any) -> Any:
+    def step_function(self, element_spec: Any, jit_compile: bool) -> Any:
         import tensorflow as tf
 
         if not self._built:
             # Build model, loss, metrics and optimizer state outside the traced function,
             # as fit does, so tracing never creates variables.
-            self.model._symbolic_build(data_batch=first_batch)
+            # Shapes and dtypes are all it reads, so the element spec stands in for a batch.
+            self.model._symbolic_build(data_batch=element_spec)
             self._built = True
         step = self._steps.get(bool(jit_compile))
         if step is None:
@@ -183,19 +185,30 @@ class Worker:
             cache_dir=self.cache_dir, repeat=True,
         )
         iterator = iter(dataset)
+        # Decode the first batch in a thread while this one traces the step (tracing a large
+        # model takes tens of seconds; both would otherwise run back to back).
+        first: list[Any] = []
+        fetch = threading.Thread(target=lambda: first.append(_next_or_error(iterator)),
+                                 daemon=True)
+        fetch.start()
+        step = self.step_function(dataset.element_spec, request.jit_compile)
+        step.get_concrete_function()
+        fetch.join()
         waits_s: list[float] = []
         steps_s: list[float] = []
-        step = None
         for index in range(request.warmup_steps + request.steps):
             start = time.perf_counter()
-            batch = next(iterator)
+            if index == 0:
+                batch = first[0]
+                if isinstance(batch, BaseException):
+                    raise batch
+            else:
+                batch = next(iterator)
             fetched = time.perf_counter()
-            if step is None:
-                step = self.step_function(dataset.element_spec, request.jit_compile, batch)
             logs = step(batch)
-            # Reading a value waits for the step to finish (GPU kernels run asynchronously).
-            _ = float(tf.reduce_sum(logs["loss"]).numpy()) if isinstance(logs, dict) and \
-                "loss" in logs else [t.numpy() for t in tf.nest.flatten(logs)]
+            # Reading the values waits for the step to finish (GPU kernels run asynchronously).
+            for value in tf.nest.flatten(logs):
+                value.numpy()
             done = time.perf_counter()
             if index >= request.warmup_steps:
                 waits_s.append(fetched - start)
@@ -215,6 +228,13 @@ class Worker:
             "peak_device_memory_bytes": peak_device,
             "nvml_device_memory_bytes": nvml_bytes,
         }
+
+
+def _next_or_error(iterator: Any) -> Any:
+    try:
+        return next(iterator)
+    except BaseException as exc:  # noqa: BLE001 - re-raised in the probing thread
+        return exc
 
 
 def summarize_steps(steps_s: list[float], waits_s: list[float], batch_size: int) -> dict[str, Any]:

@@ -1,0 +1,170 @@
+"""The one pipeline builder, on real image files and real arrays (TF on CPU)."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _probe_helpers import folder_source  # noqa: E402
+from conftest import make_image_folder, write_image  # noqa: E402
+
+from autobatch._errors import DataError  # noqa: E402
+from autobatch._pipeline import build_dataset  # noqa: E402
+from autobatch._settings import PipelineSettings  # noqa: E402
+from autobatch._sources import ArraySource  # noqa: E402
+
+SETTINGS = PipelineSettings(num_parallel_calls=2, prefetch=1)
+
+
+def epoch(ds) -> tuple[list[int], list[float], list[int]]:  # type: ignore[no-untyped-def]
+    """(batch sizes, per-image pixel sums in order, labels in order) of one pass."""
+    sizes, sums, labels = [], [], []
+    for images, batch_labels in ds:
+        sizes.append(int(images.shape[0]))
+        sums.extend(np.round(images.numpy().reshape(images.shape[0], -1).sum(axis=1), 1))
+        labels.extend(batch_labels.numpy().tolist())
+    return sizes, sums, labels
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("pipe") / "data",
+                             {"cats": 10, "dogs": 8, "birds": 5})
+
+
+def test_every_image_once_per_epoch_with_the_last_partial_batch(folder: Path) -> None:
+    source = folder_source(folder)
+    ds = build_dataset(source, batch_size=5, settings=SETTINGS, image_size=16, seed=1)
+    assert ds.element_spec[0].shape.as_list() == [None, 16, 16, 3]
+    assert ds.element_spec[0].dtype.name == "float32"
+    assert ds.element_spec[1].dtype.name == "int32"
+    sizes, sums, labels = epoch(ds)
+    assert sizes == [5, 5, 5, 5, 3]
+    assert Counter(labels) == Counter(source.labels) == {0: 5, 1: 10, 2: 8}
+    unshuffled = epoch(build_dataset(source, batch_size=5, settings=SETTINGS, image_size=16,
+                                     shuffle=False))
+    assert sorted(sums) == sorted(unshuffled[1])
+    assert len(set(unshuffled[1])) == 23  # random images: sums tell the examples apart
+
+
+def test_reshuffles_every_epoch_and_is_seeded(folder: Path) -> None:
+    source = folder_source(folder)
+    ds = build_dataset(source, batch_size=8, settings=SETTINGS, image_size=8, seed=7)
+    first, second = epoch(ds)[1], epoch(ds)[1]
+    assert sorted(first) == sorted(second) and first != second
+    again = epoch(build_dataset(source, batch_size=8, settings=SETTINGS, image_size=8, seed=7))[1]
+    assert again == first
+
+
+def test_matches_keras_own_loader_pixels_and_labels(folder: Path) -> None:
+    import keras
+
+    keras_ds = keras.utils.image_dataset_from_directory(
+        folder, image_size=(20, 24), batch_size=64, shuffle=False, label_mode="int")
+    keras_images, keras_labels = next(iter(keras_ds))
+    ours = build_dataset(folder_source(folder), batch_size=64, settings=SETTINGS,
+                         image_size=(20, 24), shuffle=False)
+    images, labels = next(iter(ours))
+    assert keras_ds.class_names == ["birds", "cats", "dogs"]
+    np.testing.assert_array_equal(labels.numpy(), keras_labels.numpy())
+    np.testing.assert_allclose(images.numpy(), keras_images.numpy(), atol=1e-3)
+    assert 0.0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 255.0
+
+
+def test_channels_converted_to_what_the_model_takes(tmp_path: Path) -> None:
+    gray = write_image(tmp_path / "d" / "a" / "gray.png", size=(12, 10), mode="L", fmt="PNG")
+    rgba = write_image(tmp_path / "d" / "b" / "rgba.png", size=(12, 10), mode="RGBA", fmt="PNG")
+    # A PNG named .jpg: decoded by content, not by extension.
+    write_image(tmp_path / "d" / "b" / "png_named.jpg", size=(12, 10), mode="RGB", fmt="PNG")
+    source = folder_source(tmp_path / "d")
+    images, labels = next(iter(build_dataset(source, batch_size=8, settings=SETTINGS,
+                                             image_size=(10, 12), channels=3, shuffle=False)))
+    assert images.shape == (3, 10, 12, 3)
+    from PIL import Image
+
+    gray_pixels = np.asarray(Image.open(gray), dtype=np.float32)
+    np.testing.assert_allclose(images[0].numpy(), np.repeat(gray_pixels[..., None], 3, -1))
+    rgba_index = source.paths.index(str(rgba))
+    rgb_pixels = np.asarray(Image.open(rgba), dtype=np.float32)[..., :3]
+    np.testing.assert_allclose(images[rgba_index].numpy(), rgb_pixels)
+    one = next(iter(build_dataset(source, batch_size=8, settings=SETTINGS, image_size=10,
+                                  channels=1, shuffle=False)))[0]
+    assert one.shape[-1] == 1
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_arrays_every_example_once_and_converted(in_memory: bool) -> None:
+    x = np.arange(13, dtype=np.uint8)[:, None, None].repeat(4, 1).repeat(4, 2)  # (13, 4, 4)
+    y = np.arange(13) % 3
+    settings = SETTINGS.replace(arrays_in_memory=in_memory)
+    ds = build_dataset(ArraySource(x, y), batch_size=4, settings=settings, channels=3, seed=3)
+    assert ds.element_spec[0].shape.as_list() == [None, 4, 4, 3]
+    sizes, ids, labels = [], [], []
+    for images, batch_labels in ds:
+        sizes.append(int(images.shape[0]))
+        ids.extend(images.numpy()[:, 0, 0, 0].astype(int).tolist())
+        labels.extend(batch_labels.numpy().tolist())
+        assert images.dtype.name == "float32"
+    assert sizes == [4, 4, 4, 1]
+    assert sorted(ids) == list(range(13)) and ids != list(range(13))
+    assert labels == [i % 3 for i in ids]  # each image keeps its own label
+
+
+def test_repeat_fills_every_batch(folder: Path) -> None:
+    ds = build_dataset(folder_source(folder), batch_size=40, settings=SETTINGS, image_size=8,
+                       repeat=True)
+    images, _ = next(iter(ds))
+    assert images.shape[0] == 40
+
+
+def _chain(ds):  # type: ignore[no-untyped-def]
+    """The dataset and its inputs, outermost first."""
+    found = []
+    while ds is not None:
+        found.append(ds)
+        ds = getattr(ds, "_input_dataset", None)
+    return found
+
+
+def test_every_setting_reaches_tf_data(folder: Path, tmp_path: Path) -> None:
+    settings = PipelineSettings(num_parallel_calls=3, prefetch=5, cache="disk",
+                                private_threadpool_size=4, deterministic=True,
+                                max_intra_op_parallelism=2, shuffle_buffer=6)
+    ds = build_dataset(folder_source(folder), batch_size=4, settings=settings, image_size=8,
+                       cache_dir=tmp_path / "cache")
+    options = ds.options()
+    assert options.deterministic is True
+    assert options.threading.private_threadpool_size == 4
+    assert options.threading.max_intra_op_parallelism == 2
+    kinds = {type(d).__name__: d for d in _chain(ds)}
+    assert int(kinds["_PrefetchDataset"]._buffer_size) == 5
+    assert int(kinds["_ParallelMapDataset"]._num_parallel_calls) == 3
+    assert int(kinds["_ShuffleDataset"]._buffer_size) == 6
+    assert "CacheDataset" in " ".join(kinds)
+    epoch(ds)
+    assert any((tmp_path / "cache").iterdir())  # the disk cache was written there
+
+    memory = build_dataset(folder_source(folder), batch_size=4, image_size=8,
+                           settings=PipelineSettings(cache="memory", prefetch=0))
+    names = [type(d).__name__ for d in _chain(memory)]
+    assert "_PrefetchDataset" not in names and any("Cache" in n for n in names)
+    assert memory.options().deterministic is False
+
+
+def test_keras_default_baseline_uses_autotune(folder: Path) -> None:
+    ds = build_dataset(folder_source(folder), batch_size=4, image_size=8,
+                       settings=PipelineSettings.keras_default())
+    kinds = {type(d).__name__: d for d in _chain(ds)}
+    assert int(kinds["_PrefetchDataset"]._buffer_size) == -1
+    assert int(kinds["_ParallelMapDataset"]._num_parallel_calls) == -1
+
+
+def test_folder_without_image_size_is_a_data_error(folder: Path) -> None:
+    with pytest.raises(DataError, match="image_size"):
+        build_dataset(folder_source(folder), batch_size=4, settings=SETTINGS)

@@ -1,0 +1,217 @@
+"""The probe engine with real TensorFlow on CPU: one shared worker-backed runner, tiny model,
+real JPEGs. Tests run in file order and share the runner (each worker start costs a TF import).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _probe_helpers import MISBEHAVE_ENV, folder_source, tiny_model  # noqa: E402
+from conftest import make_image_folder  # noqa: E402
+
+from autobatch._errors import ModelError  # noqa: E402
+from autobatch._probe import (  # noqa: E402
+    InProcessProbeRunner,
+    ProbeRequest,
+    ProbeResult,
+    SubprocessProbeRunner,
+    default_budgets,
+)
+from autobatch._settings import PipelineSettings  # noqa: E402
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("probe") / "data",
+                             {"birds": 6, "cats": 10, "dogs": 8})
+
+
+@pytest.fixture(scope="module")
+def runner(data_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    model = tiny_model()
+    with SubprocessProbeRunner(model, folder_source(data_root),
+                               custom_objects_module="_probe_helpers",
+                               host_memory_budget_bytes=16 << 30,
+                               work_dir=tmp_path_factory.mktemp("work")) as r:
+        yield r
+
+
+def small(batch_size: int, **kwargs: object) -> ProbeRequest:
+    kwargs.setdefault("steps", 3)
+    kwargs.setdefault("timeout_s", 120.0)
+    return ProbeRequest(batch_size=batch_size, **kwargs)  # type: ignore[arg-type]
+
+
+def test_ok_probe_measures_speed_and_kernel_peak(runner: SubprocessProbeRunner) -> None:
+    result = runner.run(small(4))
+    assert result.outcome == "ok", result.error
+    assert result.worker_started and runner.worker_starts == 1
+    assert len(result.step_times_s) == 3
+    assert result.examples_per_s and result.examples_per_s > 0
+    assert result.step_time_s == pytest.approx(4 / result.examples_per_s)
+    assert 0.0 <= (result.input_wait_fraction or -1) <= 1.0
+    # The kernel's high-water mark of a process that imported TF: hundreds of MiB.
+    assert result.peak_host_memory_bytes and result.peak_host_memory_bytes > 100 * MiB
+    assert result.peak_device_memory_bytes is None and result.device == "cpu"
+    assert result.memory_budget_bytes == 16 << 30
+    # The result survives the JSON round trip the CLI and the plan use.
+    assert ProbeResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_worker_is_reused_and_traces_once(runner: SubprocessProbeRunner) -> None:
+    before = runner.worker_starts
+    pid = runner.worker_pid
+    results = [runner.run(small(b, settings=PipelineSettings(num_parallel_calls=1, prefetch=1)))
+               for b in (8, 16, 40)]
+    assert [r.outcome for r in results] == ["ok"] * 3
+    assert runner.worker_starts == before == 1
+    assert {r.worker_pid for r in results} == {pid}
+    assert not any(r.worker_started for r in results)
+    numbers = [r.worker_probe_number for r in results]
+    assert numbers == sorted(numbers) and numbers[-1] == numbers[0] + 2
+    # One trace of the train step served every batch size (dynamic batch dimension).
+    assert {r.worker_trace_count for r in results} == {1}
+    assert results[-1].batch_size == 40  # more than the 24 images: the probe repeats them
+
+
+def test_over_budget_is_oom_and_the_next_probe_recovers(runner: SubprocessProbeRunner) -> None:
+    ok = runner.run(small(8))
+    assert ok.outcome == "ok"
+    saved = runner.host_memory_budget_bytes
+    runner.host_memory_budget_bytes = ok.peak_host_memory_bytes + 150 * MiB
+    try:
+        result = runner.run(small(8192, steps=2))
+    finally:
+        runner.host_memory_budget_bytes = saved
+    assert result.outcome == "oom", (result.outcome, result.error)
+    assert "budget" in (result.error or "")
+    assert not runner.is_alive()
+    starts = runner.worker_starts
+    again = runner.run(small(8))
+    assert again.outcome == "ok" and again.worker_started
+    assert runner.worker_starts == starts + 1
+
+
+def test_sigkill_mid_probe_is_crash(runner: SubprocessProbeRunner) -> None:
+    runner.run(small(2))  # make sure the worker is up and traced
+    timer = threading.Timer(1.5, runner.kill_worker, args=(signal.SIGKILL,))
+    timer.start()
+    try:
+        result = runner.run(small(2, steps=100_000, timeout_s=120.0))
+    finally:
+        timer.cancel()
+    assert result.outcome == "crash"
+    assert "SIGKILL" in (result.error or "")
+    assert runner.run(small(2)).outcome == "ok"
+
+
+def test_python_exception_in_child_is_crash_with_its_lines(runner: SubprocessProbeRunner) -> None:
+    runner.worker_env[MISBEHAVE_ENV] = "raise"
+    runner.restart()
+    try:
+        result = runner.run(small(4))
+    finally:
+        del runner.worker_env[MISBEHAVE_ENV]
+    assert result.outcome == "crash"
+    assert "injected failure in Misbehave.call" in (result.error or "")
+    assert not runner.is_alive()
+
+
+def test_hanging_child_times_out(runner: SubprocessProbeRunner) -> None:
+    runner.worker_env[MISBEHAVE_ENV] = "sleep"
+    runner.restart()
+    try:
+        runner.start()
+        result = runner.run(small(4, timeout_s=8.0))
+    finally:
+        del runner.worker_env[MISBEHAVE_ENV]
+    assert result.outcome == "timeout"
+    assert "8 s" in (result.error or "")
+    assert not runner.is_alive()
+    assert runner.run(small(4)).outcome == "ok"
+
+
+def test_smaller_batch_gets_a_fresh_worker(runner: SubprocessProbeRunner) -> None:
+    runner.run(small(16))
+    starts = runner.worker_starts
+    result = runner.run(small(4))
+    assert result.outcome == "ok" and result.worker_started
+    assert runner.worker_starts == starts + 1
+
+
+def test_budget_below_idle_footprint_is_a_clear_oom(data_root: Path) -> None:
+    with SubprocessProbeRunner("small_cnn", folder_source(data_root), image_size=32,
+                               host_memory_budget_bytes=120 * MiB) as r:
+        result = r.run(small(4))
+    assert result.outcome == "oom"
+    assert "idle footprint" in (result.error or "")
+
+
+def test_unsaveable_model_is_a_model_error(data_root: Path) -> None:
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: t / 255.0, name="scale_lambda")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ModelError, match="scale_lambda.*Lambda"):
+        SubprocessProbeRunner(model, folder_source(data_root))
+
+
+def test_builtin_needs_an_image_size(data_root: Path) -> None:
+    with pytest.raises(ModelError, match="image size"):
+        SubprocessProbeRunner("small_cnn", folder_source(data_root))
+
+
+def test_default_budgets_take_the_safety_fraction() -> None:
+    from types import SimpleNamespace
+
+    env = SimpleNamespace(host=SimpleNamespace(memory_headroom_bytes=10_000),
+                          gpus=[SimpleNamespace(memory_free_bytes=2_000)])
+    assert default_budgets(0.9, env) == (9_000, 1_800)
+    env.gpus = []
+    assert default_budgets(0.5, env) == (5_000, None)
+
+
+def test_in_process_runner_same_interface(data_root: Path) -> None:
+    runner = InProcessProbeRunner("small_cnn", folder_source(data_root), image_size=32,
+                                  host_memory_budget_bytes=16 << 30)
+    with runner:
+        first, second = runner.run(small(4)), runner.run(small(8))
+    assert (first.outcome, second.outcome) == ("ok", "ok")
+    assert second.examples_per_s and second.peak_host_memory_bytes
+    assert runner.probes_run == 2 and runner.memory_budget_bytes == 16 << 30
+
+
+@pytest.mark.gpu
+def test_gpu_probe_reports_device_peak_and_nvml(data_root: Path) -> None:
+    from autobatch._env import environment
+
+    if not environment().gpus:
+        pytest.skip("no NVML GPU")
+    with SubprocessProbeRunner("small_cnn", folder_source(data_root), image_size=32) as r:
+        result = r.run(small(8))
+    assert result.outcome == "ok", result.error
+    assert result.device.startswith("GPU")
+    assert result.peak_device_memory_bytes and result.peak_device_memory_bytes > 0
+    assert result.memory_budget_bytes == r.device_memory_budget_bytes
+    if result.nvml_device_memory_bytes is not None:
+        # NVML charges the process at least what TF's allocator peaked at.
+        assert result.nvml_device_memory_bytes >= result.peak_device_memory_bytes * 0.5
+
+
+def test_worker_env_does_not_leak(runner: SubprocessProbeRunner) -> None:
+    assert MISBEHAVE_ENV not in os.environ
+    assert MISBEHAVE_ENV not in runner.worker_env
