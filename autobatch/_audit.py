@@ -453,7 +453,9 @@ def _display(path: str) -> str:
 
 
 def _rel(top: str, path: str) -> str:
-    return _display(os.path.relpath(path, top))
+    # A trailing separator marks a folder entry (an unreadable folder); keep it.
+    suffix = "/" if path.endswith(os.sep) else ""
+    return _display(os.path.relpath(path, top)) + suffix
 
 
 # --------------------------------------------------------------------------- Keras' count

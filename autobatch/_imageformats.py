@@ -171,6 +171,8 @@ def inspect_file(path: str) -> ImageInfo:
         return ImageInfo(None, UNREADABLE, _os_error_text(exc))
     try:
         st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            return ImageInfo(None, UNREADABLE, "became a folder during the scan")
         if not stat.S_ISREG(st.st_mode):
             return ImageInfo(None, NOT_AN_IMAGE, "not a regular file")
         if st.st_size == 0:
