@@ -154,7 +154,8 @@ def _collect(check: PageCheck, events: list[dict[str, Any]]) -> None:
                                         or details.get("text")))
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             entry = params["entry"]
-            check.log_errors.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}")
+            check.log_errors.append(
+                f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}")
         elif method == "Network.requestWillBeSent":
             url = params.get("request", {}).get("url", "")
             if not url.startswith(("data:", "file:", "about:")):
@@ -163,7 +164,8 @@ def _collect(check: PageCheck, events: list[dict[str, Any]]) -> None:
             check.failed_requests.append(f"{params.get('errorText')} ({params.get('type')})")
 
 
-def check_page(path: str | os.PathLike[str], *, screenshot_path: str | os.PathLike[str] | None = None,
+def check_page(path: str | os.PathLike[str], *,
+               screenshot_path: str | os.PathLike[str] | None = None,
                timeout_s: float = 60.0, window: tuple[int, int] = (1280, 1000)) -> PageCheck:
     """Load a local HTML file in headless Chromium and report what happened.
 
@@ -205,7 +207,8 @@ def check_page(path: str | os.PathLike[str], *, screenshot_path: str | os.PathLi
                 images = tools.call("Runtime.evaluate", expression=_IMAGES_JS, returnByValue=True)
                 check.images = json.loads(images["result"]["value"])
                 size = tools.call("Page.getLayoutMetrics")["cssContentSize"]
-                shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                shot = tools.call("Page.captureScreenshot", format="png",
+                                  captureBeyondViewport=True,
                                   clip={"x": 0, "y": 0, "width": size["width"],
                                         "height": size["height"], "scale": 1})
                 check.screenshot_png = base64.b64decode(shot["data"])

@@ -41,7 +41,8 @@ def _settings(**changes: Any) -> dict[str, Any]:
 
 def _probe(outcome: str, batch_size: int, memory_bytes: int | None) -> dict[str, Any]:
     return {"outcome": outcome, "batch_size": batch_size, "settings": _settings(),
-            "jit_compile": False, "examples_per_s": 100.0 + batch_size if outcome == "ok" else None,
+            "jit_compile": False,
+            "examples_per_s": 100.0 + batch_size if outcome == "ok" else None,
             "peak_host_memory_bytes": memory_bytes, "peak_device_memory_bytes": None,
             "peak_memory_bytes": memory_bytes, "device": "cpu"}
 
@@ -55,7 +56,8 @@ def full_plan() -> dict[str, Any]:
         "schema_version": 1, "autobatch_version": "0.1.0", "created_at": "2025-01-02T03:04:05Z",
         "batch_size": 64, "per_replica_batch_size": 64, "num_replicas": 1, "steps_per_epoch": 4,
         "num_examples": 230, "ceiling_batch_size": 128, "image_size": [32, 32], "channels": 3,
-        "jit_compile": False, "pipeline": _settings(num_parallel_calls=2, prefetch=3, cache="memory"),
+        "jit_compile": False,
+        "pipeline": _settings(num_parallel_calls=2, prefetch=3, cache="memory"),
         "measured": {"examples_per_s": 812.3456, "step_time_s": 0.0788, "input_wait_fraction": 0.62,
                      "peak_memory_bytes": 700 * MiB + 12345,
                      "peak_host_memory_bytes": 700 * MiB + 12345,
@@ -174,7 +176,8 @@ def test_shown_numbers_read_back_as_the_plans_values(
     assert rate == pytest.approx(plan["measured"]["examples_per_s"], abs=0.05)
     value, unit = shown["measured.peak_memory_bytes"].split()
     assert unit == "MiB"
-    assert float(value) * MiB == pytest.approx(plan["measured"]["peak_memory_bytes"], abs=0.005 * MiB)
+    assert float(value) * MiB == pytest.approx(plan["measured"]["peak_memory_bytes"],
+                                               abs=0.005 * MiB)
     assert shown["measured.input_wait_fraction"] == "62%"
     assert shown["measured.step_time_s"] == "78.8 ms"
     assert shown["audit.skipped_by_reason.not_an_image"] == "6"
@@ -221,7 +224,7 @@ def test_html_is_self_contained_and_embeds_the_png_files(
     assert page.scripts == 0
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
     assert [img["id"] for img in page.images] == ["plot-memory", "plot-throughput"]
-    for img, png_path in zip(page.images, files.pngs):
+    for img, png_path in zip(page.images, files.pngs, strict=True):
         prefix = "data:image/png;base64,"
         assert img["src"].startswith(prefix)
         embedded = base64.b64decode(img["src"][len(prefix):])
@@ -289,11 +292,13 @@ def test_plan_errors_are_one_line(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- CLI
 
 
-def test_cli_writes_report_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_report_and_says_where(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps(full_plan()))
     out = tmp_path / "site" / "r.html"
-    assert main(["report", str(plan_path), "--out", str(out), "--png-dir", str(tmp_path / "p")]) == 0
+    argv = ["report", str(plan_path), "--out", str(out), "--png-dir", str(tmp_path / "p")]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"report: {out}" in printed
     assert str(tmp_path / "p" / "r-memory.png") in printed

@@ -8,16 +8,13 @@ can check that what the page says is what the plan holds.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from autobatch._sizes import format_bytes
 
 INPUT_BOUND_FRACTION = 0.10
 """From this share of step time spent waiting for input on, a run is called input-bound:
 the accelerator idles a tenth of every step, which a better pipeline can win back."""
-
-_MISSING = object()
-
 
 def lookup(plan: dict[str, Any], key: str, default: Any = None) -> Any:
     """The value at a dotted path (``"measured.examples_per_s"``; list items by index)."""
@@ -32,7 +29,8 @@ def lookup(plan: dict[str, Any], key: str, default: Any = None) -> Any:
     return value
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
+    """A finite int or float (not a bool): something a plot or a formatter can use."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
