@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,6 +207,8 @@ def find_ceiling(
     timeout_s: float = 300.0,
     close_fraction: float = DEFAULT_CLOSE_ENOUGH,
     on_probe: Callable[[ProbeResult], None] | None = None,
+    prior: Sequence[ProbeResult] = (),
+    deadline_s: float | None = None,
 ) -> CeilingResult:
     """Find the largest batch that fits the runner's memory budget, with few probes.
 
@@ -222,6 +225,10 @@ def find_ceiling(
         steps: timed steps per probe (memory needs few).
         close_fraction: stop once fit and miss are within this fraction.
         on_probe: called with each result (progress display).
+        prior: probes already run, in ascending order, in the runner's current worker (for
+            example the untuned baseline); they count as the first points of the line.
+        deadline_s: ``time.perf_counter()`` value after which no refining probe starts
+            (the best verified batch so far stands).
 
     Raises:
         CeilingNotFound: the smallest batch tried did not fit.
@@ -238,7 +245,7 @@ def find_ceiling(
     first_prediction: int | None = None
 
     def run(batch: int) -> bool:
-        nonlocal worker_max, low, high
+        nonlocal worker_max
         if batch < worker_max:
             runner.restart()
             worker_max = 0
@@ -252,9 +259,14 @@ def find_ceiling(
                 timeout_s=timeout_s,
             )
         )
-        probes.append(result)
         if on_probe is not None:
             on_probe(result)
+        return record(result)
+
+    def record(result: ProbeResult) -> bool:
+        nonlocal worker_max, low, high
+        batch = result.batch_size
+        probes.append(result)
         fits = probe_fits(result, budget)
         if result.ok:
             worker_max = max(worker_max, batch)
@@ -272,9 +284,16 @@ def find_ceiling(
         )
         return fits
 
+    def out_of_time() -> bool:
+        return deadline_s is not None and time.perf_counter() > deadline_s
+
+    for result in prior:
+        record(result)
+
     # 1. Cheap ascending probes for the first line.
-    for batch in initial_batches(cap):
-        if batch >= high:
+    firsts = initial_batches(cap) if not probes else [min(cap, max(low, 1) * 4)]
+    for batch in firsts:
+        if batch >= high or batch <= low:
             break
         if not run(batch) and low == 0:
             # The smallest batch failed: halve down until one fits, or give up at 1.
@@ -286,7 +305,15 @@ def find_ceiling(
             break
 
     # 2. Predict, verify, refit with the farther point; bisect on a miss.
-    while len(probes) < max_probes and low < cap and not close_enough(low, high, close_fraction):
+    if low == 0:
+        batch = high
+        while low == 0 and batch > 1:  # every prior probe failed: halve down
+            batch = max(1, batch // 2)
+            run(batch)
+        if low == 0:
+            raise CeilingNotFound(probes[-1])
+    while (len(probes) < max_probes and low < cap and not out_of_time()
+           and not close_enough(low, high, close_fraction)):
         model = fit_memory_model(ok_points) or model
         if high <= cap:
             # A miss is known: the boundary lies in (low, high). Use the line while it

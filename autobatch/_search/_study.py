@@ -204,7 +204,7 @@ def open_study(storage: str | None, study_name: str, *, seed: int,
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
-                                         multivariate=True, warn_independent_sampling=False)
+                                         multivariate=True)
     try:
         return optuna.create_study(
             storage=storage or default_storage_url(),

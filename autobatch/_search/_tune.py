@@ -377,6 +377,9 @@ def tune(
             model, source, image_size=size, channels=channels,
             host_memory_budget_bytes=host_budget, device_memory_budget_bytes=device_budget,
             custom_objects_module=custom_objects_module, work_dir=work_dir,
+            # The search decides when a memory figure needs a fresh worker; throughput
+            # trials at smaller batches do not.
+            fresh_worker_for_smaller_batch=False,
         )
     tracked = _TrackedRunner(runner)
     try:
@@ -402,6 +405,7 @@ def tune(
         save_cached_plan(plan)
     if output is not None:
         plan.save(output)
+    plan.measured["tune_wall_time_s"] = round(time.perf_counter() - started, 2)
     emit("done", f"batch {plan.batch_size}: {plan.examples_per_s or 0:.1f} examples/s",
          best=plan.examples_per_s)
     return plan
@@ -479,17 +483,47 @@ def _search(
 ) -> Plan:
     attrs = study.user_attrs
 
-    # Phase 1: the memory ceiling (stored on the study so that a resumed tune skips it).
+    # Phase 1: the untuned default (batch 32, AUTOTUNE), first in a fresh worker so that
+    # its memory reading is its own; it also serves as the first point of the memory line.
+    baseline = attrs.get("baseline")
+    prior: list[ProbeResult] = []
+    if measure_baseline and baseline is None:
+        batch = min(DEFAULT_REFERENCE_BATCH_SIZE, count, max_batch_size)
+        emit("baseline", f"untuned default: batch {batch}, AUTOTUNE")
+        result = runner.run(
+            ProbeRequest(batch_size=batch, settings=PipelineSettings.keras_default(),
+                         steps=trial_steps, warmup_steps=1,
+                         timeout_s=_probe_timeout(deadline)),
+            need_memory=True,
+        )
+        baseline = {
+            "batch_size": batch,
+            "examples_per_s": result.examples_per_s,
+            "peak_memory_bytes": result.peak_memory_bytes,
+            "outcome": result.outcome,
+            "settings": "keras default (AUTOTUNE)",
+        }
+        study.set_user_attr("baseline", baseline)
+        if result.worker_started or not result.ok:
+            prior.append(result)
+        emit("baseline", f"untuned default: {result.examples_per_s or 0:.1f} examples/s, "
+             f"peak {_mib(result.peak_memory_bytes)}", result=result)
+
+    # Phase 2: the memory ceiling (stored on the study so that a resumed tune skips it).
     if "ceiling" in attrs:
         ceiling_dict = attrs["ceiling"]
         ceiling_batch = int(ceiling_dict["batch_size"])
         emit("ceiling", f"resumed: ceiling batch {ceiling_batch}")
     else:
         emit("ceiling", "fitting peak memory against batch size")
+        if not prior and runner.worker_max_batch > 0:
+            runner.restart()  # ascending probes need a worker that has run nothing larger
         try:
             ceiling = find_ceiling(
                 runner, num_examples=count, max_batch_size=max_batch_size,
-                timeout_s=max(30.0, min(300.0, _remaining(deadline))),
+                timeout_s=_probe_timeout(deadline), prior=prior,
+                # Leave at least half of what is left for the throughput search.
+                deadline_s=time.perf_counter() + max(0.0, _remaining(deadline)) / 2,
                 on_probe=lambda r: emit(
                     "ceiling", f"batch {r.batch_size}: {r.outcome}, peak "
                     f"{_mib(r.peak_memory_bytes)} of {_mib(runner.memory_budget_bytes)}",
@@ -509,31 +543,10 @@ def _search(
         emit("ceiling", f"ceiling batch {ceiling_batch} ({len(ceiling.probes)} probes)")
     first_probe_s = _first_probe_wall_s(ceiling_dict)
 
-    # Phase 2a: the untuned default, measured in the same run (honest memory: ascending).
-    baseline = attrs.get("baseline")
-    if measure_baseline and baseline is None:
-        batch = min(DEFAULT_REFERENCE_BATCH_SIZE, count)
-        emit("baseline", f"untuned default: batch {batch}, AUTOTUNE")
-        result = runner.run(
-            ProbeRequest(batch_size=batch, settings=PipelineSettings.keras_default(),
-                         steps=trial_steps, warmup_steps=1,
-                         timeout_s=_probe_timeout(deadline)),
-            need_memory=True,
-        )
-        baseline = {
-            "batch_size": batch,
-            "examples_per_s": result.examples_per_s,
-            "peak_memory_bytes": result.peak_memory_bytes,
-            "outcome": result.outcome,
-            "settings": "keras default (AUTOTUNE)",
-        }
-        study.set_user_attr("baseline", baseline)
-        emit("baseline", f"untuned default: {result.examples_per_s or 0:.1f} examples/s",
-             result=result)
-
     # Phase 2b: does the model compile with XLA? Tried once; dropped if it fails.
     xla_ok = bool(attrs.get("xla_ok", False))
-    if try_xla and "xla_ok" not in attrs:
+    # Skipped (and not recorded, so a later run tries) when the time left is short.
+    if try_xla and "xla_ok" not in attrs and _remaining(deadline) > 4 * first_probe_s:
         batch = min(ceiling_batch, DEFAULT_REFERENCE_BATCH_SIZE)
         emit("xla", f"trying jit_compile at batch {batch}")
         result = runner.run(ProbeRequest(batch_size=batch, steps=2, warmup_steps=1,
@@ -580,9 +593,9 @@ def _search(
              trials_total=target, best=best, best_params=_best_params(records))
 
     # Phase 4: verify the finalists side by side, then the winner for a longer window.
-    winner, measured, verify_result = _verify(
+    winner, measured, verify_result, fresh = _verify(
         runner, records, space, ceiling_batch, deadline=deadline, trial_steps=trial_steps,
-        verify_steps=verify_steps, emit=emit,
+        verify_steps=verify_steps, first_probe_s=first_probe_s, emit=emit,
     )
     settings = _settings_of(winner.params)
     return Plan(
@@ -603,6 +616,8 @@ def _search(
             "memory_budget_bytes": runner.memory_budget_bytes,
             "device": verify_result.device,
             "verify_steps": verify_steps,
+            "peak_memory_fresh_worker": fresh,
+            "tune_wall_time_s": None,
         },
         baseline=baseline if measure_baseline else None,
         ceiling=ceiling_dict,
@@ -698,8 +713,9 @@ def _verify(
     deadline: float,
     trial_steps: int,
     verify_steps: int,
+    first_probe_s: float,
     emit: _Emitter,
-) -> tuple[TrialRecord, float, ProbeResult]:
+) -> tuple[TrialRecord, float, ProbeResult, bool]:
     """Pick the winner by medians (finalists re-measured interleaved), then run it longer
     in a fresh worker so its peak memory is its own; fall back to the next on a miss."""
     from autobatch._search._study import params_to_request
@@ -735,8 +751,17 @@ def _verify(
 
     last: ProbeResult | None = None
     for record in finalists:
-        emit("verify", f"long run of batch {record.params['batch_size']} in a fresh worker")
-        runner.restart()  # its peak memory must be its own, not an earlier probe's
+        batch = int(record.params["batch_size"])
+        long_run_s = verify_steps * batch / max(1e-9, record.examples_per_s or 1.0) + 2.0
+        # A fresh worker makes the peak memory the winner's own. Without one (no time left)
+        # the reading still bounds it from above, since a worker only grows.
+        fresh = runner.worker_max_batch > 0 and (
+            _remaining(deadline) >= first_probe_s + long_run_s)
+        if fresh:
+            runner.restart()
+        fresh = fresh or runner.worker_max_batch == 0
+        emit("verify", f"long run of batch {batch}"
+             f"{' in a fresh worker' if fresh else ' (peak is an upper bound)'}")
         request = params_to_request(record.params, steps=verify_steps, warmup_steps=1,
                                     timeout_s=_probe_timeout(deadline) * 2)
         result = runner.run(request)
@@ -747,7 +772,7 @@ def _verify(
             emit("verify", f"verified batch {record.params['batch_size']}: "
                  f"{result.examples_per_s or 0:.1f} examples/s, peak {_mib(peak)}",
                  best=value, result=result)
-            return record, float(result.examples_per_s or value), result
+            return record, float(result.examples_per_s or value), result, fresh
         logger.warning("winner batch %s failed verification (%s); trying the next",
                        record.params["batch_size"], result.outcome)
     # Everything failed at length: fall back to the verified ceiling probe's lean settings.
