@@ -152,7 +152,7 @@ def audit(data_dir: str | os.PathLike[str], deep: bool = False, *, workers: int 
 
         usable = [e for e in candidates if e.reason is None]
         results = decode_all([e.path for e in usable], progress=progress)
-        for entry, (error, channels) in zip(usable, results):
+        for entry, (error, channels) in zip(usable, results, strict=True):
             if error is not None:
                 entry.reason, entry.detail = "corrupt", error
             elif channels is not None and entry.info is not None:
@@ -295,8 +295,8 @@ def _inspect_all(candidates: list[_Entry], workers: int | None,
         return [inspect_file(e.path) for e in chunk]
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for chunk, infos in zip(chunks, pool.map(inspect_chunk, chunks)):
-            for entry, info in zip(chunk, infos):
+        for chunk, infos in zip(chunks, pool.map(inspect_chunk, chunks), strict=True):
+            for entry, info in zip(chunk, infos, strict=True):
                 entry.info = info
                 if info.problem is not None:
                     entry.reason, entry.detail = info.problem, info.detail

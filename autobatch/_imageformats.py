@@ -130,7 +130,8 @@ def _sniff_unsupported(head: bytes) -> str | None:
         return "jpeg2000"
     if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
         return "jpegxl"
-    if head[:4] in (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00") and len(head) >= 6 and head[4:6] != b"\x00\x00":
+    icon_magic = (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00")
+    if head[:4] in icon_magic and head[4:6] not in (b"", b"\x00\x00"):  # image count > 0
         return "ico"
     if head[:4] == b"8BPS":
         return "psd"
