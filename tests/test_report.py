@@ -79,6 +79,7 @@ def full_plan() -> dict[str, Any]:
         "fingerprints": {"model": "m-abc123", "data": "d-def456", "hardware": "h-0011",
                          "tensorflow": "tensorflow=2.21.0;keras=3.15.0", "options": "o-9"},
         "study": {"storage": "sqlite:////tmp/autobatch/optuna.db", "study_name": "autobatch-abc"},
+        "hardware": {"cpus": 2, "memory_limit_bytes": 8 * 1024 * MiB, "gpus": []},
         "data": {"kind": "directory", "path": "/data/pets", "class_names": ["cats", "dogs"]},
         "model": {"spec": "small_cnn", "name": "small_cnn", "input_shape": [32, 32, 3],
                   "output_units": 2},
@@ -155,7 +156,8 @@ def test_every_number_on_the_page_is_the_plans(report: tuple[dict[str, Any], Rep
                    "baseline.examples_per_s", "baseline.batch_size", "learning_rate.factor",
                    "ceiling.memory_model.slope_bytes_per_example", "ceiling.predicted_batch_size",
                    "audit.skipped_by_reason.truncated", "audit.skipped_by_reason.not_an_image",
-                   "pipeline.prefetch", "measured.device", "fingerprints.hardware"):
+                   "pipeline.prefetch", "measured.device", "fingerprints.hardware",
+                   "hardware.cpus", "hardware.memory_limit_bytes", "hardware.gpus"):
         assert needed in keys, f"{needed} is not shown on the page"
     for number in page.numbers:
         if "data-key" not in number:
@@ -181,6 +183,8 @@ def test_shown_numbers_read_back_as_the_plans_values(
     assert shown["measured.input_wait_fraction"] == "62%"
     assert shown["measured.step_time_s"] == "78.8 ms"
     assert shown["audit.skipped_by_reason.not_an_image"] == "6"
+    assert shown["hardware.memory_limit_bytes"] == "8.00 GiB"
+    assert shown["hardware.gpus"] == "none"
 
 
 def test_speedup_is_tuned_over_baseline(report: tuple[dict[str, Any], ReportFiles]) -> None:
@@ -359,7 +363,6 @@ def test_annotated_study_reads_back_from_storage(tmp_path: Path) -> None:
     assert loaded.user_attrs["ceiling_batch_size"] == 128
     assert loaded.user_attrs["examples_per_s"] == "812.3 examples/s"
     assert loaded.user_attrs["peak_memory"] == "700.01 MiB"
-    assert loaded.user_attrs["model"] == "small_cnn"
     assert loaded.metric_names == ["examples_per_s"]
 
 
@@ -483,6 +486,7 @@ def test_report_from_a_real_tune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     annotate_study(study, plan)
     reloaded = optuna.load_study(study_name=saved["study"]["study_name"], storage=storage)
     assert reloaded.user_attrs["chosen_batch_size"] == plan.batch_size
+    assert reloaded.user_attrs["model"] == study.user_attrs["model"]  # the search's, kept
     if os.environ.get("CI") or _has_browser():
         from _browser import check_page
 

@@ -82,6 +82,13 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+def fmt_list(value: Any) -> str:
+    """Lists of names (GPUs, classes): ``a, b``; an empty list is ``none``."""
+    if not isinstance(value, (list, tuple)):
+        return fmt_value(value)
+    return ", ".join(fmt_value(v) for v in value) if value else "none"
+
+
 FORMATTERS = {
     "count": fmt_count,
     "rate": fmt_rate,
@@ -90,6 +97,7 @@ FORMATTERS = {
     "seconds": fmt_seconds,
     "factor": fmt_factor,
     "value": fmt_value,
+    "list": fmt_list,
 }
 
 

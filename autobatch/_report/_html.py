@@ -237,9 +237,12 @@ def _hardware(plan: dict[str, Any]) -> str:
     hardware = plan.get("hardware")
     if isinstance(hardware, dict):
         for key, value in hardware.items():
-            if not isinstance(value, (dict, list)) and "." not in str(key):
-                kind = "bytes" if str(key).endswith("_bytes") else "value"
-                rows.append((str(key).replace("_", " "), _num(plan, f"hardware.{key}", kind)))
+            if isinstance(value, dict) or "." in str(key):
+                continue
+            kind = ("list" if isinstance(value, list)
+                    else "bytes" if str(key).endswith("_bytes") else "value")
+            label = str(key).removesuffix("_bytes").replace("_", " ")
+            rows.append((label, _num(plan, f"hardware.{key}", kind)))
     fingerprints = plan.get("fingerprints")
     if isinstance(fingerprints, dict):
         for key in fingerprints:

@@ -24,12 +24,14 @@ STUDY_USER_ATTRS = (
     "peak_memory",
     "memory_budget",
     "device",
-    "model",
-    "data",
     "num_examples",
     "baseline_examples_per_s",
 )
-"""Study user attributes ``annotate_study`` sets (absent plan parts are left out)."""
+"""Study user attributes ``annotate_study`` sets (absent plan parts are left out).
+
+The search itself sets ``model``, ``data``, ``hardware``, ``baseline``, ``ceiling``,
+``xla_ok`` and ``search_space`` on the study; these names stay clear of them.
+"""
 
 
 def study_user_attrs(plan: dict[str, Any]) -> dict[str, Any]:
@@ -41,8 +43,6 @@ def study_user_attrs(plan: dict[str, Any]) -> dict[str, Any]:
         "ceiling_batch_size": plan.get("ceiling_batch_size"),
         "examples_per_s": lookup(plan, "measured.examples_per_s"),
         "device": lookup(plan, "measured.device"),
-        "model": lookup(plan, "model.name") or lookup(plan, "model.spec"),
-        "data": lookup(plan, "data.path") or lookup(plan, "data.kind"),
         "num_examples": plan.get("num_examples"),
         "baseline_examples_per_s": lookup(plan, "baseline.examples_per_s"),
     }
