@@ -188,12 +188,14 @@ def _iterate_py_dataset(py_dataset: Any) -> Iterator[Any]:
     py_dataset.on_epoch_end()
 
 
-def inspect_generator(source: GeneratorSource, *, batch_size: int) -> tuple[GeneratorInfo, _Stream]:
+def inspect_generator(source: GeneratorSource, *, batch_size: int,
+                      warn: bool = False) -> tuple[GeneratorInfo, _Stream]:
     """Peek at the source and work out batch size, steps and evenness of one epoch.
 
     Args:
         source: the generator source.
         batch_size: the batch size to use for single-example generators.
+        warn: log a warning when the last batch is smaller (once, by the builder).
 
     Returns:
         The ``GeneratorInfo`` and the stream object the pipeline reads from.
@@ -231,7 +233,7 @@ def inspect_generator(source: GeneratorSource, *, batch_size: int) -> tuple[Gene
         if num_examples is not None:
             last_batch_size = num_examples - batch_size * (steps - 1) if steps else None
     uneven = last_batch_size is not None and last_batch_size != effective_batch
-    if uneven:
+    if uneven and warn:
         logger.warning(
             "the generator's %s examples do not divide into batches of %d: the last batch "
             "of each epoch holds %d; it is trained on, not dropped",
@@ -304,7 +306,7 @@ def build_generator_dataset(
 
     del seed
     settings = settings or PipelineSettings()
-    info, stream = inspect_generator(source, batch_size=batch_size)
+    info, stream = inspect_generator(source, batch_size=batch_size, warn=True)
     signature = _signature(info.first_element, batched=info.batched)
 
     def generate() -> Iterator[Any]:
