@@ -1,0 +1,199 @@
+"""The Plan: schema, JSON round trip, atomic writes, fingerprints, cache, LR scaling."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from autobatch._errors import PlanError
+from autobatch._plan import (
+    SCHEMA_VERSION,
+    LearningRateScaling,
+    Plan,
+    cache_root,
+    file_fingerprint,
+    learning_rate_rule,
+    learning_rate_scaling,
+    load_cached_plan,
+    model_fingerprint,
+    plan_cache_path,
+    save_cached_plan,
+    steps_per_epoch,
+)
+from autobatch._settings import PipelineSettings
+
+
+def sample_plan(**changes: object) -> Plan:
+    fields: dict[str, object] = dict(
+        batch_size=48,
+        num_examples=1003,
+        ceiling_batch_size=120,
+        pipeline=PipelineSettings(num_parallel_calls=2, prefetch=4, cache="memory",
+                                  private_threadpool_size=2, deterministic=False,
+                                  max_intra_op_parallelism=1),
+        image_size=(64, 48),
+        channels=3,
+        jit_compile=True,
+        measured={"examples_per_s": 812.5, "peak_memory_bytes": 900 << 20,
+                  "memory_budget_bytes": 1 << 30, "device": "cpu"},
+        baseline={"batch_size": 32, "examples_per_s": 500.0, "peak_memory_bytes": 800 << 20},
+        learning_rate=learning_rate_scaling("SGD", 48),
+        ceiling={"batch_size": 120, "probes": [], "memory_model": None,
+                 "predicted_batch_size": 130, "budget_bytes": 1 << 30},
+        trials=[{"number": 0, "state": "COMPLETE", "batch_size": 48, "examples_per_s": 812.5}],
+        fingerprints={"model": "m", "data": "d", "hardware": "h", "tensorflow": "t",
+                      "options": "o"},
+        study={"storage": "sqlite:///x.db", "study_name": "autobatch-1"},
+        data={"kind": "directory", "path": "/data", "class_names": ["a", "b"]},
+        model={"spec": "small_cnn", "name": "small_cnn", "input_shape": [64, 48, 3],
+               "output_units": 2},
+    )
+    fields.update(changes)
+    return Plan(**fields)  # type: ignore[arg-type]
+
+
+def test_steps_cover_every_example() -> None:
+    assert steps_per_epoch(1003, 32) == 32  # 31 full batches + one of 11
+    assert steps_per_epoch(1024, 32) == 32
+    assert steps_per_epoch(5, 32) == 1
+    plan = sample_plan()
+    assert plan.steps_per_epoch == math.ceil(1003 / 48)
+    assert plan.steps_per_epoch * plan.batch_size >= plan.num_examples
+    assert (plan.steps_per_epoch - 1) * plan.batch_size < plan.num_examples
+
+
+def test_json_round_trip_is_exact(tmp_path: Path) -> None:
+    plan = sample_plan()
+    path = plan.save(tmp_path / "sub" / "plan.json")
+    assert path.is_file() and plan.path == str(path)
+    loaded = Plan.load(path)
+    assert loaded == plan
+    assert loaded.to_dict() == plan.to_dict()
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert data["steps_per_epoch"] == 21
+    assert data["image_size"] == [64, 48]
+    assert data["pipeline"]["cache"] == "memory"
+    assert data["learning_rate"] == {"reference_batch_size": 32, "factor": 1.5,
+                                     "rule": "linear", "optimizer": "SGD"}
+    for key in ("batch_size", "per_replica_batch_size", "num_replicas", "num_examples",
+                "ceiling_batch_size", "channels", "jit_compile", "measured", "baseline",
+                "ceiling", "trials", "fingerprints", "study", "data", "model", "audit",
+                "autobatch_version", "created_at"):
+        assert key in data, key
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    target = tmp_path / "plan.json"
+    target.write_text("old contents")
+    sample_plan().save(target)
+    assert json.loads(target.read_text())["batch_size"] == 48
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+
+
+def test_plan_rejects_autotune_and_bad_batch() -> None:
+    with pytest.raises(PlanError, match="AUTOTUNE"):
+        sample_plan(pipeline=PipelineSettings.keras_default())
+    with pytest.raises(PlanError, match="batch_size"):
+        sample_plan(batch_size=0)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"schema_version": 99, "batch_size": 1}), "schema version 99"),
+        (json.dumps({"schema_version": 1, "batch_size": 8}), "missing"),
+        (json.dumps([1, 2]), "JSON object"),
+    ],
+)
+def test_load_errors_are_one_line_plan_errors(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text(content)
+    with pytest.raises(PlanError, match=message) as info:
+        Plan.load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="not found"):
+        Plan.load(tmp_path / "nope.json")
+
+
+def test_fit_and_compile_kwargs() -> None:
+    plan = sample_plan()
+    assert plan.fit_kwargs() == {"steps_per_epoch": 21}
+    assert plan.fit_kwargs(num_examples=100) == {"steps_per_epoch": 3}
+    assert plan.compile_kwargs() == {"jit_compile": True}
+    assert plan.learning_rate_factor == pytest.approx(1.5)
+    assert plan.speedup_over_baseline == pytest.approx(812.5 / 500.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [("SGD", "linear"), ("sgd", "linear"), ("Adam", "sqrt"), ("AdamW", "sqrt"),
+     ("Nadam", "sqrt"), ("RMSprop", "sqrt"), ("Adagrad", "sqrt"), ("LegacySGD", "linear"),
+     ("Lamb", "none"), ("Ftrl", "none"), ("MyOptimizer", "none"), (None, "none")],
+)
+def test_learning_rate_rule(name: str | None, rule: str) -> None:
+    assert learning_rate_rule(name) == rule
+
+
+def test_learning_rate_factor() -> None:
+    assert learning_rate_scaling("SGD", 128).factor == pytest.approx(4.0)
+    assert learning_rate_scaling("Adam", 128).factor == pytest.approx(2.0)
+    assert learning_rate_scaling("Adam", 8).factor == pytest.approx(0.5)
+    assert learning_rate_scaling("Lamb", 128).factor == 1.0
+    assert learning_rate_scaling("SGD", 64, reference_batch_size=256).factor == pytest.approx(0.25)
+    assert LearningRateScaling.from_dict(None) == LearningRateScaling()
+
+
+def test_model_fingerprint_without_tensorflow(tmp_path: Path) -> None:
+    model_file = tmp_path / "m.keras"
+    model_file.write_bytes(b"zip bytes v1")
+    first = model_fingerprint(str(model_file), num_classes=3, image_size=(32, 32), channels=3)
+    model_file.write_bytes(b"zip bytes v2")
+    second = model_fingerprint(str(model_file), num_classes=3, image_size=(32, 32), channels=3)
+    assert first != second
+    assert file_fingerprint(model_file) == file_fingerprint(model_file)
+    a = model_fingerprint("small_cnn", num_classes=3, image_size=(32, 32), channels=3)
+    b = model_fingerprint("small_cnn", num_classes=3, image_size=(64, 64), channels=3)
+    assert a != b
+    assert a == model_fingerprint("small_cnn", num_classes=3, image_size=(32, 32), channels=3)
+
+
+def test_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path / "explicit"))
+    assert cache_root() == tmp_path / "explicit"
+    monkeypatch.delenv("AUTOBATCH_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "autobatch"
+
+
+def test_cache_stores_and_finds_by_fingerprints(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path))
+    plan = sample_plan()
+    path = save_cached_plan(plan)
+    assert path == plan_cache_path(plan.fingerprints)
+    assert path.parent == tmp_path / "plans"
+    hit = load_cached_plan(dict(plan.fingerprints))
+    assert hit is not None and hit.cache_hit and hit == plan
+    other = {**plan.fingerprints, "data": "changed"}
+    assert load_cached_plan(other) is None
+    path.write_text("{broken")  # a damaged cache entry is ignored, not fatal
+    assert load_cached_plan(plan.fingerprints) is None
+
+
+def test_dataset_builds_the_tuned_pipeline(tmp_path: Path, image_folder: Path) -> None:
+    plan = sample_plan(num_examples=23, batch_size=8, image_size=(32, 32), jit_compile=False,
+                       pipeline=PipelineSettings(num_parallel_calls=2, prefetch=1))
+    dataset = plan.dataset(image_folder, shuffle=False)
+    batches = list(dataset)
+    assert len(batches) == plan.steps_per_epoch == 3
+    assert sum(int(images.shape[0]) for images, _ in batches) == 23
+    assert tuple(batches[0][0].shape[1:]) == (32, 32, 3)
