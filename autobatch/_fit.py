@@ -365,7 +365,7 @@ def apply_learning_rate(model: Any, plan: Any, *, scale_lr: bool) -> dict[str, A
                 plan.batch_size, lr.reference_batch_size, lr.rule, lr.factor,
             )
         return info
-    if before is None:
+    if before is None or optimizer is None:
         logger.warning("the optimizer's learning rate is a schedule or missing; not scaled")
         return info
     after = before * float(lr.factor)
@@ -458,7 +458,7 @@ def _stratified_pick(labels: Any, n: int, n_val: int, rng: Any) -> Any:
     for i in np.argsort(-(share - take), kind="stable")[: n_val - int(take.sum())]:
         take[i] += 1
     picked = []
-    for cls, k in zip(classes, take):
+    for cls, k in zip(classes, take, strict=False):
         members = np.flatnonzero(labels == cls)
         picked.append(rng.permutation(members)[:k])
     return np.concatenate(picked) if picked else np.zeros(0, dtype=int)
@@ -562,7 +562,7 @@ def preflight(model: Any, source: Any) -> InputSpec:
     loss_kind = loss_label_kind(model)
     if isinstance(source, FileSource):
         spec = _check_images(shape, source)
-        num_classes = source.num_classes
+        num_classes: int | None = source.num_classes
         label_kind = "index"
     else:
         x_example, y_all, y_kind = _data_shapes(source)
@@ -624,7 +624,7 @@ def _check_arrays(shape: Any, x_example: tuple[int, ...]) -> tuple[Any, Any]:
     if len(example) == 2 and len(shape) == 3 and shape[2] == 1:
         example = (*example, 1)
     matches = len(example) == len(shape) and all(
-        want is None or want == have for want, have in zip(shape, example))
+        want is None or want == have for want, have in zip(shape, example, strict=False))
     if not matches:
         raise DataError(
             f"the model takes examples of shape {_fmt(shape)} but the data has {_fmt(example)}; "

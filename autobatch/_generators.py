@@ -106,9 +106,7 @@ class PeekableIterator:
     _EMPTY = object()
 
     def __init__(self, iterator: Any) -> None:
-        if isinstance(iterator, PeekableIterator):
-            iterator = iterator._iterator
-        self._iterator = iter(iterator)
+        self._iterator: Iterator[Any] = iter(iterator)
         self._head: Any = self._EMPTY
 
     def peek(self) -> Any:

@@ -6,10 +6,9 @@ import logging
 
 import numpy as np
 import pytest
+from _fitmodels import counting_model
 
 from autobatch._coverage import CoverageReport, EpochCoverage
-
-from _fitmodels import counting_model
 
 tf = pytest.importorskip("tensorflow")
 

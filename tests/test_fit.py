@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fitmodels import counting_model
+from conftest import make_image_folder
 
 import autobatch
 from autobatch._errors import DataError, UsageError
 from autobatch._plan import Plan
-
-from _fitmodels import counting_model
-from conftest import make_image_folder
 
 keras = pytest.importorskip("keras")
 

@@ -110,8 +110,8 @@ def test_sample_arrays_reads_a_fresh_pass() -> None:
     from autobatch._generators import sample_arrays
 
     x, y = _examples(30)
-    xs, ys = sample_arrays(GeneratorSource(lambda: zip(x, y)), max_examples=12)
+    xs, ys = sample_arrays(GeneratorSource(lambda: zip(x, y, strict=False)), max_examples=12)
     assert xs.shape == (12, 4, 4, 1) and xs.dtype == np.float32
     np.testing.assert_array_equal(ys, y[:12])
     with pytest.raises(DataError, match="one-shot"):
-        sample_arrays(GeneratorSource(itertools.islice(zip(x, y), 5)))
+        sample_arrays(GeneratorSource(itertools.islice(zip(x, y, strict=False), 5)))

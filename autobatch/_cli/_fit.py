@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "the usable images the audit found."
         ),
     )
-    parser.add_argument("data_dir", metavar="DATA_DIR", help="image folder, one sub-folder per class")
+    parser.add_argument("data_dir", metavar="DATA_DIR",
+                        help="image folder, one sub-folder per class")
     parser.add_argument("--model", required=True, metavar="SPEC",
                         help="a .keras file or a built-in: small_cnn, mobilenet_v2, resnet50, "
                              "efficientnet_b0")
@@ -105,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         _save(history.model, args.save)
         out.print(f"model saved to {args.save}")
     if not history.coverage.complete:
-        err_console().print("[bold red]coverage: some epochs did not train on every usable image[/]")
+        err_console().print(
+            "[bold red]coverage: some epochs did not train on every usable image[/]")
         return 1
     return 0
 
