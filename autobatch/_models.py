@@ -273,8 +273,9 @@ def _all_layers(model: Any) -> list[Any]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    # Keras wraps its messages over several lines; the cause is often on the second.
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _hint(exc: BaseException) -> str:

@@ -215,3 +215,28 @@ def test_gpu_probe_reports_device_peak_and_nvml(data_root: Path) -> None:
 def test_worker_env_does_not_leak(runner: SubprocessProbeRunner) -> None:
     assert MISBEHAVE_ENV not in os.environ
     assert MISBEHAVE_ENV not in runner.worker_env
+
+
+def test_cli_probe_json_ok(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autobatch._cli import main
+
+    code = main(["probe", str(data_root), "--model", "small_cnn", "--batch-size", "4",
+                 "--image-size", "32", "--steps", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["outcome"] == "ok"
+    for key in ("examples_per_s", "peak_host_memory_bytes", "peak_device_memory_bytes",
+                "memory_budget_bytes", "step_time_s", "input_wait_fraction"):
+        assert key in out
+    assert out["peak_device_memory_bytes"] is None and out["peak_host_memory_bytes"] > 0
+
+
+def test_cli_probe_usage_error_is_one_line(data_root: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from autobatch._cli import main
+
+    code = main(["probe", str(data_root), "--model", "small_cnn", "--batch-size", "4",
+                 "--memory-budget", "lots"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("autobatch probe: error: invalid memory size 'lots'")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,97 @@
+"""Model SPECs, introspection and saving for the worker (real Keras on CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autobatch._errors import ModelError
+from autobatch._models import (
+    model_input_shape,
+    model_output_units,
+    resolve_model,
+    save_for_worker,
+)
+
+
+def test_small_cnn_is_sized_and_compiled() -> None:
+    model = resolve_model("small_cnn", num_classes=5, image_size=(32, 40), channels=1)
+    assert model_input_shape(model) == (32, 40, 1)
+    assert model_output_units(model) == 5
+    assert model.compiled
+    assert type(model.optimizer).__name__ == "Adam"
+    assert "sparse_categorical_crossentropy" in str(model.loss)
+
+
+def test_keras_file_round_trip(tmp_path: Path) -> None:
+    model = resolve_model("small_cnn", num_classes=3, image_size=32)
+    path = save_for_worker(model, tmp_path / "m")
+    assert path.suffix == ".keras" and path.is_file()
+    loaded = resolve_model(str(path), num_classes=0, image_size=None)
+    assert model_input_shape(loaded) == (32, 32, 3) and model_output_units(loaded) == 3
+    assert loaded.compiled
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("no_such_model", "neither a .keras file nor a built-in"),
+    ("missing.keras", "does not exist"),
+])
+def test_bad_specs_are_model_errors(spec: str, match: str) -> None:
+    with pytest.raises(ModelError, match=match):
+        resolve_model(spec, num_classes=3, image_size=32)
+
+
+def test_builtin_without_image_size_is_a_model_error() -> None:
+    with pytest.raises(ModelError, match="image size"):
+        resolve_model("small_cnn", num_classes=3, image_size=None)
+
+
+def test_lambda_layer_cannot_go_to_the_worker(tmp_path: Path) -> None:
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="doubler")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ModelError, match="'doubler' is a Lambda layer"):
+        save_for_worker(model, tmp_path / "m.keras")
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_subclassed_model_without_get_config_names_the_cause(tmp_path: Path) -> None:
+    import keras
+
+    class Opaque(keras.Model):
+        def __init__(self, hidden: keras.layers.Layer) -> None:  # not serialisable arg
+            super().__init__()
+            self.hidden = hidden
+            self.out = keras.layers.Dense(2)
+
+        def call(self, x):  # type: ignore[no-untyped-def]
+            return self.out(self.hidden(x))
+
+    model = Opaque(keras.layers.Dense(4))
+    model.build((None, 3))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ModelError, match="cannot be serialised") as info:
+        save_for_worker(model, tmp_path / "m.keras")
+    assert "\n" not in str(info.value)
+
+
+def test_uncompiled_model_is_refused(tmp_path: Path) -> None:
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(ModelError, match="not compiled"):
+        save_for_worker(model, tmp_path / "m.keras")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50", "efficientnet_b0"])
+def test_applications_build_at_the_asked_size(name: str) -> None:
+    model = resolve_model(name, num_classes=7, image_size=64)
+    assert model_input_shape(model) == (64, 64, 3)
+    assert model_output_units(model) == 7
+    assert model.compiled
