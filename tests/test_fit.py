@@ -248,3 +248,22 @@ def test_cli_usage_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture
     code = main(["fit", str(tmp_path), "--model", "small_cnn", "--validation-split", "2"])
     assert code == 2
     assert "--validation-split must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_single_example_generator_is_tuned_on_a_sample(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    x, y = _arrays(150)
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    history = autobatch.fit(
+        model, lambda: zip(x, y, strict=True), epochs=2, verbose=0,
+        tune_options={"trials": 2, "time_budget_s": 30, "measure_baseline": False,
+                      "try_xla": False, "max_batch_size": 64},
+    )
+    assert history.plan.data["kind"] == "generator"
+    assert history.plan.fingerprints  # tuned in the worker, on arrays drawn from the generator
+    assert history.history["examples_seen"] == [150, 150]
+    assert history.coverage.expected_examples is None  # length learnt from the first pass
