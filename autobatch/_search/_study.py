@@ -49,7 +49,8 @@ PARAM_NAMES = (
 def batch_candidates(ceiling: int, *, smallest: int = 8) -> tuple[int, ...]:
     """Powers of two from ``smallest`` up to the ceiling, plus the ceiling itself."""
     ceiling = max(1, int(ceiling))
-    smallest = max(1, min(smallest, ceiling))
+    # Tiny ceilings still get a few candidates below them.
+    smallest = max(1, min(smallest, ceiling // 4))
     values = {ceiling}
     power = 1
     while power <= ceiling:

@@ -1,0 +1,234 @@
+"""``tune`` end to end on CPU: small_cnn at 32 px, real JPEG files, the real probe worker.
+
+One module-scoped tune is interrupted after two trials (Ctrl-C raised from the progress
+callback) and resumed; the tests then read the resumed plan, the study storage and the
+plan cache (in a fresh interpreter, which must not import TensorFlow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_image_folder
+
+from autobatch._cli import main
+from autobatch._plan import Plan
+from autobatch._search._ceiling import probe_fits
+from autobatch._search._study import (
+    batch_candidates,
+    build_search_space,
+    decoded_dataset_bytes,
+    memory_cache_fits,
+    should_prune,
+    should_repeat,
+)
+from autobatch._search._tune import TuneEvent, resolve_budgets, tune
+from autobatch._settings import AUTOTUNE
+
+BUDGET = "850MiB"
+TRIALS = 5
+OPTIONS: dict[str, Any] = dict(image_size=32, memory_budget=BUDGET, trials=TRIALS, seed=0,
+                               try_xla=False)
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_batch_candidates_are_powers_of_two_and_the_ceiling() -> None:
+    assert batch_candidates(100) == (8, 16, 32, 64, 100)
+    assert batch_candidates(64) == (8, 16, 32, 64)
+    assert batch_candidates(5) == (1, 2, 4, 5)
+
+
+def test_memory_cache_only_when_the_decoded_data_fits() -> None:
+    size = decoded_dataset_bytes(1000, (96, 96), 3)
+    assert size == 1000 * 96 * 96 * 3 * 4
+    assert memory_cache_fits(size, 4 << 30, 1 << 30)
+    assert not memory_cache_fits(size, 1 << 30, 1 << 30)
+    assert not memory_cache_fits(size, None, 0)
+    space = build_search_space(ceiling=100, cpus=2, memory_cache_ok=False)
+    assert "memory" not in space.cache and "disk" in space.cache
+
+
+def test_search_space_is_concrete() -> None:
+    space = build_search_space(ceiling=300, cpus=8, memory_cache_ok=True, xla_ok=True)
+    for name, values in space.choices().items():
+        assert AUTOTUNE not in [v for v in values if not isinstance(v, str)], name
+    assert space.num_parallel_calls == (1, 2, 4, 8)
+    assert space.jit_compile == (False, True)
+    assert space.size == len(list(space.grid()))
+
+
+def test_prune_and_repeat_rules() -> None:
+    assert should_prune(40.0, 100.0)
+    assert not should_prune(70.0, 100.0)
+    assert not should_prune(1.0, None)
+    assert should_repeat(90.0, 100.0) and should_repeat(1.0, None)
+    assert not should_repeat(70.0, 100.0)
+
+
+def test_budget_larger_than_the_machine_is_a_usage_error() -> None:
+    from autobatch._env import environment
+    from autobatch._errors import UsageError
+
+    env = environment()
+    with pytest.raises(UsageError, match="larger than this machine"):
+        resolve_budgets("64TiB", env)
+    host, device, what = resolve_budgets("0.5", env)
+    assert (host or device) and what in ("host", "device")
+
+
+# ---------------------------------------------------------------- one real tune, resumed
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("search")
+    cache = root / "cache"
+    old_cache = os.environ.get("AUTOBATCH_CACHE_DIR")
+    os.environ["AUTOBATCH_CACHE_DIR"] = str(cache)
+    # 600 real JPEGs of 32 x 32 in 3 classes: large enough that the ceiling is memory-bound.
+    data = make_image_folder(root / "data", {"a": 200, "b": 200, "c": 200}, size=(32, 32))
+
+    first_events: list[TuneEvent] = []
+
+    def interrupt_after_two_trials(event: TuneEvent) -> None:
+        first_events.append(event)
+        if event.phase == "search" and event.trial == 2:
+            raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tune("small_cnn", data, **OPTIONS, on_event=interrupt_after_two_trials)
+        events: list[TuneEvent] = []
+        plan = tune("small_cnn", data, **OPTIONS, output=root / "plan.json",
+                    on_event=events.append)
+        yield {"plan": plan, "events": events, "first_events": first_events, "data": data,
+               "cache": cache, "root": root}
+    finally:
+        if old_cache is None:
+            os.environ.pop("AUTOBATCH_CACHE_DIR", None)
+        else:
+            os.environ["AUTOBATCH_CACHE_DIR"] = old_cache
+
+
+def test_ceiling_is_verified_under_the_budget(tuned: dict[str, Any]) -> None:
+    from autobatch._probe._types import ProbeResult
+
+    plan: Plan = tuned["plan"]
+    ceiling = plan.ceiling
+    budget = ceiling["budget_bytes"]
+    assert budget == 850 << 20
+    probes = [ProbeResult.from_dict(p) for p in ceiling["probes"]]
+    at_ceiling = [p for p in probes if p.batch_size == plan.ceiling_batch_size]
+    assert any(probe_fits(p, budget) for p in at_ceiling), "ceiling was never run successfully"
+    assert len(probes) <= 8
+    failing = ceiling["first_failing_batch_size"]
+    if ceiling["capped_by"] is None:
+        # Memory-bound: a larger batch was run and did not fit; nothing fitting lies above.
+        assert failing is not None and failing > plan.ceiling_batch_size
+        assert all(not probe_fits(p, budget) for p in probes if p.batch_size >= failing)
+        assert all(p.batch_size <= plan.ceiling_batch_size for p in probes if probe_fits(p, budget))
+    else:
+        assert plan.ceiling_batch_size == plan.num_examples
+    model = ceiling["memory_model"]
+    assert model["slope_bytes_per_example"] > 0
+
+
+def test_plan_is_complete_and_concrete(tuned: dict[str, Any]) -> None:
+    plan: Plan = tuned["plan"]
+    assert plan.num_examples == 600
+    assert 1 <= plan.batch_size <= plan.ceiling_batch_size
+    assert plan.steps_per_epoch * plan.batch_size >= 600
+    assert not plan.pipeline.uses_autotune
+    assert plan.measured["examples_per_s"] > 0
+    assert plan.measured["peak_memory_bytes"] <= plan.measured["memory_budget_bytes"]
+    assert plan.baseline is not None and plan.baseline["batch_size"] == 32
+    assert plan.baseline["examples_per_s"] > 0
+    assert plan.learning_rate.rule == "sqrt" and plan.learning_rate.optimizer == "Adam"
+    assert len(plan.trials) == TRIALS
+    assert set(plan.fingerprints) == {"model", "data", "hardware", "tensorflow", "options"}
+    saved = Plan.load(tuned["root"] / "plan.json")
+    assert saved.batch_size == plan.batch_size and saved.trials == plan.trials
+
+
+def test_interrupted_tune_resumes_from_stored_trials(tuned: dict[str, Any]) -> None:
+    import optuna
+
+    first = [e for e in tuned["first_events"] if e.phase == "search" and e.trial]
+    assert [e.trial for e in first] == [1, 2]
+    events = tuned["events"]
+    messages = [e.message for e in events]
+    assert any("resumed 2 stored trials" in m for m in messages)
+    assert any(m.startswith("resumed: ceiling batch") for m in messages)
+    assert not any(e.phase == "baseline" for e in events)  # measured before the interrupt
+    plan: Plan = tuned["plan"]
+    numbers = [t["number"] for t in plan.trials]
+    assert numbers[:2] == [0, 1] and len(set(numbers)) == TRIALS
+    study = optuna.load_study(study_name=plan.study["study_name"],
+                              storage=f"sqlite:///{tuned['cache'] / 'optuna.db'}")
+    assert len(study.trials) == TRIALS
+    trial = study.trials[0]
+    for key in ("batch_size", "examples_per_s", "peak_memory_bytes", "outcome", "settings"):
+        assert key in trial.user_attrs
+    assert {"model", "data", "hardware", "ceiling", "baseline"} <= set(study.user_attrs)
+
+
+def test_cache_hit_in_a_fresh_interpreter_does_not_import_tensorflow(
+    tuned: dict[str, Any],
+) -> None:
+    out = tuned["root"] / "again.json"
+    code = (
+        "import sys, json\n"
+        "from autobatch._cli import main\n"
+        f"rc = main(['tune', {str(tuned['data'])!r}, '--model', 'small_cnn', '--image-size', "
+        f"'32', '--memory-budget', {BUDGET!r}, '--trials', '{TRIALS}', '--seed', '0', "
+        f"'--no-xla', '--output', {str(out)!r}, '--json'])\n"
+        "print(json.dumps({'rc': rc, 'tf': 'tensorflow' in sys.modules,"
+        " 'optuna': 'optuna' in sys.modules}))\n"
+    )
+    env = {**os.environ, "AUTOBATCH_CACHE_DIR": str(tuned["cache"])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert status == {"rc": 0, "tf": False, "optuna": False}
+    assert Plan.load(out).batch_size == tuned["plan"].batch_size
+
+
+# ---------------------------------------------------------------- CLI errors
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--trials", "-3"], "--trials must be a positive"),
+        (["--time-budget", "0"], "--time-budget must be a positive"),
+        (["--memory-budget", "64TiB"], "larger than this machine"),
+        (["--memory-budget", "lots"], "invalid memory size"),
+    ],
+)
+def test_bad_options_give_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          extra: list[str], message: str) -> None:
+    data = make_image_folder(tmp_path / "d", {"a": 2, "b": 2}, size=(16, 16))
+    code = main(["tune", str(data), "--model", "small_cnn", "--image-size", "32", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err
+    assert len(err.splitlines()) == 1 and err.startswith("autobatch tune: error:")
+
+
+def test_unknown_model_is_a_one_line_error(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_image_folder(tmp_path / "d", {"a": 2, "b": 2}, size=(16, 16))
+    code = main(["tune", str(data), "--model", "resnet9000", "--image-size", "32"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "unknown model 'resnet9000'" in err and "small_cnn" in err
+    assert len(err.splitlines()) == 1
