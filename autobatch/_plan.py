@@ -359,7 +359,9 @@ class Plan:
         try:
             text = source.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise PlanError(f"plan file {str(source)!r} not found; run 'autobatch tune' first") from None
+            raise PlanError(
+                f"plan file {str(source)!r} not found; run 'autobatch tune' first"
+            ) from None
         except OSError as exc:
             raise PlanError(f"cannot read plan file {str(source)!r}: {exc.strerror}") from None
         try:

@@ -190,7 +190,7 @@ def test_find_ceiling_restarts_before_stepping_down() -> None:
     # Stepping down in the same worker would read the larger probe's memory.
     sim = SimulatedMemory(1000 * MIB, 14 * MIB, 3072 * MIB, curve=0.15)
     find_ceiling(sim, num_examples=5000)
-    for previous, current in zip(sim.requests, sim.requests[1:]):
+    for previous, current in zip(sim.requests, sim.requests[1:], strict=False):
         if current < previous:
             assert sim.restarts >= 1
     assert sim.requests == sorted(sim.requests) or sim.restarts >= 1

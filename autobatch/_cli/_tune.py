@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "same model, data, machine and options returns the cached plan at once."
         ),
     )
-    parser.add_argument("data_dir", metavar="DATA_DIR", help="image folder, one sub-folder per class")
+    parser.add_argument("data_dir", metavar="DATA_DIR",
+                        help="image folder, one sub-folder per class")
     parser.add_argument("--model", required=True, metavar="SPEC",
                         help="a .keras file or a built-in: small_cnn, mobilenet_v2, resnet50, "
                              "efficientnet_b0")

@@ -60,7 +60,8 @@ def batch_candidates(ceiling: int, *, smallest: int = 8) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-def decoded_dataset_bytes(num_examples: int, image_size: Sequence[int] | None, channels: int) -> int:
+def decoded_dataset_bytes(num_examples: int, image_size: Sequence[int] | None,
+                          channels: int) -> int:
     """Bytes of the decoded, resized data set as float32 (what ``cache="memory"`` keeps)."""
     if not image_size:
         return 0
@@ -108,7 +109,7 @@ class SearchSpace:
         """Every point of the space as a params dict (for the exhaustive benchmark)."""
         names = list(PARAM_NAMES)
         for values in itertools.product(*(self.choices()[n] for n in names)):
-            yield dict(zip(names, values))
+            yield dict(zip(names, values, strict=True))
 
     def to_dict(self) -> dict[str, list[Any]]:
         return {name: list(values) for name, values in self.choices().items()}
@@ -128,7 +129,8 @@ def build_search_space(
     parallel = tuple(sorted({1, 2, cpus} & set(range(1, cpus + 1)) | {1}))
     if cpus >= 4:
         parallel = tuple(sorted({1, 2, cpus // 2, cpus}))
-    cache = ("none",) + (("memory",) if memory_cache_ok else ()) + (("disk",) if disk_cache_ok else ())
+    cache = ("none",) + (("memory",) if memory_cache_ok else ())
+    cache += ("disk",) if disk_cache_ok else ()
     return SearchSpace(
         batch_sizes=batch_candidates(ceiling, smallest=smallest_batch),
         num_parallel_calls=parallel,
