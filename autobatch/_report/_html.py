@@ -117,12 +117,18 @@ def _summary(plan: dict[str, Any]) -> str:
 def _memory_caption(plan: dict[str, Any]) -> str:
     probes = lookup(plan, "ceiling.probes") or []
     ooms = sum(1 for p in probes if isinstance(p, dict) and p.get("outcome") == "oom")
-    text = (f"{len(probes)} ceiling probe(s), {ooms} out of memory. Budget "
-            f"{_num(plan, 'ceiling.budget_bytes', 'bytes')}; memory model "
-            f"{_num(plan, 'ceiling.memory_model.intercept_bytes', 'bytes')} + "
-            f"{_num(plan, 'ceiling.memory_model.slope_bytes_per_example', 'bytes')} per example "
-            f"predicted a ceiling of {_num(plan, 'ceiling.predicted_batch_size', 'count')}; "
-            f"verified ceiling {_num(plan, 'ceiling_batch_size', 'count')}.")
+    text = f"{len(probes)} ceiling probe(s), {ooms} out of memory."
+    if is_number(lookup(plan, "ceiling.budget_bytes")):
+        text += f" Budget {_num(plan, 'ceiling.budget_bytes', 'bytes')}."
+    if is_number(lookup(plan, "ceiling.memory_model.slope_bytes_per_example")):
+        text += (f" Memory model: {_num(plan, 'ceiling.memory_model.intercept_bytes', 'bytes')}"
+                 f" + {_num(plan, 'ceiling.memory_model.slope_bytes_per_example', 'bytes')} "
+                 "per example")
+        if is_number(lookup(plan, "ceiling.predicted_batch_size")):
+            text += (", which predicts a ceiling of "
+                     f"{_num(plan, 'ceiling.predicted_batch_size', 'count')}")
+        text += "."
+    text += f" Verified ceiling: {_num(plan, 'ceiling_batch_size', 'count')}."
     if is_number(lookup(plan, "ceiling.first_failing_batch_size")):
         text += (" Smallest batch that did not fit: "
                  f"{_num(plan, 'ceiling.first_failing_batch_size', 'count')}.")
