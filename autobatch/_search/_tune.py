@@ -8,6 +8,7 @@ CLI draws; the library never prints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -266,6 +267,7 @@ def tune(
     runner: Any = None,
     on_event: EventCallback | None = None,
     use_cache: bool = True,
+    search_space: SearchSpace | None = None,
 ) -> Plan:
     """Find the fastest batch size and tf.data settings that fit the memory budget.
 
@@ -292,6 +294,8 @@ def tune(
             (it is not closed here).
         on_event: called with a ``TuneEvent`` at each step (progress display).
         use_cache: look up and store plans in the plan cache.
+        search_space: restrict the study to these values (benchmarks compare against an
+            exhaustive grid over the same space); batch sizes above the ceiling are dropped.
 
     Returns:
         The verified ``Plan`` (``plan.cache_hit`` tells whether it came from the cache).
@@ -336,6 +340,7 @@ def tune(
         "try_xla": try_xla,
         "max_batch_size": max_batch_size,
         "trial_steps": trial_steps,
+        "search_space": search_space.to_dict() if search_space is not None else None,
     }
     fingerprints = {
         "model": model_fingerprint(model, num_classes=num_classes, image_size=size,
@@ -388,6 +393,7 @@ def tune(
             env=env, deadline=deadline, trials=trials, seed=seed,
             measure_baseline=measure_baseline, try_xla=try_xla, trial_steps=trial_steps,
             verify_steps=verify_steps, max_batch_size=max_batch_size, emit=emit,
+            search_space=search_space,
         )
     finally:
         if own_runner:
@@ -480,6 +486,7 @@ def _search(
     verify_steps: int,
     max_batch_size: int,
     emit: _Emitter,
+    search_space: SearchSpace | None = None,
 ) -> Plan:
     attrs = study.user_attrs
 
@@ -567,6 +574,9 @@ def _search(
                                           host_budget, small_peak),
         xla_ok=xla_ok,
     )
+    if search_space is not None:
+        fitting = tuple(b for b in search_space.batch_sizes if b <= ceiling_batch)
+        space = dataclasses.replace(search_space, batch_sizes=fitting or (ceiling_batch,))
     study.set_user_attr("search_space", space.to_dict())
     records = [record_from_frozen(t) for t in study.get_trials(deepcopy=False)
                if t.state.name in ("COMPLETE", "PRUNED", "FAIL") and _in_space(t.params, space)]
