@@ -127,7 +127,8 @@ def model_input_shape(model: keras.Model) -> tuple[int | None, ...]:
     shape = model.input_shape
     if isinstance(shape, list):
         if len(shape) != 1:
-            raise ModelError(f"the model takes {len(shape)} inputs; autobatch tunes one image input")
+            raise ModelError(
+                f"the model takes {len(shape)} inputs; autobatch tunes one image input")
         shape = shape[0]
     if isinstance(shape, dict):
         raise ModelError("the model takes a dict of inputs; autobatch tunes one image input")

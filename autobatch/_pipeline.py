@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def normalize_image_size(image_size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+def normalize_image_size(
+    image_size: int | tuple[int, int] | list[int] | None,
+) -> tuple[int, int] | None:
     """``96`` -> ``(96, 96)``; ``(h, w)`` stays; None stays None."""
     if image_size is None:
         return None

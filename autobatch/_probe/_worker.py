@@ -188,8 +188,7 @@ class Worker:
         # Decode the first batch in a thread while this one traces the step (tracing a large
         # model takes tens of seconds; both would otherwise run back to back).
         first: list[Any] = []
-        fetch = threading.Thread(target=lambda: first.append(_next_or_error(iterator)),
-                                 daemon=True)
+        fetch = threading.Thread(target=_fetch_into, args=(iterator, first), daemon=True)
         fetch.start()
         step = self.step_function(dataset.element_spec, request.jit_compile)
         step.get_concrete_function()
@@ -230,11 +229,11 @@ class Worker:
         }
 
 
-def _next_or_error(iterator: Any) -> Any:
+def _fetch_into(iterator: Any, out: list[Any]) -> None:
     try:
-        return next(iterator)
+        out.append(next(iterator))
     except BaseException as exc:  # noqa: BLE001 - re-raised in the probing thread
-        return exc
+        out.append(exc)
 
 
 def summarize_steps(steps_s: list[float], waits_s: list[float], batch_size: int) -> dict[str, Any]:
