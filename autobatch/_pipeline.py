@@ -139,14 +139,20 @@ def _file_dataset(
     channels = 3 if channels is None else int(channels)
     _check_channels(channels)
     n = source.num_examples
+    # Paths as bytes: a non-UTF-8 file name (surrogate-escaped in Python) still reaches TF.
     ds = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(list(source.paths)), tf.constant(list(source.labels), dtype=tf.int32))
+        (tf.constant([os.fsencode(p) for p in source.paths]),
+         tf.constant(list(source.labels), dtype=tf.int32))
     )
+    # TF's BMP decoder refuses channels=1: decode to RGB, then convert.
+    decode_channels = 3 if channels == 1 else channels
 
     def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         raw = tf.io.read_file(path)
         # Decode by content, not by extension: a PNG named .jpg still decodes.
-        image = tf.io.decode_image(raw, channels=channels, expand_animations=False)
+        image = tf.io.decode_image(raw, channels=decode_channels, expand_animations=False)
+        if channels == 1:
+            image = tf.image.rgb_to_grayscale(image)
         image = tf.image.resize(image, size, method="bilinear")
         image.set_shape((size[0], size[1], channels))
         return image, label

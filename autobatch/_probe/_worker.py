@@ -134,6 +134,38 @@ class Worker:
             self._steps[bool(jit_compile)] = step
         return step
 
+    def _source_for(self, request: Any) -> tuple[Any, int, Any]:
+        """The source a probe reads, the untimed steps that fill its cache, the cache folder.
+
+        A cache pays off from the second epoch on, which a probe of a few steps never
+        reaches. So a cached probe reads a subset of the data just large enough for its
+        timed steps, passes over it once untimed (filling the cache), and times the
+        following passes: the steady state ``fit`` sees after its first epoch.
+        """
+        from autobatch._sources import ArraySource, FileSource
+
+        if request.settings.cache == "none":
+            return self.source, 0, self.cache_dir
+        subset = min(self.source.num_examples or 0, request.batch_size * max(1, request.steps))
+        if subset <= 0 or not isinstance(self.source, (FileSource, ArraySource)):
+            return self.source, 0, self.cache_dir
+        if isinstance(self.source, FileSource):
+            source = FileSource(self.source.paths[:subset], self.source.labels[:subset],
+                                self.source.class_names, self.source.root)
+        else:
+            y = None if self.source.y is None else self.source.y[:subset]
+            source = ArraySource(self.source.x[:subset], y)
+        fill_steps = -(-subset // request.batch_size)
+        cache_dir = None
+        if request.settings.cache == "disk":
+            import tempfile
+
+            # A fresh folder per probe: a cache file is tied to the data it was filled from.
+            if self.cache_dir:
+                os.makedirs(self.cache_dir, exist_ok=True)
+            cache_dir = tempfile.mkdtemp(prefix="probe-cache-", dir=self.cache_dir)
+        return source, fill_steps, cache_dir
+
     def trace_count(self) -> int:
         total = 0
         for step in self._steps.values():
@@ -179,10 +211,11 @@ class Worker:
                 tf.config.experimental.reset_memory_stats(gpu)
             except Exception:
                 pass
+        source, fill_steps, cache_dir = self._source_for(request)
         dataset = build_dataset(
-            self.source, batch_size=request.batch_size, settings=request.settings,
+            source, batch_size=request.batch_size, settings=request.settings,
             image_size=self.image_size, channels=self.channels, shuffle=True, seed=self.seed,
-            cache_dir=self.cache_dir, repeat=True,
+            cache_dir=cache_dir, repeat=True,
         )
         iterator = iter(dataset)
         # Decode the first batch in a thread while this one traces the step (tracing a large
@@ -195,7 +228,8 @@ class Worker:
         fetch.join()
         waits_s: list[float] = []
         steps_s: list[float] = []
-        for index in range(request.warmup_steps + request.steps):
+        warmup_steps = request.warmup_steps + fill_steps
+        for index in range(warmup_steps + request.steps):
             start = time.perf_counter()
             if index == 0:
                 batch = first[0]
@@ -209,7 +243,7 @@ class Worker:
             for value in tf.nest.flatten(logs):
                 value.numpy()
             done = time.perf_counter()
-            if index >= request.warmup_steps:
+            if index >= warmup_steps:
                 waits_s.append(fetched - start)
                 steps_s.append(done - start)
         del iterator, dataset
