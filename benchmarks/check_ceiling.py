@@ -31,14 +31,16 @@ import json, os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 from keras import layers
-data_dir, batch, size, steps, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+data_dir, mode = sys.argv[1], sys.argv[5]
+batch, size, steps = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 def vmhwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
 if mode == "keras":
-    ds = keras.utils.image_dataset_from_directory(data_dir, image_size=(size, size), batch_size=batch,
-                                                 shuffle=True, seed=0, verbose=False)
+    ds = keras.utils.image_dataset_from_directory(
+        data_dir, image_size=(size, size), batch_size=batch, shuffle=True, seed=0,
+        verbose=False)
     num_classes = len(ds.class_names)
     ds = ds.repeat()
     steps_per_epoch = steps
@@ -77,7 +79,8 @@ def run_child(data_dir: Path, batch: int, size: int, steps: int, mode: str = "ke
 
 
 def true_ceiling(data_dir: Path, size: int, budget_bytes: int, steps: int, cap: int,
-                 log: list[dict[str, Any]], start: int = 32, tolerance: int = 2) -> tuple[int, int]:
+                 log: list[dict[str, Any]], start: int = 128,
+                 tolerance: int = 2) -> tuple[int, int]:
     """Doubling then bisection over plain Keras children; returns (largest fit, smallest miss)."""
 
     def fits(batch: int) -> bool:

@@ -25,6 +25,7 @@ from autobatch._search._study import (
     build_search_space,
     decoded_dataset_bytes,
     memory_cache_fits,
+    seed_points,
     should_prune,
     should_repeat,
 )
@@ -232,3 +233,13 @@ def test_unknown_model_is_a_one_line_error(tmp_path: Path,
     assert code == 2
     assert "unknown model 'resnet9000'" in err and "small_cnn" in err
     assert len(err.splitlines()) == 1
+
+
+def test_seed_points_sweep_the_largest_batches_at_good_defaults() -> None:
+    space = build_search_space(ceiling=600, cpus=2, memory_cache_ok=True)
+    points = seed_points(space, limit=4)
+    assert [p["batch_size"] for p in points] == [600, 512, 256, 128]
+    for point in points:
+        assert point["num_parallel_calls"] == 2 and point["cache"] == "memory"
+        assert point["deterministic"] is False
+        assert all(point[name] in values for name, values in space.choices().items())

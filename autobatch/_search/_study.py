@@ -143,6 +143,31 @@ def build_search_space(
     )
 
 
+def seed_points(space: SearchSpace, *, limit: int = 6) -> list[dict[str, Any]]:
+    """First trials: a batch-size sweep at well-known good tf.data defaults.
+
+    Batch size moves throughput most, so the study starts by measuring the ``limit``
+    largest candidates (tiny batches are rarely the fastest), largest first, with the pipeline
+    settings the tf.data guide recommends: as many parallel calls as cores, a small prefetch,
+    the memory cache when it fits, no order guarantee. TPE then refines from there.
+    """
+    batches = list(space.batch_sizes)[-limit:]
+
+    def pick(values: tuple[Any, ...], preferred: Any) -> Any:
+        return preferred if preferred in values else values[-1]
+
+    common = {
+        "num_parallel_calls": max(space.num_parallel_calls),
+        "prefetch": pick(space.prefetch, 1),
+        "cache": pick(space.cache, "memory") if "memory" in space.cache else space.cache[0],
+        "private_threadpool_size": space.private_threadpool_size[0],
+        "deterministic": pick(space.deterministic, False),
+        "max_intra_op_parallelism": space.max_intra_op_parallelism[0],
+        "jit_compile": space.jit_compile[0],
+    }
+    return [{"batch_size": batch, **common} for batch in reversed(batches)]
+
+
 def params_to_request(params: dict[str, Any], *, steps: int, warmup_steps: int,
                       timeout_s: float) -> ProbeRequest:
     """A probe request for one point of the space."""
@@ -331,7 +356,11 @@ def run_trial(
     elif record.state == "PRUNED":
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        # A point that does not run (over budget, crash) is told to Optuna as pruned at
+        # zero examples/s: TPE ignores FAILED trials and would propose the point again,
+        # each time costing a worker restart. The plan keeps the real outcome.
+        trial.report(0.0, len(record.measurements))
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     logger.info("trial %d %s: %s examples/s %s", record.number, record.state, params,
                 record.examples_per_s)
     return record

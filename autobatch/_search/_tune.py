@@ -46,6 +46,7 @@ from autobatch._search._study import (
     record_from_frozen,
     robust_value,
     run_trial,
+    seed_points,
     study_name_for,
 )
 from autobatch._settings import PipelineSettings
@@ -56,6 +57,7 @@ DEFAULT_TIME_BUDGET_S = 120.0
 MAX_TRIALS = 200
 TOP_K_VERIFY = 3
 """Finalists re-measured side by side before the winner's long verify run."""
+FINALIST_ROUNDS = 2
 
 
 @dataclass
@@ -407,11 +409,11 @@ def tune(
     plan.audit = audit_summary(source)
     plan.learning_rate = learning_rate_scaling(optimizer_name_of(model), plan.batch_size,
                                                DEFAULT_REFERENCE_BATCH_SIZE)
+    plan.measured["tune_wall_time_s"] = round(time.perf_counter() - started, 2)
     if use_cache:
         save_cached_plan(plan)
     if output is not None:
         plan.save(output)
-    plan.measured["tune_wall_time_s"] = round(time.perf_counter() - started, 2)
     emit("done", f"batch {plan.batch_size}: {plan.examples_per_s or 0:.1f} examples/s",
          best=plan.examples_per_s)
     return plan
@@ -586,6 +588,9 @@ def _search(
     if resumed:
         emit("search", f"resumed {resumed} stored trials", trial=resumed, trials_total=target,
              best=best)
+    if not study.trials:
+        for params in seed_points(space, limit=max(2, min(6, target // 3))):
+            study.enqueue_trial(params, skip_if_exists=True)
     verify_reserve_s = _verify_reserve(records, first_probe_s, verify_steps, trial_steps)
     while len(records) < target:
         typical_s = _typical_trial_s(records, first_probe_s)
@@ -677,7 +682,7 @@ def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_ste
     typical = _typical_trial_s(records, first_probe_s)
     one_probe = typical / 1.5  # a trial is 1-2 probes
     long_run = one_probe * max(1.0, verify_steps / max(1, trial_steps))
-    return TOP_K_VERIFY * one_probe + first_probe_s + long_run
+    return FINALIST_ROUNDS * TOP_K_VERIFY * one_probe + first_probe_s + long_run
 
 
 def _probe_timeout(deadline: float) -> float:
@@ -751,12 +756,17 @@ def _verify(
     finalists = finalists[:TOP_K_VERIFY]
     if len(finalists) > 1 and _remaining(deadline) > 0:
         emit("verify", f"re-measuring {len(finalists)} finalists side by side")
-        for record in finalists:
-            request = params_to_request(record.params, steps=trial_steps, warmup_steps=1,
-                                        timeout_s=_probe_timeout(deadline))
-            result = runner.run(request)
-            if result.ok and result.examples_per_s:
-                record.measurements.append(float(result.examples_per_s))
+        for round_index in range(FINALIST_ROUNDS):
+            # Alternate the order so a slow phase of a shared machine hits all alike.
+            order = finalists if round_index % 2 == 0 else finalists[::-1]
+            for record in order:
+                if _remaining(deadline) <= 0:
+                    break
+                request = params_to_request(record.params, steps=trial_steps,
+                                            warmup_steps=1, timeout_s=_probe_timeout(deadline))
+                result = runner.run(request)
+                if result.ok and result.examples_per_s:
+                    record.measurements.append(float(result.examples_per_s))
         finalists.sort(key=lambda r: r.examples_per_s or 0, reverse=True)
 
     last: ProbeResult | None = None
