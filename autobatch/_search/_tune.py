@@ -58,6 +58,8 @@ MAX_TRIALS = 200
 TOP_K_VERIFY = 3
 """Finalists re-measured side by side before the winner's long verify run."""
 FINALIST_ROUNDS = 2
+VERIFY_ATTEMPTS = 5
+"""Long verify runs tried before giving up (each failure rules out larger batches)."""
 
 
 @dataclass
@@ -770,8 +772,22 @@ def _verify(
         finalists.sort(key=lambda r: r.examples_per_s or 0, reverse=True)
 
     last: ProbeResult | None = None
-    for record in finalists:
+    # After the finalists, the other measured points (best first), then the lean ceiling
+    # settings a step below: a long run can need more memory than a short probe (a memory
+    # cache fills, buffers grow), and a batch that failed rules out every larger one.
+    backups = [r for r in sorted(pooled.values(), key=lambda r: r.examples_per_s or 0,
+                                 reverse=True) if r not in finalists]
+    lean = {**_settings_params(PipelineSettings(num_parallel_calls=1, prefetch=1)),
+            "jit_compile": False}
+    failed_batch = math.inf
+    candidates = list(finalists) + backups
+    attempts = 0
+    while candidates and attempts < VERIFY_ATTEMPTS:
+        record = candidates.pop(0)
         batch = int(record.params["batch_size"])
+        if batch >= failed_batch:
+            continue
+        attempts += 1
         long_run_s = verify_steps * batch / max(1e-9, record.examples_per_s or 1.0) + 2.0
         # A fresh worker makes the peak memory the winner's own. Without one (no time left)
         # the reading still bounds it from above, since a worker only grows.
@@ -795,7 +811,13 @@ def _verify(
             return record, float(result.examples_per_s or value), result, fresh
         logger.warning("winner batch %s failed verification (%s); trying the next",
                        record.params["batch_size"], result.outcome)
-    # Everything failed at length: fall back to the verified ceiling probe's lean settings.
+        if result.outcome == "oom":
+            failed_batch = min(failed_batch, batch)
+            if not any(int(c.params["batch_size"]) < failed_batch for c in candidates):
+                step_down = max(1, int(batch * 0.9))
+                if step_down < batch:
+                    candidates.append(TrialRecord(number=-1, state="COMPLETE",
+                                                  params={"batch_size": step_down, **lean}))
     from autobatch._errors import ProbeError
 
     raise ProbeError(
