@@ -44,6 +44,16 @@ if mode == "keras":
     num_classes = len(ds.class_names)
     ds = ds.repeat()
     steps_per_epoch = steps
+elif mode == "lean":  # autobatch's input pipeline with the ceiling probes' lean settings
+    from autobatch._pipeline import build_dataset
+    from autobatch._settings import PipelineSettings
+    from autobatch._sources import resolve_source
+    source = resolve_source(data_dir)
+    num_classes = source.num_classes
+    ds = build_dataset(source, batch_size=batch, image_size=(size, size), channels=3,
+                       settings=PipelineSettings(num_parallel_calls=1, prefetch=1),
+                       shuffle=True, seed=0, repeat=True)
+    steps_per_epoch = steps
 else:  # the plan's own pipeline and steps (one full epoch)
     from autobatch._plan import Plan
     plan = Plan.load(mode)
@@ -80,11 +90,15 @@ def run_child(data_dir: Path, batch: int, size: int, steps: int, mode: str = "ke
 
 def true_ceiling(data_dir: Path, size: int, budget_bytes: int, steps: int, cap: int,
                  log: list[dict[str, Any]], start: int = 128,
-                 tolerance: int = 2) -> tuple[int, int]:
-    """Doubling then bisection over plain Keras children; returns (largest fit, smallest miss)."""
+                 tolerance: int = 2, mode: str = "keras") -> tuple[int, int]:
+    """Doubling then bisection over plain Keras children; returns (largest fit, smallest miss).
+
+    ``mode="keras"`` loads data with ``image_dataset_from_directory``; ``"lean"`` with
+    autobatch's pipeline builder at the ceiling probes' settings (same model and ``fit``).
+    """
 
     def fits(batch: int) -> bool:
-        result = run_child(data_dir, batch, size, steps)
+        result = run_child(data_dir, batch, size, steps, mode=mode)
         result["fits"] = bool(result["ok"] and result["peak_bytes"] <= budget_bytes)
         log.append(result)
         print(f"  plain keras batch {batch}: peak {result['peak_bytes']} fits={result['fits']}"
@@ -125,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="/tmp/autobatch-check-ceiling")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ceiling.json"))
     parser.add_argument("--skip-truth", action="store_true")
+    parser.add_argument("--truth-only", choices=("keras", "lean"),
+                        help="only bisect for the true ceiling with this input pipeline")
+    parser.add_argument("--start", type=int, default=128)
     args = parser.parse_args(argv)
 
     from conftest import make_image_folder
@@ -133,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.truth_only:
+        log: list[dict[str, Any]] = []
+        low, high = true_ceiling(work / "data", args.image_size,
+                                 parse_memory_size(args.budget), args.steps, cap=args.images,
+                                 log=log, start=args.start, mode=args.truth_only)
+        print(f"true largest batch ({args.truth_only} pipeline) in [{low}, {high})")
+        Path(args.out).write_text(json.dumps({"mode": args.truth_only, "low": low,
+                                              "high": high, "probes": log}, indent=2))
+        return 0
     os.environ["AUTOBATCH_CACHE_DIR"] = str(work / "cache")
     per_class = args.images // 3
     data = work / "data"
