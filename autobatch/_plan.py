@@ -163,6 +163,8 @@ class Plan:
     data: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     audit: dict[str, Any] | None = None
+    hardware: dict[str, Any] = field(default_factory=dict)
+    """Readable description of the machine it was measured on (cpus, memory, gpus)."""
     autobatch_version: str = field(default_factory=_autobatch_version)
     created_at: str = field(default_factory=_utc_now)
     schema_version: int = SCHEMA_VERSION
@@ -289,6 +291,7 @@ class Plan:
             "data": dict(self.data),
             "model": dict(self.model),
             "audit": self.audit,
+            "hardware": dict(self.hardware),
         }
 
     @classmethod
@@ -331,6 +334,7 @@ class Plan:
                 data=dict(data.get("data") or {}),
                 model=dict(data.get("model") or {}),
                 audit=data.get("audit"),
+                hardware=dict(data.get("hardware") or {}),
                 autobatch_version=str(data.get("autobatch_version") or ""),
                 created_at=str(data.get("created_at") or ""),
                 schema_version=int(version),

@@ -160,12 +160,14 @@ def ceiling_section(data_dir: Path, spec: str, image_size: int, budget: str,
 
 
 def search_section(quick: bool) -> dict[str, Any] | None:
-    try:
-        import bench_search
-    except ImportError:
-        logger.warning("benchmarks/bench_search.py is missing; skipping the grid comparison")
-        return None
-    return bench_search.run(quick=quick)
+    """Tuned vs exhaustive grid: ``bench_search.py`` (its own run, 10+ minutes), read back."""
+    import subprocess
+
+    path = HERE / "results" / "search.json"
+    if not path.exists() or not quick:
+        subprocess.run([sys.executable, str(HERE / "bench_search.py"), "--out", str(path)],
+                       check=True)
+    return json.loads(path.read_text())
 
 
 # ---------------------------------------------------------------- output
@@ -279,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE), help="where RESULTS.md etc. go")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--only", choices=["input", "compute", "ceiling", "search"], action="append")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the other sections of an earlier results.json")
+    parser.add_argument("--ceiling-model", default="small_cnn")
+    parser.add_argument("--ceiling-size", type=int, default=128)
+    parser.add_argument("--ceiling-budget", default="1200MiB")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     work = Path(args.work or tempfile.mkdtemp(prefix="autobatch-bench-"))
@@ -295,19 +302,35 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _stats.machine_description(),
         "throughput": [],
     }
+    out = Path(args.out)
+    previous = out / "results.json"
+    if args.keep and previous.exists():
+        # Keep the sections this run does not redo (a section at a time on a busy machine).
+        old = json.loads(previous.read_text())
+        redo = {"input": "input-heavy", "compute": "compute-heavy"}
+        results["throughput"] = [t for t in old.get("throughput", [])
+                                 if t["workload"] not in {redo[k] for k in only if k in redo}]
+        for key in ("ceiling", "search"):
+            if key not in only and old.get(key):
+                results[key] = old[key]
     if "input" in only:
         results["throughput"].append(throughput_section(
             "input-heavy", data_dir, "small_cnn", 128, repeats=repeats,
-            tune_budget_s=60 if quick else 150, memory_budget=None, work=work))
+            tune_budget_s=60 if quick else 120, memory_budget=None, work=work))
+        write_outputs(results, out)
     if "compute" in only:
         results["throughput"].append(throughput_section(
             "compute-heavy", data_dir, "mobilenet_v2", 96, repeats=repeats,
-            tune_budget_s=90 if quick else 240, memory_budget=None, work=work))
+            tune_budget_s=90 if quick else 180, memory_budget=None, work=work))
+        write_outputs(results, out)
     if "ceiling" in only:
-        results["ceiling"] = ceiling_section(data_dir, "mobilenet_v2", 96, "3GiB", work)
+        results["ceiling"] = ceiling_section(data_dir, args.ceiling_model, args.ceiling_size,
+                                             args.ceiling_budget, work)
+        write_outputs(results, out)
     if "search" in only:
         results["search"] = search_section(quick)
-    write_outputs(results, Path(args.out))
+    results["throughput"].sort(key=lambda t: t["workload"] != "input-heavy")
+    write_outputs(results, out)
     logger.info("wrote %s", Path(args.out) / "RESULTS.md")
     return 0
 

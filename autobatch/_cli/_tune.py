@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     parser.add_argument("--no-xla", action="store_true", help="do not try jit_compile")
     parser.add_argument("--json", action="store_true", help="print the plan JSON")
+    parser.add_argument("--report", metavar="PATH",
+                        help="also write the HTML report (and its PNG plots) here")
     parser.set_defaults(func=run)
 
 
@@ -69,10 +71,17 @@ def run(args: argparse.Namespace) -> int:
             try_xla=not args.no_xla,
             on_event=progress.update,
         )
+    report_files = None
+    if args.report:
+        from autobatch._report import write_report
+
+        report_files = write_report(plan, args.report)
     if args.json:
         print_json(plan.to_dict())
         return 0
     console().print(summary_table(plan))
+    if report_files is not None:
+        console().print(f"report: {report_files.html}")
     return 0
 
 

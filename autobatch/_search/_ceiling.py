@@ -233,7 +233,8 @@ def find_ceiling(
     Raises:
         CeilingNotFound: the smallest batch tried did not fit.
     """
-    budget = int(runner.memory_budget_bytes)
+    # A runner may keep part of its budget free (fit's own overhead): compare against that.
+    budget = int(getattr(runner, "search_budget_bytes", runner.memory_budget_bytes))
     settings = settings or PipelineSettings(num_parallel_calls=1, prefetch=1)
     cap = max_batch_size if not num_examples else min(max_batch_size, int(num_examples))
     cap = max(1, cap)
