@@ -316,12 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     if "input" in only:
         results["throughput"].append(throughput_section(
             "input-heavy", data_dir, "small_cnn", 128, repeats=repeats,
-            tune_budget_s=60 if quick else 120, memory_budget=None, work=work))
+            tune_budget_s=60 if quick else 180, memory_budget=None, work=work))
         write_outputs(results, out)
     if "compute" in only:
         results["throughput"].append(throughput_section(
             "compute-heavy", data_dir, "mobilenet_v2", 96, repeats=repeats,
-            tune_budget_s=90 if quick else 180, memory_budget=None, work=work))
+            tune_budget_s=90 if quick else 240, memory_budget=None, work=work))
         write_outputs(results, out)
     if "ceiling" in only:
         results["ceiling"] = ceiling_section(data_dir, args.ceiling_model, args.ceiling_size,

@@ -168,10 +168,9 @@ def seed_points(space: SearchSpace, *, limit: int = 6) -> list[dict[str, Any]]:
     return [{"batch_size": batch, **common} for batch in reversed(batches)]
 
 
-def params_to_request(params: dict[str, Any], *, steps: int, warmup_steps: int,
-                      timeout_s: float) -> ProbeRequest:
-    """A probe request for one point of the space."""
-    settings = PipelineSettings(
+def params_to_settings(params: dict[str, Any]) -> PipelineSettings:
+    """The pipeline settings of one point of the space (Optuna params, plain values)."""
+    return PipelineSettings(
         num_parallel_calls=int(params["num_parallel_calls"]),
         prefetch=int(params["prefetch"]),
         cache=params["cache"],
@@ -179,6 +178,12 @@ def params_to_request(params: dict[str, Any], *, steps: int, warmup_steps: int,
         deterministic=bool(params["deterministic"]),
         max_intra_op_parallelism=int(params["max_intra_op_parallelism"]),
     )
+
+
+def params_to_request(params: dict[str, Any], *, steps: int, warmup_steps: int,
+                      timeout_s: float) -> ProbeRequest:
+    """A probe request for one point of the space."""
+    settings = params_to_settings(params)
     return ProbeRequest(
         batch_size=int(params["batch_size"]),
         settings=settings,

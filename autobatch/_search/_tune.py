@@ -43,6 +43,7 @@ from autobatch._search._study import (
     decoded_dataset_bytes,
     memory_cache_fits,
     open_study,
+    params_to_settings,
     record_from_frozen,
     robust_value,
     run_trial,
@@ -645,7 +646,7 @@ def _search(
         runner, records, space, ceiling_batch, deadline=deadline, trial_steps=trial_steps,
         verify_steps=verify_steps, first_probe_s=first_probe_s, emit=emit,
     )
-    settings = _settings_of(winner.params)
+    settings = params_to_settings(winner.params)
     return Plan(
         batch_size=int(winner.params["batch_size"]),
         num_examples=count,
@@ -735,17 +736,6 @@ def _best_params(records: list[TrialRecord]) -> dict[str, Any] | None:
 def _in_space(params: dict[str, Any], space: SearchSpace) -> bool:
     choices = space.choices()
     return all(name in params and params[name] in values for name, values in choices.items())
-
-
-def _settings_of(params: dict[str, Any]) -> PipelineSettings:
-    return PipelineSettings(
-        num_parallel_calls=int(params["num_parallel_calls"]),
-        prefetch=int(params["prefetch"]),
-        cache=params["cache"],
-        private_threadpool_size=int(params["private_threadpool_size"]),
-        deterministic=bool(params["deterministic"]),
-        max_intra_op_parallelism=int(params["max_intra_op_parallelism"]),
-    )
 
 
 def _key(params: dict[str, Any]) -> tuple[Any, ...]:
