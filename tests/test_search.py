@@ -125,8 +125,8 @@ def test_ceiling_is_verified_under_the_budget(tuned: dict[str, Any]) -> None:
     plan: Plan = tuned["plan"]
     ceiling = plan.ceiling
     budget = ceiling["budget_bytes"]
-    # The search keeps 5% of a host budget free for what model.fit adds to a probe's peak.
-    assert ceiling["fit_allowance_bytes"] == int(0.05 * (850 << 20))
+    # The search keeps 8% of a host budget free for what model.fit adds to a probe's peak.
+    assert ceiling["fit_allowance_bytes"] == int(0.08 * (850 << 20))
     assert budget == (850 << 20) - ceiling["fit_allowance_bytes"]
     assert plan.measured["memory_budget_bytes"] == 850 << 20
     probes = [ProbeResult.from_dict(p) for p in ceiling["probes"]]
