@@ -208,6 +208,17 @@ def audit_summary(source: Any) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- the runner wrapper
 
 
+MIN_STEPS_PER_EPOCH = 4
+"""The study's batches leave at least this many weight updates per epoch (above batch 32)."""
+
+
+def training_batch_cap(num_examples: int | None) -> int:
+    """The largest batch the study tries: ``num_examples // 4``, but never below 32."""
+    if not num_examples:
+        return MAX_BATCH_SIZE
+    return max(32, int(num_examples) // MIN_STEPS_PER_EPOCH)
+
+
 FIT_ALLOWANCE_FRACTION = 0.08
 """Share of a host budget kept free for what ``model.fit`` adds to a probe's peak."""
 
@@ -604,8 +615,12 @@ def _search(
     small_peak = float(model_line.get("intercept_bytes", 0)) + 8 * float(
         model_line.get("slope_bytes_per_example", 0))
     host_budget = getattr(runner.runner, "host_memory_budget_bytes", None)
+    # The study searches batches that still leave a few weight updates per epoch: a batch
+    # of the whole data set may be fast per example but trains poorly, and costs the most
+    # to probe. The ceiling itself is still reported as measured.
+    batch_cap = min(ceiling_batch, training_batch_cap(count))
     space = build_search_space(
-        ceiling=ceiling_batch,
+        ceiling=batch_cap,
         cpus=env.cpu.effective,
         memory_cache_ok=memory_cache_fits(decoded_dataset_bytes(count, size, channels),
                                           host_budget, small_peak),
@@ -614,6 +629,7 @@ def _search(
     if search_space is not None:
         fitting = tuple(b for b in search_space.batch_sizes if b <= ceiling_batch)
         space = dataclasses.replace(search_space, batch_sizes=fitting or (ceiling_batch,))
+    ceiling_dict["search_batch_cap"] = max(space.batch_sizes)
     study.set_user_attr("search_space", space.to_dict())
     records = [record_from_frozen(t) for t in study.get_trials(deepcopy=False)
                if t.state.name in ("COMPLETE", "PRUNED", "FAIL") and _in_space(t.params, space)]
