@@ -642,7 +642,11 @@ def _search(
     if not study.trials:
         for params in seed_points(space, limit=max(2, min(6, target // 3))):
             study.enqueue_trial(params, skip_if_exists=True)
-    verify_reserve_s = _verify_reserve(records, first_probe_s, verify_steps, trial_steps)
+    # The verify phase adapts to the time it gets (finalist rounds stop at the deadline), so
+    # its reserve never takes more than 40% of what the study has: trials are worth more.
+    reserve_cap_s = 0.4 * max(0.0, _remaining(deadline))
+    verify_reserve_s = min(reserve_cap_s, _verify_reserve(records, first_probe_s, verify_steps,
+                                                          trial_steps))
     while len(records) < target:
         typical_s = _typical_trial_s(records, first_probe_s)
         if time.perf_counter() + typical_s + verify_reserve_s > deadline:
@@ -653,7 +657,8 @@ def _search(
         )
         records.append(record)
         best = _best_value(records)
-        verify_reserve_s = _verify_reserve(records, first_probe_s, verify_steps, trial_steps)
+        verify_reserve_s = min(reserve_cap_s, _verify_reserve(records, first_probe_s,
+                                                              verify_steps, trial_steps))
         emit("search", f"trial {record.number}: {record.state.lower()} "
              f"{record.examples_per_s or 0:.1f} examples/s", trial=len(records),
              trials_total=target, best=best, best_params=_best_params(records))
@@ -733,7 +738,9 @@ def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_ste
     typical = _typical_trial_s(records, first_probe_s)
     one_probe = typical / 1.5  # a trial is 1-2 probes
     long_run = one_probe * max(1.0, verify_steps / max(1, trial_steps))
-    return FINALIST_ROUNDS * TOP_K_VERIFY * one_probe + first_probe_s + long_run
+    finalists = max(1, min(TOP_K_VERIFY, len(records)))
+    rounds = FINALIST_ROUNDS * finalists if finalists > 1 else 0
+    return rounds * one_probe + first_probe_s + long_run
 
 
 def _probe_timeout(deadline: float) -> float:
