@@ -843,8 +843,12 @@ def _verify(
         fresh = fresh or runner.worker_max_batch == 0
         emit("verify", f"long run of batch {batch}"
              f"{' in a fresh worker' if fresh else ' (peak is an upper bound)'}")
+        # The long run's limit follows its own expected length (a worker start, tracing, a
+        # cache fill and the steps at the trial's speed), not the time left: the winner must
+        # be verified even when the study used its whole budget.
+        expected_s = (first_probe_s if fresh else 0.0) + 3.0 * long_run_s + 30.0
         request = params_to_request(record.params, steps=verify_steps, warmup_steps=1,
-                                    timeout_s=_probe_timeout(deadline) * 2)
+                                    timeout_s=max(_probe_timeout(deadline) * 2, expected_s))
         result = runner.run(request)
         last = result
         peak = result.peak_memory_bytes
