@@ -601,7 +601,9 @@ def _search(
     # Phase 2b: does the model compile with XLA? Tried once; dropped if it fails.
     xla_ok = bool(attrs.get("xla_ok", False))
     # Skipped (and not recorded, so a later run tries) when the time left is short.
-    if try_xla and "xla_ok" not in attrs and _remaining(deadline) > 4 * first_probe_s:
+    # XLA compiles the whole train step again (minutes for a large model on a CPU): try it
+    # only when that leaves the study most of its time.
+    if try_xla and "xla_ok" not in attrs and _remaining(deadline) > 8 * first_probe_s:
         batch = min(ceiling_batch, DEFAULT_REFERENCE_BATCH_SIZE)
         emit("xla", f"trying jit_compile at batch {batch}")
         result = runner.run(ProbeRequest(batch_size=batch, steps=2, warmup_steps=1,
