@@ -67,7 +67,7 @@ def make_photo_folder(
         else list(images_per_class)
     )
     height, width = size
-    for class_name, count in zip(classes, counts):
+    for class_name, count in zip(classes, counts, strict=True):
         photo = Image.fromarray(_load_photo(class_name))
         folder = root / class_name
         folder.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ class FileSource:
     def fingerprint(self) -> str:
         digest = hashlib.blake2b(digest_size=16)
         digest.update("\0".join(self.class_names).encode())
-        for path, label in zip(self.paths, self.labels):
+        for path, label in zip(self.paths, self.labels, strict=True):
             try:
                 st = os.stat(path)
                 stamp = f"{st.st_size}:{st.st_mtime_ns}"
