@@ -151,10 +151,9 @@ def resolve_source(data: Any) -> DataSource:
     if hasattr(data, "shape") and hasattr(data, "__len__"):
         return ArraySource(data, None)
     if callable(data) or hasattr(data, "__next__") or hasattr(data, "__getitem__"):
-        hint = None
-        if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
-            hint = None  # a PyDataset's len() counts batches; the generator module sizes it
-        return GeneratorSource(data, hint)
+        # No size hint here: a PyDataset's len() counts batches, and the generator module
+        # sizes every kind of generator when it builds the pipeline.
+        return GeneratorSource(data)
     raise DataError(
         f"cannot use data of type {type(data).__name__}: pass an image folder path, "
         "an (x, y) tuple of arrays, a generator function, or a keras.utils.PyDataset"
