@@ -24,6 +24,7 @@ from autobatch._search._ceiling import (
     initial_batches,
     predict_ceiling,
     probe_fits,
+    room_left,
 )
 from autobatch._settings import PipelineSettings
 
@@ -94,8 +95,8 @@ def test_close_enough() -> None:
 
 
 def test_initial_batches_respect_the_cap() -> None:
-    assert initial_batches(4096) == [8, 32]
-    assert initial_batches(20) == [8, 20]
+    assert initial_batches(4096) == [16, 64]
+    assert initial_batches(40) == [16, 40]
     assert initial_batches(5) == [5]
 
 
@@ -172,10 +173,22 @@ def test_find_ceiling_reports_only_a_fitting_batch_near_the_truth(
 
 
 def test_find_ceiling_typically_needs_few_probes() -> None:
+    # A straight line: two cheap probes and one verify aimed just under the budget.
     sim = SimulatedMemory(1000 * MIB, 12 * MIB, 3072 * MIB)
     result = find_ceiling(sim, num_examples=400)
-    assert len(result.probes) <= 6
+    assert sim.requests == [16, 64, result.batch_size]
     assert result.batch_size >= 0.95 * sim.true_ceiling()
+
+
+def test_room_left_stops_near_the_budget() -> None:
+    line = MemoryModel(slope_bytes_per_example=10 * MIB, intercept_bytes=1000 * MIB)
+    budget = 3000 * MIB
+    # The line puts the ceiling at 200: batch 100 is far from it, 195 within 5%.
+    assert room_left(line, budget, 100, int(line.predict_bytes(100)))
+    assert not room_left(line, budget, 195, int(line.predict_bytes(195)))
+    # A reading at 97% of the budget ends the search whatever the line says.
+    assert not room_left(line, budget, 100, int(0.97 * budget))
+    assert room_left(None, budget, 100, None)
 
 
 def test_find_ceiling_caps_at_the_number_of_examples() -> None:

@@ -13,6 +13,7 @@ Memory in one worker is not given back between probes: probe in ascending batch 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -50,6 +51,31 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def release_free_heap() -> bool:
+    """Hand the C heap's free pages back to the kernel (glibc ``malloc_trim``).
+
+    A reused worker keeps the pages an earlier probe freed; without this they stay in its
+    RSS, and a probe of a larger batch, unable to reuse them all, reads their sum: measured
+    here with a small CNN, batch 128 read 1205 MB after smaller probes against 1040-1081 MB
+    in a fresh worker. Returns False where there is no glibc.
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if not _MALLOC_TRIM:
+        return False
+    _MALLOC_TRIM(0)
+    return True
+
+
+_MALLOC_TRIM: Any = None
 
 
 def peak_rss_bytes() -> int:
@@ -204,6 +230,8 @@ class Worker:
 
         from autobatch._pipeline import build_dataset
 
+        gc.collect()
+        release_free_heap()
         reset_peak_rss()
         gpu = self.device if self.device != "cpu" else None
         if gpu:

@@ -27,6 +27,13 @@ MAX_BATCH_SIZE = 4096
 """No search goes beyond this: past it a ceiling is not the limiting factor."""
 DEFAULT_CLOSE_ENOUGH = 0.05
 """Stop once the fitting and the failing (or predicted) batch are within 5% of each other."""
+AIM_MARGIN = 0.015
+"""A verify probe aims this share below the budget: the line is nearly right, readings are
+noisy by a few per cent, and a probe that fits ends the search where one that misses costs
+another."""
+FULL_ENOUGH = 0.97
+"""Stop once a fitting probe's peak reaches this share of the budget: what is left is within
+the noise of one reading."""
 
 
 @dataclass(frozen=True)
@@ -136,11 +143,24 @@ def close_enough(low: int, high: int, fraction: float = DEFAULT_CLOSE_ENOUGH) ->
     return high - low <= 1 or low >= (1.0 - fraction) * high
 
 
-def initial_batches(cap: int, start: int = 8, factor: int = 4) -> list[int]:
+def room_left(model: MemoryModel | None, budget_bytes: int, low: int, low_peak: int | None,
+              close_fraction: float = DEFAULT_CLOSE_ENOUGH) -> bool:
+    """True while the fitting batch ``low`` may still be short of the ceiling by more than
+    ``close_fraction``: its peak is below ``FULL_ENOUGH`` of the budget and the line puts
+    the largest fitting batch more than ``close_fraction`` above it."""
+    if low_peak is not None and low_peak >= FULL_ENOUGH * budget_bytes:
+        return False
+    if model is None:
+        return True
+    return model.largest_batch_under(budget_bytes) > (1.0 + close_fraction) * low
+
+
+def initial_batches(cap: int, start: int = 16, factor: int = 4) -> list[int]:
     """Two cheap ascending probes to fit the first line: ``start`` and ``start * factor``.
 
     Small but not tiny: at batch 1-2 memory is all fixed cost and the allocator's rounding
-    hides the slope.
+    hides the slope; and the nearer the second point is to the ceiling, the shorter the
+    extrapolation the verify probe depends on.
     """
     first = max(1, min(start, cap))
     second = min(first * factor, cap)
@@ -241,6 +261,7 @@ def find_ceiling(
     probes: list[ProbeResult] = []
     ok_points: list[tuple[int, int]] = []
     low, high = 0, cap + 1  # low fits (0: nothing yet), high fails (cap + 1: not yet)
+    low_peak: int | None = None  # the peak memory read at ``low``
     worker_max = 0
     model: MemoryModel | None = None
     first_prediction: int | None = None
@@ -265,7 +286,7 @@ def find_ceiling(
         return record(result)
 
     def record(result: ProbeResult) -> bool:
-        nonlocal worker_max, low, high
+        nonlocal worker_max, low, high, low_peak
         batch = result.batch_size
         probes.append(result)
         fits = probe_fits(result, budget)
@@ -274,7 +295,8 @@ def find_ceiling(
         else:
             worker_max = 0  # the runner restarts a worker after oom/crash/timeout
         if fits:
-            low = max(low, batch)
+            if batch >= low:
+                low, low_peak = batch, result.peak_memory_bytes
             if result.peak_memory_bytes is not None:
                 ok_points.append((batch, int(result.peak_memory_bytes)))
         else:
@@ -323,7 +345,10 @@ def find_ceiling(
         elif model is None:
             batch = min(cap, max(low * 2, low + 1))
         else:
-            batch = predict_ceiling(model, budget, low=low, high=high)
+            if not room_left(model, budget, low, low_peak, close_fraction):
+                break  # the verified batch is within the noise of the budget
+            batch = predict_ceiling(model, int(budget * (1.0 - AIM_MARGIN)), low=low,
+                                    high=high)
             if first_prediction is None:
                 first_prediction = model.largest_batch_under(budget)
         batch = max(low + 1, min(batch, high - 1, cap))
