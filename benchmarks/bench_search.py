@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--time-budget", type=float, default=60.0,
+                        help="the tune's --time-budget (the target is <= 15%% of the grid's "
+                             "time, about 500 s here)")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/autobatch-bench-search")
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print("tuning ...", flush=True)
     started = time.perf_counter()
     plan = tune("small_cnn", data, image_size=32, trials=args.trials, seed=args.seed,
+                time_budget_s=args.time_budget,
                 force=True, measure_baseline=False, try_xla=False, trial_steps=PROBE_STEPS,
                 search_space=space, use_cache=False)
     tune_wall = time.perf_counter() - started
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     duel = head_to_head(data, tuned_params, grid["best_params"], args.rounds)
     report = {
         "space": space.to_dict(),
-        "tune": {"wall_s": round(tune_wall, 1), "trials": len(plan.trials),
+        "tune": {"wall_s": round(tune_wall, 1), "time_budget_s": args.time_budget,
+                 "trials": len(plan.trials),
                  "params": tuned_params, "ceiling_batch_size": plan.ceiling_batch_size,
                  "examples_per_s": plan.examples_per_s},
         "grid": grid,

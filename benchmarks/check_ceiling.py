@@ -139,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="/tmp/autobatch-check-ceiling")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ceiling.json"))
     parser.add_argument("--skip-truth", action="store_true")
+    parser.add_argument("--truth-from", metavar="JSON",
+                        help="take the true ceiling from an earlier run's output (its "
+                             "true_ceiling_low/high and truth_probes) instead of bisecting "
+                             "again; the data folder must be the same")
     parser.add_argument("--truth-only", choices=("keras", "lean"),
                         help="only bisect for the true ceiling with this input pipeline")
     parser.add_argument("--start", type=int, default=128)
@@ -213,7 +217,17 @@ def main(argv: list[str] | None = None) -> int:
           f"under budget={report['chosen_under_budget']}", flush=True)
 
     # 4. The true largest batch, by bisection with plain Keras children.
-    if not args.skip_truth:
+    if args.truth_from:
+        earlier = json.loads(Path(args.truth_from).read_text())
+        low = int(earlier["true_ceiling_low"])
+        report["true_ceiling_low"] = low
+        report["true_ceiling_high"] = int(earlier["true_ceiling_high"])
+        report["truth_probes"] = earlier["truth_probes"]
+        report["truth_from"] = str(args.truth_from)
+        report["ratio"] = round(plan["ceiling_batch_size"] / low, 3)
+        print(f"true largest batch (from {args.truth_from}) in "
+              f"[{low}, {report['true_ceiling_high']}); autobatch/true = {report['ratio']}")
+    elif not args.skip_truth:
         log: list[dict[str, Any]] = []
         low, high = true_ceiling(data, args.image_size, budget_bytes, args.steps,
                                  cap=images, log=log)
