@@ -55,10 +55,19 @@ class GpuInfo:
     name: str
     uuid: str
     memory_total_bytes: int
+    """The card's memory as ``nvidia-smi`` shows it."""
     memory_free_bytes: int
     memory_used_bytes: int
     memory_used_by_other_processes_bytes: int
     processes: list[dict[str, int]] = field(default_factory=list)
+    memory_reserved_bytes: int = 0
+    """Held by the driver, never allocatable (NVML's v2 memory query; 0 where it is missing)."""
+
+    @property
+    def memory_usable_bytes(self) -> int:
+        """Total minus the driver's reserve: the total CUDA (and TensorFlow) report, and what
+        budgets and fractions refer to. On an H200 here 645 MB below ``nvidia-smi``'s."""
+        return self.memory_total_bytes - self.memory_reserved_bytes
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,10 @@ class Environment:
     python_version: str
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for gpu, info in zip(data["gpus"], self.gpus, strict=True):
+            gpu["memory_usable_bytes"] = info.memory_usable_bytes
+        return data
 
 
 # ---------------------------------------------------------------- cgroups (pure readers)
@@ -249,7 +261,7 @@ def gpu_info() -> tuple[list[GpuInfo], str, str | None, str | None]:
 
 def _one_gpu(pynvml: Any, index: int) -> GpuInfo:
     handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-    mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    mem, reserved = _memory_info(pynvml, handle)
     own_pid = os.getpid()
     processes = []
     for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
@@ -266,7 +278,25 @@ def _one_gpu(pynvml: Any, index: int) -> GpuInfo:
         memory_used_bytes=int(mem.used),
         memory_used_by_other_processes_bytes=int(others),
         processes=processes,
+        memory_reserved_bytes=reserved,
     )
+
+
+def _memory_info(pynvml: Any, handle: Any) -> tuple[Any, int]:
+    """NVML's memory figures and the driver's reserve.
+
+    The v2 query splits the driver's reserve out of "used" (v1 counts it as used, so an idle
+    card reads 645 MB used with no process on it); where the driver or binding lacks v2,
+    v1 stands and the reserve reads 0.
+    """
+    version = getattr(pynvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+            return mem, int(getattr(mem, "reserved", 0) or 0)
+        except Exception:  # noqa: BLE001 - an old driver: fall back to v1
+            pass
+    return pynvml.nvmlDeviceGetMemoryInfo(handle), 0
 
 
 def _safe(fn: Any, *args: Any) -> Any:

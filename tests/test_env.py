@@ -115,7 +115,7 @@ class _FakeNvmlError(Exception):
     pass
 
 
-def _fake_pynvml(init_error: bool = False) -> types.ModuleType:
+def _fake_pynvml(init_error: bool = False, v2: bool = False) -> types.ModuleType:
     """Stands in for an NVIDIA driver this machine does not have."""
     nvml = types.ModuleType("pynvml")
     gib = 1024**3
@@ -133,7 +133,14 @@ def _fake_pynvml(init_error: bool = False) -> types.ModuleType:
     nvml.nvmlSystemGetCudaDriverVersion_v2 = lambda: 12040
     nvml.nvmlDeviceGetCount = lambda: 1
     nvml.nvmlDeviceGetHandleByIndex = lambda i: ("handle", i)
-    nvml.nvmlDeviceGetMemoryInfo = lambda h: mem
+    if v2:
+        # NVML's v2 query: the driver's reserve is split out of "used".
+        nvml.nvmlMemory_v2 = 0x02000028
+        mem_v2 = types.SimpleNamespace(total=16 * gib, free=10 * gib, used=5 * gib,
+                                       reserved=1 * gib)
+        nvml.nvmlDeviceGetMemoryInfo = lambda h, version=None: mem_v2 if version else mem
+    else:
+        nvml.nvmlDeviceGetMemoryInfo = lambda h: mem
     nvml.nvmlDeviceGetName = lambda h: b"Tesla T4"
     nvml.nvmlDeviceGetUUID = lambda h: "GPU-1234"
     nvml.nvmlDeviceGetComputeRunningProcesses = lambda h: procs
@@ -150,6 +157,31 @@ def test_nvml_fake_gpu_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gpu.name == "Tesla T4"
     assert gpu.memory_free_bytes == 10 * 1024**3
     assert gpu.memory_used_by_other_processes_bytes == 5 * 1024**3  # our own pid excluded
+
+
+def test_nvml_v2_splits_out_the_driver_reserve(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(v2=True))
+    (gpu,) = _env.gpu_info()[0]
+    assert gpu.memory_total_bytes == 16 * 1024**3
+    assert gpu.memory_reserved_bytes == 1 * 1024**3
+    assert gpu.memory_usable_bytes == 15 * 1024**3
+    assert gpu.memory_used_bytes == 5 * 1024**3
+    # Without v2 (an old binding) the reserve reads 0 and usable is the total.
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml())
+    (gpu,) = _env.gpu_info()[0]
+    assert gpu.memory_reserved_bytes == 0 and gpu.memory_usable_bytes == 16 * 1024**3
+
+
+def test_gpu_budget_refers_to_usable_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autobatch._errors import UsageError
+    from autobatch._search._tune import resolve_budgets
+
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(v2=True))
+    env = _env.environment()
+    assert env.to_dict()["gpus"][0]["memory_usable_bytes"] == 15 * 1024**3
+    assert resolve_budgets("0.5", env) == (None, int(7.5 * 1024**3), "device")
+    with pytest.raises(UsageError, match="larger than this machine's 15.00 GiB of GPU memory"):
+        resolve_budgets("16GiB", env)
 
 
 def test_nvml_init_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

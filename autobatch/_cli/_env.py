@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(
                 f"GPU {gpu.index}",
                 f"{gpu.name}: {format_bytes(gpu.memory_free_bytes)} free of "
-                f"{format_bytes(gpu.memory_total_bytes)}, "
+                f"{format_bytes(gpu.memory_usable_bytes)} usable "
+                f"({format_bytes(gpu.memory_total_bytes)} total), "
                 f"{format_bytes(gpu.memory_used_by_other_processes_bytes)} held by other processes",
             )
     else:

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         env = environment()
         if env.gpus:
             device_budget = parse_memory_size(args.memory_budget,
-                                              limit_bytes=env.gpus[0].memory_total_bytes)
+                                              limit_bytes=env.gpus[0].memory_usable_bytes)
         else:
             host_budget = parse_memory_size(args.memory_budget,
                                             limit_bytes=env.host.memory_limit_bytes)

@@ -112,7 +112,7 @@ def resolve_budgets(memory_budget: Any, env: Any) -> tuple[int | None, int | Non
     if memory_budget is None:
         return None, None, "default"
     if env.gpus:
-        limit = int(min(g.memory_total_bytes for g in env.gpus))
+        limit = int(min(g.memory_usable_bytes for g in env.gpus))
         where = "GPU memory"
     else:
         limit = int(env.host.memory_limit_bytes)
