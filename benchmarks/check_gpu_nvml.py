@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     report["cuda_mem_get_info"] = {"free": free, "total": total}
     # NVML's total counts the driver's reserve; total - reserve is the total CUDA reports.
     checks["env_usable_equals_cuda_total"] = gpu["memory_usable_bytes"] == total
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True)
+    smi = subprocess.run(
+        ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+        capture_output=True, text=True)
     if smi.returncode == 0 and smi.stdout.strip():
         report["nvidia_smi_total_mib"] = int(smi.stdout.split()[0])
         checks["env_total_equals_nvidia_smi"] = (
