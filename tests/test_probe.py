@@ -4,6 +4,7 @@ real JPEGs. Tests run in file order and share the runner (each worker start cost
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -144,10 +145,16 @@ def test_hanging_child_times_out(runner: SubprocessProbeRunner) -> None:
 
 def test_smaller_batch_gets_a_fresh_worker(runner: SubprocessProbeRunner) -> None:
     runner.run(small(16))
+    assert runner.worker_largest_batch == 16
     starts = runner.worker_starts
-    result = runner.run(small(4))
+    # A throughput-only probe (own_peak=False) reuses the worker whatever it ran.
+    reused = runner.run(dataclasses.replace(small(4), own_peak=False))
+    assert reused.outcome == "ok" and not reused.worker_started
+    # By default a probe's memory reading is its own: a fresh worker for the smaller batch.
+    result = runner.run(small(8))
     assert result.outcome == "ok" and result.worker_started
     assert runner.worker_starts == starts + 1
+    assert runner.worker_largest_batch == 8
 
 
 def test_budget_below_idle_footprint_is_a_clear_oom(data_root: Path) -> None:

@@ -233,11 +233,13 @@ def find_ceiling(
     """Find the largest batch that fits the runner's memory budget, with few probes.
 
     Ascending probes share one worker (memory only grows there, so each reading is the
-    probe's own peak); a probe below the worker's largest so far restarts the worker first,
-    because a worker does not give memory back and would read the larger probe's peak.
+    probe's own peak); every request asks for its ``own_peak``, so the runner starts a
+    fresh worker before a batch below the largest its worker ran, because a worker does not
+    give memory back and would read the larger probe's peak.
 
     Args:
-        runner: a ``ProbeRunner`` (``run``, ``restart``, ``memory_budget_bytes``).
+        runner: a ``ProbeRunner`` (``run`` honouring ``ProbeRequest.own_peak``,
+            ``memory_budget_bytes``, optionally ``search_budget_bytes``).
         num_examples: the data size; no batch beyond it is tried (None: unknown).
         settings: pipeline settings for the probes (a lean, fixed pipeline by default).
         max_batch_size: hard cap on the batch.
@@ -262,15 +264,12 @@ def find_ceiling(
     ok_points: list[tuple[int, int]] = []
     low, high = 0, cap + 1  # low fits (0: nothing yet), high fails (cap + 1: not yet)
     low_peak: int | None = None  # the peak memory read at ``low``
-    worker_max = 0
     model: MemoryModel | None = None
     first_prediction: int | None = None
 
     def run(batch: int) -> bool:
-        nonlocal worker_max
-        if batch < worker_max:
-            runner.restart()
-            worker_max = 0
+        # own_peak: the runner starts a fresh worker before a batch smaller than one its
+        # worker already ran (that worker would read the larger probe's memory).
         result = runner.run(
             ProbeRequest(
                 batch_size=batch,
@@ -279,6 +278,7 @@ def find_ceiling(
                 warmup_steps=warmup_steps,
                 jit_compile=jit_compile,
                 timeout_s=timeout_s,
+                own_peak=True,
             )
         )
         if on_probe is not None:
@@ -286,14 +286,10 @@ def find_ceiling(
         return record(result)
 
     def record(result: ProbeResult) -> bool:
-        nonlocal worker_max, low, high, low_peak
+        nonlocal low, high, low_peak
         batch = result.batch_size
         probes.append(result)
         fits = probe_fits(result, budget)
-        if result.ok:
-            worker_max = max(worker_max, batch)
-        else:
-            worker_max = 0  # the runner restarts a worker after oom/crash/timeout
         if fits:
             if batch >= low:
                 low, low_peak = batch, result.peak_memory_bytes

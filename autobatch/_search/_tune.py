@@ -225,18 +225,22 @@ peak (see ``_TrackedRunner.fit_allowance_bytes``)."""
 
 
 class _TrackedRunner:
-    """Wraps a ``ProbeRunner`` and remembers the largest batch its current worker ran.
+    """A ``ProbeRunner`` with the search's memory rules.
 
     A worker never gives memory back, so a memory figure is only honest for a batch at or
-    above everything the worker ran before; ``run(..., need_memory=True)`` restarts it when
-    that does not hold. Throughput figures do not need a restart.
+    above everything the worker ran before: ``run(..., need_memory=True)`` (or a request
+    with ``own_peak``) has the runner start a fresh worker when that does not hold;
+    throughput probes reuse the worker whatever it ran. The search also keeps part of the
+    budget free for ``model.fit``'s own first step (``fit_allowance_bytes``).
     """
 
     def __init__(self, runner: Any) -> None:
         self.runner = runner
-        self.worker_max_batch = 0
-        self.worker_used_settings: set[PipelineSettings] = set()
-        self.restarts = 0
+
+    @property
+    def worker_max_batch(self) -> int:
+        """Largest batch the current worker ran (0: the next probe starts a worker)."""
+        return int(getattr(self.runner, "worker_largest_batch", 0) or 0)
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -267,22 +271,10 @@ class _TrackedRunner:
 
     def restart(self) -> None:
         self.runner.restart()
-        self.restarts += 1
-        self.worker_max_batch = 0
 
-    def run(self, request: ProbeRequest, *, need_memory: bool = False) -> ProbeResult:
-        if need_memory and self.worker_max_batch > 0 and (
-            request.batch_size < self.worker_max_batch
-        ):
-            self.restart()
-        result = self.runner.run(request)
-        if result.worker_started:
-            self.worker_max_batch = 0
-        if result.ok:
-            self.worker_max_batch = max(self.worker_max_batch, request.batch_size)
-        else:
-            self.worker_max_batch = 0  # the runner replaces a worker after oom/crash/timeout
-        return result
+    def run(self, request: ProbeRequest, *, need_memory: bool | None = None) -> ProbeResult:
+        own_peak = bool(request.own_peak) if need_memory is None else need_memory
+        return self.runner.run(dataclasses.replace(request, own_peak=own_peak))
 
 
 # ---------------------------------------------------------------- tune
