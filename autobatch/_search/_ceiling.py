@@ -2,9 +2,11 @@
 
 Peak memory grows roughly linearly with the batch (fixed model, optimizer and runtime cost
 plus activations per example). We fit that line from a few cheap ascending probes, predict
-the largest batch under the budget, probe there, refit with the new (farther) point, and
-bisect only when a probe misses. The reported ceiling is always a batch that was run
-successfully, never a prediction. The math lives in small pure functions; only
+the largest batch under the budget (aiming a little below it), probe there, refit with the
+new (farther) point, and bisect only when a probe misses. The search stops as soon as the
+verified batch reads within a few per cent of the budget or the line leaves less than 5%
+more batch above it: typically two cheap probes and one verify. The reported ceiling is
+always a batch that was run successfully, never a prediction. The math lives in small pure functions; only
 ``find_ceiling`` talks to a probe runner.
 """
 
@@ -333,6 +335,8 @@ def find_ceiling(
             raise CeilingNotFound(probes[-1])
     while (len(probes) < max_probes and low < cap and not out_of_time()
            and not close_enough(low, high, close_fraction)):
+        if low_peak is not None and low_peak >= FULL_ENOUGH * budget:
+            break  # the verified batch reads within the noise of the budget
         model = fit_memory_model(ok_points) or model
         if high <= cap:
             # A miss is known: the boundary lies in (low, high). Use the line while it
@@ -342,7 +346,7 @@ def find_ceiling(
             batch = min(cap, max(low * 2, low + 1))
         else:
             if not room_left(model, budget, low, low_peak, close_fraction):
-                break  # the verified batch is within the noise of the budget
+                break  # the line leaves less than close_fraction more batch above ``low``
             batch = predict_ceiling(model, int(budget * (1.0 - AIM_MARGIN)), low=low,
                                     high=high)
             if first_prediction is None:
