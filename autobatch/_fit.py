@@ -145,7 +145,12 @@ def fit(
 
     short_cause = None
     user_steps = fit_kwargs.get("steps_per_epoch")
-    if user_steps is not None:
+    if user_steps is None and expected and isinstance(train_source, (FileSource, ArraySource)):
+        # One iterator for every epoch: the next epoch's first batches are prepared while
+        # the last ones train (each pass is still exactly one epoch of ceil(N / B) steps).
+        train_ds = plan.dataset(train_source, shuffle=True, seed=seed, repeat=True)
+        fit_kwargs["steps_per_epoch"] = _steps(expected, plan.batch_size)
+    elif user_steps is not None:
         # The dataset is one epoch long; repeat it so user steps can run across epochs.
         train_ds = train_ds.repeat()
         short_cause = (

@@ -101,7 +101,8 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
         "classic_tf_data": _pipelines.classic_file_pipeline(data_dir, image_size),
         "preloaded_arrays": _pipelines.preloaded_arrays(data_dir, image_size, arrays),
         "python_generator": _pipelines.python_generator(data_dir, image_size),
-        "autobatch": (plan.dataset(data_dir), plan.fit_kwargs()),
+        # As autobatch.fit trains: one iterator for all epochs, each exactly one pass.
+        "autobatch": (plan.dataset(data_dir, repeat=True), plan.fit_kwargs()),
     }
     # The compute roofline: the data already cut into batches of the plan's size, each a
     # tensor in memory, served in turn (no decoding, no copying, no shuffling) - what the
