@@ -6,8 +6,8 @@ the largest batch under the budget (aiming a little below it), probe there, refi
 new (farther) point, and bisect only when a probe misses. The search stops as soon as the
 verified batch reads within a few per cent of the budget or the line leaves less than 5%
 more batch above it: typically two cheap probes and one verify. The reported ceiling is
-always a batch that was run successfully, never a prediction. The math lives in small pure functions; only
-``find_ceiling`` talks to a probe runner.
+always a batch that was run successfully, never a prediction. The math lives in small pure
+functions; only ``find_ceiling`` talks to a probe runner.
 """
 
 from __future__ import annotations
