@@ -740,6 +740,17 @@ def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_ste
     return rounds * one_probe + first_probe_s + long_run
 
 
+def _probe_cost_s(record: TrialRecord, steps: int) -> float:
+    """Expected wall time of one more probe of ``record``'s point: its steps plus a warm-up
+    at the measured rate, a cached point's untimed cache fill, and a second of overhead."""
+    rate = record.examples_per_s or 0.0
+    if rate <= 0:
+        return 10.0
+    batch = int(record.params.get("batch_size", 1))
+    fill = steps if record.params.get("cache", "none") != "none" else 0
+    return (steps + 1 + fill) * batch / rate + 1.0
+
+
 def _probe_timeout(deadline: float) -> float:
     return float(max(30.0, min(300.0, _remaining(deadline) + 30.0)))
 
@@ -800,17 +811,24 @@ def _verify(
     finalists = finalists[:TOP_K_VERIFY]
     if len(finalists) > 1 and _remaining(deadline) > 0:
         emit("verify", f"re-measuring {len(finalists)} finalists side by side")
+        # The long run must fit after the re-measurements: they stop where one more would
+        # leave it too little time.
+        long_run_reserve_s = _probe_cost_s(finalists[0], verify_steps)
+        out_of_time = False
         for round_index in range(FINALIST_ROUNDS):
             # Alternate the order so a slow phase of a shared machine hits all alike.
             order = finalists if round_index % 2 == 0 else finalists[::-1]
             for record in order:
-                if _remaining(deadline) <= 0:
+                if _remaining(deadline) - _probe_cost_s(record, trial_steps) < long_run_reserve_s:
+                    out_of_time = True
                     break
                 request = params_to_request(record.params, steps=trial_steps,
                                             warmup_steps=1, timeout_s=_probe_timeout(deadline))
                 result = runner.run(request)
                 if result.ok and result.examples_per_s:
                     record.measurements.append(float(result.examples_per_s))
+            if out_of_time:
+                break
         finalists.sort(key=lambda r: r.examples_per_s or 0, reverse=True)
 
     last: ProbeResult | None = None
