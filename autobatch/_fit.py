@@ -145,7 +145,12 @@ def fit(
 
     short_cause = None
     user_steps = fit_kwargs.get("steps_per_epoch")
-    if user_steps is not None:
+    if user_steps is None and expected and isinstance(train_source, (FileSource, ArraySource)):
+        # One iterator for every epoch: the next epoch's first batches are prepared while
+        # the last ones train (each pass is still exactly one epoch of ceil(N / B) steps).
+        train_ds = plan.dataset(train_source, shuffle=True, seed=seed, repeat=True)
+        fit_kwargs["steps_per_epoch"] = _steps(expected, plan.batch_size)
+    elif user_steps is not None:
         # The dataset is one epoch long; repeat it so user steps can run across epochs.
         train_ds = train_ds.repeat()
         short_cause = (
@@ -157,9 +162,14 @@ def fit(
         fit_kwargs["validation_data"] = plan.dataset(val_source, shuffle=False, seed=seed)
 
     lr_info = apply_learning_rate(model, plan, scale_lr=scale_lr)
+    user_jit: bool | None = None
     if plan.jit_compile and not getattr(model, "jit_compile", False):
-        # The plan measured the step compiled with XLA; train what was measured.
+        # The plan measured the step compiled with XLA; train what was measured, and give the
+        # model its own setting back afterwards.
+        user_jit = bool(getattr(model, "jit_compile", False))
         model.jit_compile = True
+        model.train_function = None  # a cached train function would keep the old setting
+        logger.info("training with jit_compile=True for this fit, as the plan measured")
 
     noun = "images" if isinstance(train_source, FileSource) else "examples"
     fit_kwargs.setdefault("verbose", "auto")
@@ -173,8 +183,13 @@ def fit(
                                              short_cause=short_cause, on_epoch=on_epoch)
         # shuffle=False: the pipeline reshuffles every epoch itself; Keras ignores (and
         # warns about) shuffle for a tf.data input.
-        history = model.fit(train_ds, epochs=epochs, shuffle=False,
-                            callbacks=[coverage_cb, *(callbacks or [])], **fit_kwargs)
+        try:
+            history = model.fit(train_ds, epochs=epochs, shuffle=False,
+                                callbacks=[coverage_cb, *(callbacks or [])], **fit_kwargs)
+        finally:
+            if user_jit is not None:
+                model.jit_compile = user_jit
+                model.train_function = None
     history.plan = plan
     history.coverage = report
     history.learning_rate = lr_info

@@ -49,6 +49,7 @@ def build_dataset(
     seed: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     repeat: bool = False,
+    repeat_epochs: bool = False,
 ) -> tf.data.Dataset:
     """Build the batched ``tf.data.Dataset`` of ``(images, labels)`` for ``source``.
 
@@ -76,6 +77,12 @@ def build_dataset(
         cache_dir: folder for ``cache="disk"`` (a temp folder when None).
         repeat: repeat forever so that every batch is full even when ``batch_size`` exceeds
             the data (probes use this to measure full batches; ``fit`` does not).
+        repeat_epochs: repeat whole epochs forever (each pass still ends with its partial
+            batch, so ``steps_per_epoch = ceil(N / batch_size)`` steps are exactly one
+            epoch). One iterator then serves every epoch, and the prefetch prepares the next
+            epoch's first batches (a full shuffle buffer must fill before its first batch)
+            while the last ones train; a dataset one epoch long is restarted by Keras after
+            each epoch with the model waiting. Image folders and arrays only.
 
     Returns:
         The dataset.
@@ -89,10 +96,10 @@ def build_dataset(
     size = normalize_image_size(image_size)
     if isinstance(source, FileSource):
         ds = _file_dataset(source, batch_size, settings, size, channels, shuffle, seed,
-                           cache_dir, repeat)
+                           cache_dir, repeat, repeat_epochs)
     elif isinstance(source, ArraySource):
         ds = _array_dataset(source, batch_size, settings, size, channels, shuffle, seed,
-                            cache_dir, repeat)
+                            cache_dir, repeat, repeat_epochs)
     elif isinstance(source, GeneratorSource):
         from autobatch._generators import build_generator_dataset
 
@@ -129,6 +136,7 @@ def _file_dataset(
     seed: int | None,
     cache_dir: str | os.PathLike[str] | None,
     repeat: bool,
+    repeat_epochs: bool = False,
 ) -> tf.data.Dataset:
     import tensorflow as tf
 
@@ -178,6 +186,8 @@ def _file_dataset(
         if repeat:
             ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=False)
+    if repeat_epochs and not repeat:
+        ds = ds.repeat()
     return _prefetch(ds, settings)
 
 
@@ -194,6 +204,7 @@ def _array_dataset(
     seed: int | None,
     cache_dir: str | os.PathLike[str] | None,
     repeat: bool,
+    repeat_epochs: bool = False,
 ) -> tf.data.Dataset:
     import numpy as np
     import tensorflow as tf
@@ -203,15 +214,6 @@ def _array_dataset(
     y = source.y if source.y is not None else np.zeros((n,), dtype=np.int32)
     y_dtype = tf.int32 if np.issubdtype(np.asarray(y[:1]).dtype, np.integer) else tf.float32
     x_dtype = tf.as_dtype(np.asarray(x[:1]).dtype)
-
-    # Shuffle and batch indices, then gather whole batches: no per-example copies in a
-    # shuffle buffer, and streamed arrays (memory maps) are read one batch at a time.
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(_buffer(settings, n), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=False)
 
     if settings.arrays_in_memory:
         x_const = tf.constant(np.asarray(x))
@@ -245,12 +247,38 @@ def _array_dataset(
                 images = tf.image.resize(images, size, method="bilinear")
         return images, yb
 
-    ds = ds.map(gather, num_parallel_calls=settings.num_parallel_calls,
-                deterministic=settings.deterministic)
-    ds = ds.map(convert, num_parallel_calls=settings.num_parallel_calls,
-                deterministic=settings.deterministic)
-    if settings.cache != "none" and not repeat:
+    map_kwargs = {"num_parallel_calls": settings.num_parallel_calls,
+                  "deterministic": settings.deterministic}
+    if settings.cache != "none":
+        # Converted examples are cached in their own order and shuffled after the cache, as
+        # for image folders: a cache after the shuffle would replay the first epoch's order
+        # in every later epoch.
+        ds = tf.data.Dataset.range(n).batch(min(n, 256))
+        ds = ds.map(gather, **map_kwargs).map(convert, **map_kwargs).unbatch()
         ds = _cache(ds, settings, cache_dir)
+        if shuffle:
+            buffer = _buffer(settings, n) if settings.cache == "memory" else min(
+                n, settings.shuffle_buffer or 1024)
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=False)
+        if repeat_epochs and not repeat:
+            ds = ds.repeat()
+        return _prefetch(ds, settings)
+
+    # Shuffle and batch indices, then gather whole batches: no per-example copies in a
+    # shuffle buffer, and streamed arrays (memory maps) are read one batch at a time.
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(_buffer(settings, n), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=False)
+    if repeat_epochs and not repeat:
+        ds = ds.repeat()
+    ds = ds.map(gather, **map_kwargs)
+    ds = ds.map(convert, **map_kwargs)
     return _prefetch(ds, settings)
 
 

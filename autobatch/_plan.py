@@ -237,7 +237,7 @@ class Plan:
         return float(self.learning_rate.factor)
 
     def dataset(self, data: Any, *, shuffle: bool = True, seed: int | None = None,
-                cache_dir: str | os.PathLike[str] | None = None) -> Any:
+                cache_dir: str | os.PathLike[str] | None = None, repeat: bool = False) -> Any:
         """The tuned ``tf.data.Dataset`` for ``data``, built by the one pipeline builder.
 
         Args:
@@ -245,6 +245,12 @@ class Plan:
             shuffle: shuffle each epoch (file names, not pixels).
             seed: shuffle seed.
             cache_dir: folder for ``cache="disk"``; defaults to the user cache dir.
+            repeat: repeat the epochs forever, for
+                ``model.fit(plan.dataset(data, repeat=True), **plan.fit_kwargs())``: every
+                pass is still exactly one epoch (``fit_kwargs()``'s ``steps_per_epoch``),
+                and the next epoch's first batches are prepared while the last ones train
+                (what ``autobatch.fit`` does). Image folders and arrays; a generator's
+                dataset stays one epoch long. Without it, one pass is one epoch.
         """
         from autobatch._pipeline import build_dataset
         from autobatch._sources import resolve_source
@@ -261,6 +267,7 @@ class Plan:
             shuffle=shuffle,
             seed=seed,
             cache_dir=cache_dir,
+            repeat_epochs=repeat,
         )
 
     # ------------------------------------------------------------ JSON

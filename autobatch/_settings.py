@@ -49,7 +49,8 @@ class PipelineSettings:
         if self.cache not in CACHE_MODES:
             raise UsageError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
         if self.private_threadpool_size < 0 or self.max_intra_op_parallelism < 1:
-            raise UsageError("private_threadpool_size must be >= 0 and max_intra_op_parallelism >= 1")
+            raise UsageError(
+                "private_threadpool_size must be >= 0 and max_intra_op_parallelism >= 1")
 
     @classmethod
     def keras_default(cls) -> PipelineSettings:

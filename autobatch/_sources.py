@@ -77,7 +77,8 @@ class ArraySource:
 
     def __post_init__(self) -> None:
         if self.y is not None and len(self.x) != len(self.y):
-            raise DataError(f"x has {len(self.x)} examples but y has {len(self.y)}; they must match")
+            raise DataError(
+                f"x has {len(self.x)} examples but y has {len(self.y)}; they must match")
         if len(self.x) == 0:
             raise DataError("the arrays hold no examples")
 

@@ -28,31 +28,29 @@ PROBE_STEPS = 2
 
 
 class CountingProbe:
-    """Probes through one runner, counting them; restarts the worker before a step down,
-    since a worker never gives memory back (the same rule autobatch's own search follows)."""
+    """Probes through one runner, counting them. Every request asks for its own peak, so the
+    runner starts a fresh worker before a step down, since a worker never gives memory back
+    (the same rule autobatch's own search follows); ``fresh_each`` restarts every time."""
 
     def __init__(self, runner: Any, budget_bytes: int, fresh_each: bool = False) -> None:
         self.runner = runner
         self.budget_bytes = budget_bytes
         self.fresh_each = fresh_each
         self.count = 0
-        self.worker_max = 0
         self.log: list[dict[str, Any]] = []
 
     def __call__(self, batch_size: int) -> tuple[bool, int | None]:
         from autobatch._probe import ProbeRequest
         from autobatch._settings import PipelineSettings
 
-        if self.fresh_each or batch_size < self.worker_max:
+        if self.fresh_each:
             self.runner.restart()
-            self.worker_max = 0
         result = self.runner.run(ProbeRequest(
             batch_size=batch_size, steps=PROBE_STEPS, warmup_steps=1,
-            settings=PipelineSettings(num_parallel_calls=1, prefetch=1)))
+            settings=PipelineSettings(num_parallel_calls=1, prefetch=1), own_peak=True))
         self.count += 1
         peak = result.peak_memory_bytes
         fits = result.ok and (peak is None or peak <= self.budget_bytes)
-        self.worker_max = max(self.worker_max, batch_size) if result.ok else 0
         self.log.append({"batch_size": batch_size, "outcome": result.outcome, "peak_bytes": peak})
         logger.info("  probe %d: %s peak %s -> %s", batch_size, result.outcome, peak,
                     "fits" if fits else "over")
@@ -182,7 +180,7 @@ def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path)
     # Run every pick once more, in a fresh worker, to see whether it really fits.
     with runner() as probe_runner:
         check = CountingProbe(probe_runner, budget_bytes, fresh_each=True)
-        for name, finder in finders.items():
+        for finder in finders.values():
             fits, peak = check(finder["ceiling"])
             finder["pick_over_budget"] = not fits
             finder["pick_peak_bytes"] = peak

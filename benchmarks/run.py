@@ -101,7 +101,8 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
         "classic_tf_data": _pipelines.classic_file_pipeline(data_dir, image_size),
         "preloaded_arrays": _pipelines.preloaded_arrays(data_dir, image_size, arrays),
         "python_generator": _pipelines.python_generator(data_dir, image_size),
-        "autobatch": (plan.dataset(data_dir), plan.fit_kwargs()),
+        # As autobatch.fit trains: one iterator for all epochs, each exactly one pass.
+        "autobatch": (plan.dataset(data_dir, repeat=True), plan.fit_kwargs()),
     }
     # The compute roofline: the data already cut into batches of the plan's size, each a
     # tensor in memory, served in turn (no decoding, no copying, no shuffling) - what the
@@ -222,7 +223,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     ncols = len(sections) + (1 if ceiling else 0)
     fig, axes = plt.subplots(1, max(1, ncols), figsize=(5.5 * max(1, ncols), 4.2))
     axes = list(axes) if ncols > 1 else [axes]
-    for ax, section in zip(axes, sections):
+    for ax, section in zip(axes, sections, strict=False):  # one more axis for the ceiling
         ratios = section["ratio_to_keras_default"]
         keys = list(ratios)
         colors = ["tab:green" if k == "autobatch" else "tab:gray" if k == "roofline" else "tab:blue"
@@ -271,7 +272,8 @@ def _markdown(results: dict[str, Any]) -> str:
         plan = section["plan"]
         lines += [
             f"## End-to-end training throughput: {section['workload']} "
-            f"({section['model']} at {section['image_size']} px, {section['num_examples']} photo-sized JPEGs)",
+            f"({section['model']} at {section['image_size']} px, "
+            f"{section['num_examples']} photo-sized JPEGs)",
             "",
             f"Plan: batch {plan['batch_size']}, pipeline `{json.dumps(plan['pipeline'])}`, "
             f"jit_compile={plan['jit_compile']}; tuning took {section['tune_time_s']:.0f} s.",
@@ -291,9 +293,11 @@ def _markdown(results: dict[str, Any]) -> str:
             f"## Ceiling finders ({ceiling['model']} at {ceiling['image_size']} px, "
             f"budget {ceiling['budget']}, same probe engine)",
             "",
-            f"True largest batch under the budget (bisection with fresh workers): **{ceiling['true_max']}**.",
+            "True largest batch under the budget (bisection with fresh workers): "
+            f"**{ceiling['true_max']}**.",
             "",
-            "| finder | probes | wall time (s) | ceiling found | found / true | pick over budget when run |",
+            "| finder | probes | wall time (s) | ceiling found | found / true "
+            "| pick over budget when run |",
             "|---|---:|---:|---:|---:|---|",
         ]
         for key, f in ceiling["finders"].items():
@@ -334,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small data, few repeats")
     parser.add_argument("--out", default=str(HERE), help="where RESULTS.md etc. go")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
-    parser.add_argument("--only", choices=["input", "compute", "ceiling", "search"], action="append")
+    parser.add_argument("--only", choices=["input", "compute", "ceiling", "search"],
+                        action="append")
     parser.add_argument("--render-only", action="store_true",
                         help="rewrite RESULTS.md and the plot from results.json")
     parser.add_argument("--keep", action="store_true",

@@ -120,6 +120,7 @@ class SimulatedMemory:
         self.fresh = True
         self.requests: list[int] = []
         self.restarts = 0
+        self.largest = 0
 
     def true_peak(self, batch: int) -> int:
         return int(self.fixed + self.per_example * batch * (1 + self.curve * batch / 100))
@@ -131,11 +132,14 @@ class SimulatedMemory:
         return batch
 
     def restart(self) -> None:
-        self.worker_peak, self.fresh = 0, True
+        self.worker_peak, self.fresh, self.largest = 0, True, 0
         self.restarts += 1
 
     def run(self, request: ProbeRequest) -> ProbeResult:
         self.requests.append(request.batch_size)
+        if request.own_peak and request.batch_size < self.largest:
+            self.restart()  # as the real runner does for a request of its own peak
+        self.largest = max(self.largest, request.batch_size)
         started, self.fresh = self.fresh, False
         peak = max(self.worker_peak, self.true_peak(request.batch_size))
         if peak > self.memory_budget_bytes:

@@ -267,3 +267,22 @@ def test_single_example_generator_is_tuned_on_a_sample(
     assert history.plan.fingerprints  # tuned in the worker, on arrays drawn from the generator
     assert history.history["examples_seen"] == [150, 150]
     assert history.coverage.expected_examples is None  # length learnt from the first pass
+
+
+def test_plan_xla_is_used_for_the_fit_and_the_users_flag_restored(plan: Plan) -> None:
+    import dataclasses
+
+    x, y = _arrays(64)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=False)
+    during: list[bool] = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            during.append(bool(self.model.jit_compile))
+
+    xla_plan = dataclasses.replace(plan, jit_compile=True, num_examples=64, batch_size=32)
+    autobatch.fit(model, (x, y), epochs=1, plan=xla_plan, callbacks=[Watch()], verbose=0)
+    assert during and all(during)  # trained as the plan measured it
+    assert model.jit_compile is False  # the user's own setting is back

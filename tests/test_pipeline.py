@@ -116,6 +116,43 @@ def test_arrays_every_example_once_and_converted(in_memory: bool) -> None:
     assert labels == [i % 3 for i in ids]  # each image keeps its own label
 
 
+@pytest.mark.parametrize("kind", ["folder", "arrays", "arrays_cached"])
+def test_repeat_epochs_keeps_every_pass_one_whole_epoch(folder: Path, kind: str) -> None:
+    if kind == "folder":
+        source, n = folder_source(folder), 23
+        key = lambda images: np.round(images.reshape(images.shape[0], -1).sum(axis=1), 1)  # noqa: E731
+    else:
+        n = 23
+        x = np.arange(n, dtype=np.uint8)[:, None, None].repeat(4, 1).repeat(4, 2)
+        source = ArraySource(x, np.arange(n) % 3)
+        key = lambda images: images[:, 0, 0, 0].astype(int)  # noqa: E731
+    settings = SETTINGS.replace(cache="memory") if kind == "arrays_cached" else SETTINGS
+    ds = build_dataset(source, batch_size=5, settings=settings, image_size=8, seed=2,
+                       repeat_epochs=True)
+    it = iter(ds)  # one iterator for three epochs, as Keras keeps it with steps_per_epoch
+    epochs = []
+    for _ in range(3):
+        batches = [next(it)[0].numpy() for _ in range(5)]  # ceil(23 / 5) steps
+        assert [b.shape[0] for b in batches] == [5, 5, 5, 5, 3]
+        epochs.append([v for b in batches for v in key(b).tolist()])
+    assert len(set(epochs[0])) == n
+    for order in epochs[1:]:
+        assert sorted(order) == sorted(epochs[0])  # every example exactly once per epoch
+    assert epochs[0] != epochs[1] or epochs[1] != epochs[2]  # reshuffled
+
+
+def test_cached_arrays_reshuffle_every_epoch() -> None:
+    # The cache holds examples in their own order; a cache after the shuffle would replay
+    # the first epoch's order forever.
+    x = np.arange(40, dtype=np.uint8)[:, None, None].repeat(4, 1).repeat(4, 2)
+    ds = build_dataset(ArraySource(x, np.arange(40) % 3), batch_size=8,
+                       settings=SETTINGS.replace(cache="memory"), seed=5)
+    passes = [[int(v) for images, _ in ds for v in images.numpy()[:, 0, 0, 0]]
+              for _ in range(3)]
+    assert all(sorted(p) == list(range(40)) for p in passes)
+    assert len({tuple(p) for p in passes}) == 3
+
+
 def test_repeat_fills_every_batch(folder: Path) -> None:
     ds = build_dataset(folder_source(folder), batch_size=40, settings=SETTINGS, image_size=8,
                        repeat=True)

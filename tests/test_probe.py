@@ -4,6 +4,7 @@ real JPEGs. Tests run in file order and share the runner (each worker start cost
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -142,12 +143,36 @@ def test_hanging_child_times_out(runner: SubprocessProbeRunner) -> None:
     assert runner.run(small(4)).outcome == "ok"
 
 
+def test_cached_probes_fill_their_cache_then_time_the_cached_passes(
+    runner: SubprocessProbeRunner,
+) -> None:
+    from autobatch._settings import PipelineSettings
+
+    traces = None
+    for cache in ("memory", "disk"):
+        settings = PipelineSettings(num_parallel_calls=1, prefetch=1, cache=cache)
+        result = runner.run(small(8, settings=settings, own_peak=False))
+        assert result.ok and (result.examples_per_s or 0) > 0
+        assert len(result.step_times_s) == 3  # the timed steps only; the fill is untimed
+        # The fill reads batches without training: no new trace of the train step.
+        traces = traces if traces is not None else result.worker_trace_count
+        assert result.worker_trace_count == traces
+    # The disk cache was written, in a fresh folder for the probe's subset.
+    assert list((runner.work_dir / "cache").glob("probe-cache-*/tfdata*"))
+
+
 def test_smaller_batch_gets_a_fresh_worker(runner: SubprocessProbeRunner) -> None:
     runner.run(small(16))
+    assert runner.worker_largest_batch == 16
     starts = runner.worker_starts
-    result = runner.run(small(4))
+    # A throughput-only probe (own_peak=False) reuses the worker whatever it ran.
+    reused = runner.run(dataclasses.replace(small(4), own_peak=False))
+    assert reused.outcome == "ok" and not reused.worker_started
+    # By default a probe's memory reading is its own: a fresh worker for the smaller batch.
+    result = runner.run(small(8))
     assert result.outcome == "ok" and result.worker_started
     assert runner.worker_starts == starts + 1
+    assert runner.worker_largest_batch == 8
 
 
 def test_budget_below_idle_footprint_is_a_clear_oom(data_root: Path) -> None:

@@ -36,7 +36,8 @@ def test_fraction_without_limit_is_an_error() -> None:
         parse_memory_size("0.5")
 
 
-@pytest.mark.parametrize("text", ["", "abc", "4 parsecs", "-1G", "1.5", "0", "0.0", "GiB", "4GiB5", "1e9", True])
+@pytest.mark.parametrize(
+    "text", ["", "abc", "4 parsecs", "-1G", "1.5", "0", "0.0", "GiB", "4GiB5", "1e9", True])
 def test_bad_sizes_name_the_accepted_forms(text: object) -> None:
     with pytest.raises(SizeParseError) as info:
         parse_memory_size(text, limit_bytes=10**9)  # type: ignore[arg-type]

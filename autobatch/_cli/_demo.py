@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "with the coverage check, and write the report."
         ),
     )
-    parser.add_argument("--dir", default="autobatch-demo", help="work folder (default ./autobatch-demo)")
+    parser.add_argument("--dir", default="autobatch-demo",
+                        help="work folder (default ./autobatch-demo)")
     parser.add_argument("--model", default="small_cnn", help="model SPEC (default small_cnn)")
     parser.add_argument("--image-size", type=int, default=64, help="square input size in pixels")
     parser.add_argument("--images-per-class", type=int, default=80)
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     plan_path = work / "plan.json"
     plan = autobatch.tune(args.model, data_dir, image_size=args.image_size,
                           time_budget_s=args.time_budget, output=plan_path)
-    out.print(f"      batch size {plan.batch_size}, {plan.measured['examples_per_s']:.1f} examples/s; "
+    rate = plan.measured["examples_per_s"]
+    out.print(f"      batch size {plan.batch_size}, {rate:.1f} examples/s; "
               f"plan written to {plan_path}")
 
     out.print(f"[bold]4/5[/] training {args.epochs} epoch(s) with the plan ...")

@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     cg = host.cgroup_memory_limit_bytes
     table.add_row("cgroup memory limit", format_bytes(cg) if cg else "none")
     table.add_row("effective memory limit", format_bytes(host.memory_limit_bytes))
-    table.add_row("swap", f"{format_bytes(host.swap_total_bytes)} ({format_bytes(host.swap_free_bytes)} free)")
+    table.add_row("swap", f"{format_bytes(host.swap_total_bytes)} "
+                          f"({format_bytes(host.swap_free_bytes)} free)")
     quota = "none" if cpu.cgroup_quota_cores is None else f"{cpu.cgroup_quota_cores:g} cores"
     table.add_row("CPUs", f"{cpu.logical} logical, {cpu.usable} usable, quota {quota}")
     table.add_row("TensorFlow", env.tensorflow_version or "not installed")

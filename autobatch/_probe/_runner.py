@@ -70,8 +70,10 @@ class ProbeRunner(abc.ABC):
           ``DataError`` only when the model or data cannot be loaded at all, and
           ``ProbeError`` when the probe machinery itself is broken.
         * Memory is not given back inside one worker process, so the peak of a probe counts
-          every earlier probe of the same worker: probe in ascending batch order, and call
-          ``restart()`` before stepping down to a smaller batch.
+          every earlier probe of the same worker. A runner with workers tracks the largest
+          batch its current worker ran (``worker_largest_batch``) and starts a fresh worker
+          before a smaller batch whose request asks for its ``own_peak``; ``restart()``
+          forces one.
         * Counters: ``worker_starts`` (worker processes started) and ``probes_run``.
         * Budgets: ``host_memory_budget_bytes``, ``device_memory_budget_bytes`` (None without
           a GPU) and ``memory_budget_bytes``, the one a probe's ``peak_memory_bytes`` is
@@ -80,6 +82,8 @@ class ProbeRunner(abc.ABC):
 
     worker_starts: int = 0
     probes_run: int = 0
+    worker_largest_batch: int = 0
+    """Largest batch the current worker ran (0: none yet, or no worker)."""
     host_memory_budget_bytes: int | None = None
     device_memory_budget_bytes: int | None = None
     device: str = "cpu"
@@ -234,9 +238,9 @@ class SubprocessProbeRunner(ProbeRunner):
             removed on ``close``, when None).
         worker_env: extra environment variables for the worker (``CUDA_VISIBLE_DEVICES``...).
         startup_timeout_s: wall limit for starting the worker (TF import, model load).
-        fresh_worker_for_smaller_batch: restart the worker by itself when a probe asks for
-            a smaller batch than an earlier probe of the same worker, so its memory reading
-            is not inflated by the earlier probe.
+        fresh_worker_for_smaller_batch: the default of ``ProbeRequest.own_peak``: restart
+            the worker by itself when a probe asks for a smaller batch than an earlier probe
+            of the same worker, so its memory reading is not inflated by the earlier probe.
         seed: shuffle seed of the probe pipelines.
     """
 
@@ -305,6 +309,10 @@ class SubprocessProbeRunner(ProbeRunner):
         self._log_path: Path | None = None
         self._watchdog: _Watchdog | None = None
         self._largest_batch = 0
+
+    @property
+    def worker_largest_batch(self) -> int:  # type: ignore[override]
+        return self._largest_batch if self.is_alive() else 0
 
     # ---- describing the model for the worker
     def _describe_model(self, model: Any) -> dict[str, Any]:
@@ -452,8 +460,9 @@ class SubprocessProbeRunner(ProbeRunner):
     def run(self, request: ProbeRequest) -> ProbeResult:
         """Run one probe in the worker; never raises for the probe's failure."""
         start_s = time.perf_counter()
-        if (self.is_alive() and self.fresh_worker_for_smaller_batch
-                and request.batch_size < self._largest_batch):
+        own_peak = (self.fresh_worker_for_smaller_batch if request.own_peak is None
+                    else request.own_peak)
+        if self.is_alive() and own_peak and request.batch_size < self._largest_batch:
             logger.info("batch %d < %d probed in this worker: fresh worker for a true peak",
                         request.batch_size, self._largest_batch)
             self._stop()

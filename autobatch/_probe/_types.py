@@ -23,6 +23,9 @@ class ProbeRequest:
         warmup_steps: untimed steps first (tracing, first allocations).
         jit_compile: passed to ``model.compile`` exactly as ``fit`` will.
         timeout_s: wall-clock limit for this probe, tracing included.
+        own_peak: the probe's memory reading must be its own: a runner whose worker already
+            ran a larger batch starts a fresh one first (a worker does not give memory
+            back). None: the runner's default. Throughput-only probes pass False.
     """
 
     batch_size: int
@@ -31,6 +34,7 @@ class ProbeRequest:
     warmup_steps: int = 1
     jit_compile: bool = False
     timeout_s: float = 300.0
+    own_peak: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

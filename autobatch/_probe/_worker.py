@@ -161,12 +161,13 @@ class Worker:
         return step
 
     def _source_for(self, request: Any) -> tuple[Any, int, Any]:
-        """The source a probe reads, the untimed steps that fill its cache, the cache folder.
+        """The source a probe reads, the batches read untimed to fill its cache, the cache
+        folder.
 
         A cache pays off from the second epoch on, which a probe of a few steps never
         reaches. So a cached probe reads a subset of the data just large enough for its
-        timed steps, passes over it once untimed (filling the cache), and times the
-        following passes: the steady state ``fit`` sees after its first epoch.
+        timed steps, passes over it once untimed without training (filling the cache), and
+        times the following passes: the steady state ``fit`` sees after its first epoch.
         """
         from autobatch._sources import ArraySource, FileSource
 
@@ -247,16 +248,19 @@ class Worker:
         )
         iterator = iter(dataset)
         # Decode the first batch in a thread while this one traces the step (tracing a large
-        # model takes tens of seconds; both would otherwise run back to back).
+        # model takes tens of seconds; both would otherwise run back to back). A cached probe
+        # first reads its subset once there, which fills the cache: no training step is
+        # needed for that, so the fill costs decoding only, and it overlaps the tracing.
         first: list[Any] = []
-        fetch = threading.Thread(target=_fetch_into, args=(iterator, first), daemon=True)
+        fetch = threading.Thread(target=_fetch_into, args=(iterator, first, fill_steps + 1),
+                                 daemon=True)
         fetch.start()
         step = self.step_function(dataset.element_spec, request.jit_compile)
         step.get_concrete_function()
         fetch.join()
         waits_s: list[float] = []
         steps_s: list[float] = []
-        warmup_steps = request.warmup_steps + fill_steps
+        warmup_steps = request.warmup_steps
         for index in range(warmup_steps + request.steps):
             start = time.perf_counter()
             if index == 0:
@@ -291,9 +295,13 @@ class Worker:
         }
 
 
-def _fetch_into(iterator: Any, out: list[Any]) -> None:
+def _fetch_into(iterator: Any, out: list[Any], count: int = 1) -> None:
+    """Pull ``count`` batches and keep the last (the ones before only fill a cache)."""
     try:
-        out.append(next(iterator))
+        batch = None
+        for _ in range(max(1, count)):
+            batch = next(iterator)
+        out.append(batch)
     except BaseException as exc:  # noqa: BLE001 - re-raised in the probing thread
         out.append(exc)
 

@@ -2,10 +2,12 @@
 
 Peak memory grows roughly linearly with the batch (fixed model, optimizer and runtime cost
 plus activations per example). We fit that line from a few cheap ascending probes, predict
-the largest batch under the budget, probe there, refit with the new (farther) point, and
-bisect only when a probe misses. The reported ceiling is always a batch that was run
-successfully, never a prediction. The math lives in small pure functions; only
-``find_ceiling`` talks to a probe runner.
+the largest batch under the budget (aiming a little below it), probe there, refit with the
+new (farther) point, and bisect only when a probe misses. The search stops as soon as the
+verified batch reads within a few per cent of the budget or the line leaves less than 5%
+more batch above it: typically two cheap probes and one verify. The reported ceiling is
+always a batch that was run successfully, never a prediction. The math lives in small pure
+functions; only ``find_ceiling`` talks to a probe runner.
 """
 
 from __future__ import annotations
@@ -233,11 +235,13 @@ def find_ceiling(
     """Find the largest batch that fits the runner's memory budget, with few probes.
 
     Ascending probes share one worker (memory only grows there, so each reading is the
-    probe's own peak); a probe below the worker's largest so far restarts the worker first,
-    because a worker does not give memory back and would read the larger probe's peak.
+    probe's own peak); every request asks for its ``own_peak``, so the runner starts a
+    fresh worker before a batch below the largest its worker ran, because a worker does not
+    give memory back and would read the larger probe's peak.
 
     Args:
-        runner: a ``ProbeRunner`` (``run``, ``restart``, ``memory_budget_bytes``).
+        runner: a ``ProbeRunner`` (``run`` honouring ``ProbeRequest.own_peak``,
+            ``memory_budget_bytes``, optionally ``search_budget_bytes``).
         num_examples: the data size; no batch beyond it is tried (None: unknown).
         settings: pipeline settings for the probes (a lean, fixed pipeline by default).
         max_batch_size: hard cap on the batch.
@@ -262,15 +266,12 @@ def find_ceiling(
     ok_points: list[tuple[int, int]] = []
     low, high = 0, cap + 1  # low fits (0: nothing yet), high fails (cap + 1: not yet)
     low_peak: int | None = None  # the peak memory read at ``low``
-    worker_max = 0
     model: MemoryModel | None = None
     first_prediction: int | None = None
 
     def run(batch: int) -> bool:
-        nonlocal worker_max
-        if batch < worker_max:
-            runner.restart()
-            worker_max = 0
+        # own_peak: the runner starts a fresh worker before a batch smaller than one its
+        # worker already ran (that worker would read the larger probe's memory).
         result = runner.run(
             ProbeRequest(
                 batch_size=batch,
@@ -279,6 +280,7 @@ def find_ceiling(
                 warmup_steps=warmup_steps,
                 jit_compile=jit_compile,
                 timeout_s=timeout_s,
+                own_peak=True,
             )
         )
         if on_probe is not None:
@@ -286,14 +288,10 @@ def find_ceiling(
         return record(result)
 
     def record(result: ProbeResult) -> bool:
-        nonlocal worker_max, low, high, low_peak
+        nonlocal low, high, low_peak
         batch = result.batch_size
         probes.append(result)
         fits = probe_fits(result, budget)
-        if result.ok:
-            worker_max = max(worker_max, batch)
-        else:
-            worker_max = 0  # the runner restarts a worker after oom/crash/timeout
         if fits:
             if batch >= low:
                 low, low_peak = batch, result.peak_memory_bytes
@@ -337,6 +335,8 @@ def find_ceiling(
             raise CeilingNotFound(probes[-1])
     while (len(probes) < max_probes and low < cap and not out_of_time()
            and not close_enough(low, high, close_fraction)):
+        if low_peak is not None and low_peak >= FULL_ENOUGH * budget:
+            break  # the verified batch reads within the noise of the budget
         model = fit_memory_model(ok_points) or model
         if high <= cap:
             # A miss is known: the boundary lies in (low, high). Use the line while it
@@ -346,7 +346,7 @@ def find_ceiling(
             batch = min(cap, max(low * 2, low + 1))
         else:
             if not room_left(model, budget, low, low_peak, close_fraction):
-                break  # the verified batch is within the noise of the budget
+                break  # the line leaves less than close_fraction more batch above ``low``
             batch = predict_ceiling(model, int(budget * (1.0 - AIM_MARGIN)), low=low,
                                     high=high)
             if first_prediction is None:

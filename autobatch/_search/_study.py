@@ -147,9 +147,10 @@ def seed_points(space: SearchSpace, *, limit: int = 6) -> list[dict[str, Any]]:
     """First trials: a batch-size sweep at well-known good tf.data defaults.
 
     Batch size moves throughput most, so the study starts by measuring Keras' default
-    batch (32) and then the largest candidates (tiny batches are rarely the fastest), with the pipeline
-    settings the tf.data guide recommends: as many parallel calls as cores, a small prefetch,
-    the memory cache when it fits, no order guarantee. TPE then refines from there.
+    batch (32) and then the largest candidates (tiny batches are rarely the fastest), with
+    the pipeline settings the tf.data guide recommends: as many parallel calls as cores, a
+    small prefetch, the memory cache when it fits, no order guarantee. TPE then refines
+    from there.
     """
     batches = list(space.batch_sizes)[-limit:]
 

@@ -225,18 +225,22 @@ peak (see ``_TrackedRunner.fit_allowance_bytes``)."""
 
 
 class _TrackedRunner:
-    """Wraps a ``ProbeRunner`` and remembers the largest batch its current worker ran.
+    """A ``ProbeRunner`` with the search's memory rules.
 
     A worker never gives memory back, so a memory figure is only honest for a batch at or
-    above everything the worker ran before; ``run(..., need_memory=True)`` restarts it when
-    that does not hold. Throughput figures do not need a restart.
+    above everything the worker ran before: ``run(..., need_memory=True)`` (or a request
+    with ``own_peak``) has the runner start a fresh worker when that does not hold;
+    throughput probes reuse the worker whatever it ran. The search also keeps part of the
+    budget free for ``model.fit``'s own first step (``fit_allowance_bytes``).
     """
 
     def __init__(self, runner: Any) -> None:
         self.runner = runner
-        self.worker_max_batch = 0
-        self.worker_used_settings: set[PipelineSettings] = set()
-        self.restarts = 0
+
+    @property
+    def worker_max_batch(self) -> int:
+        """Largest batch the current worker ran (0: the next probe starts a worker)."""
+        return int(getattr(self.runner, "worker_largest_batch", 0) or 0)
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -267,22 +271,10 @@ class _TrackedRunner:
 
     def restart(self) -> None:
         self.runner.restart()
-        self.restarts += 1
-        self.worker_max_batch = 0
 
-    def run(self, request: ProbeRequest, *, need_memory: bool = False) -> ProbeResult:
-        if need_memory and self.worker_max_batch > 0 and (
-            request.batch_size < self.worker_max_batch
-        ):
-            self.restart()
-        result = self.runner.run(request)
-        if result.worker_started:
-            self.worker_max_batch = 0
-        if result.ok:
-            self.worker_max_batch = max(self.worker_max_batch, request.batch_size)
-        else:
-            self.worker_max_batch = 0  # the runner replaces a worker after oom/crash/timeout
-        return result
+    def run(self, request: ProbeRequest, *, need_memory: bool | None = None) -> ProbeResult:
+        own_peak = bool(request.own_peak) if need_memory is None else need_memory
+        return self.runner.run(dataclasses.replace(request, own_peak=own_peak))
 
 
 # ---------------------------------------------------------------- tune
@@ -748,6 +740,17 @@ def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_ste
     return rounds * one_probe + first_probe_s + long_run
 
 
+def _probe_cost_s(record: TrialRecord, steps: int) -> float:
+    """Expected wall time of one more probe of ``record``'s point: its steps plus a warm-up
+    at the measured rate, a cached point's untimed cache fill, and a second of overhead."""
+    rate = record.examples_per_s or 0.0
+    if rate <= 0:
+        return 10.0
+    batch = int(record.params.get("batch_size", 1))
+    fill = steps if record.params.get("cache", "none") != "none" else 0
+    return (steps + 1 + fill) * batch / rate + 1.0
+
+
 def _probe_timeout(deadline: float) -> float:
     return float(max(30.0, min(300.0, _remaining(deadline) + 30.0)))
 
@@ -808,17 +811,24 @@ def _verify(
     finalists = finalists[:TOP_K_VERIFY]
     if len(finalists) > 1 and _remaining(deadline) > 0:
         emit("verify", f"re-measuring {len(finalists)} finalists side by side")
+        # The long run must fit after the re-measurements: they stop where one more would
+        # leave it too little time.
+        long_run_reserve_s = _probe_cost_s(finalists[0], verify_steps)
+        out_of_time = False
         for round_index in range(FINALIST_ROUNDS):
             # Alternate the order so a slow phase of a shared machine hits all alike.
             order = finalists if round_index % 2 == 0 else finalists[::-1]
             for record in order:
-                if _remaining(deadline) <= 0:
+                if _remaining(deadline) - _probe_cost_s(record, trial_steps) < long_run_reserve_s:
+                    out_of_time = True
                     break
                 request = params_to_request(record.params, steps=trial_steps,
                                             warmup_steps=1, timeout_s=_probe_timeout(deadline))
                 result = runner.run(request)
                 if result.ok and result.examples_per_s:
                     record.measurements.append(float(result.examples_per_s))
+            if out_of_time:
+                break
         finalists.sort(key=lambda r: r.examples_per_s or 0, reverse=True)
 
     last: ProbeResult | None = None
