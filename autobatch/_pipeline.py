@@ -287,10 +287,12 @@ def _array_dataset(
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=False)
-    if repeat_epochs and not repeat:
-        ds = ds.repeat()
     ds = ds.map(gather, **map_kwargs)
     ds = ds.map(convert, **map_kwargs)
+    if repeat_epochs and not repeat:
+        # After the parallel maps: with deterministic=False they may reorder batches, which
+        # must stay inside their own epoch.
+        ds = ds.repeat()
     return _prefetch(ds, settings)
 
 
