@@ -176,15 +176,38 @@ def _file_dataset(
         ds = ds.map(load, **map_kwargs)
     else:
         ds = ds.map(load, **map_kwargs)
-        ds = _cache(ds, settings, cache_dir)
-        if shuffle:
-            # After the cache the buffer holds decoded pixels: a memory cache shares them
-            # (full shuffle is free), a disk cache reads fresh copies (bounded buffer).
-            buffer = _buffer(settings, n) if settings.cache == "memory" else min(
-                n, settings.shuffle_buffer or 1024)
-            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
+        return _cached_examples_to_batches(ds, n, batch_size, settings, shuffle, seed,
+                                           cache_dir, repeat, repeat_epochs)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    if repeat_epochs and not repeat:
+        ds = ds.repeat()
+    return _prefetch(ds, settings)
+
+
+def _cached_examples_to_batches(
+    ds: tf.data.Dataset,
+    n: int,
+    batch_size: int,
+    settings: PipelineSettings,
+    shuffle: bool,
+    seed: int | None,
+    cache_dir: str | os.PathLike[str] | None,
+    repeat: bool,
+    repeat_epochs: bool,
+) -> tf.data.Dataset:
+    """Examples in their own order -> cache -> shuffle -> batches, for folders and arrays.
+
+    The shuffle comes after the cache (a cache after it would replay the first epoch's
+    order in every later one). After the cache the buffer holds decoded pixels: a memory
+    cache shares them (a full shuffle is free), a disk cache reads fresh copies (bounded).
+    """
+    ds = _cache(ds, settings, cache_dir)
+    if shuffle:
+        buffer = _buffer(settings, n) if settings.cache == "memory" else min(
+            n, settings.shuffle_buffer or 1024)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=False)
     if repeat_epochs and not repeat:
         ds = ds.repeat()
@@ -250,22 +273,11 @@ def _array_dataset(
     map_kwargs = {"num_parallel_calls": settings.num_parallel_calls,
                   "deterministic": settings.deterministic}
     if settings.cache != "none":
-        # Converted examples are cached in their own order and shuffled after the cache, as
-        # for image folders: a cache after the shuffle would replay the first epoch's order
-        # in every later epoch.
+        # Converted examples, in their own order, into the cache (as for image folders).
         ds = tf.data.Dataset.range(n).batch(min(n, 256))
         ds = ds.map(gather, **map_kwargs).map(convert, **map_kwargs).unbatch()
-        ds = _cache(ds, settings, cache_dir)
-        if shuffle:
-            buffer = _buffer(settings, n) if settings.cache == "memory" else min(
-                n, settings.shuffle_buffer or 1024)
-            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=False)
-        if repeat_epochs and not repeat:
-            ds = ds.repeat()
-        return _prefetch(ds, settings)
+        return _cached_examples_to_batches(ds, n, batch_size, settings, shuffle, seed,
+                                           cache_dir, repeat, repeat_epochs)
 
     # Shuffle and batch indices, then gather whole batches: no per-example copies in a
     # shuffle buffer, and streamed arrays (memory maps) are read one batch at a time.
@@ -275,10 +287,12 @@ def _array_dataset(
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=False)
-    if repeat_epochs and not repeat:
-        ds = ds.repeat()
     ds = ds.map(gather, **map_kwargs)
     ds = ds.map(convert, **map_kwargs)
+    if repeat_epochs and not repeat:
+        # After the parallel maps: with deterministic=False they may reorder batches, which
+        # must stay inside their own epoch.
+        ds = ds.repeat()
     return _prefetch(ds, settings)
 
 

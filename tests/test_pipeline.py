@@ -111,7 +111,8 @@ def test_arrays_every_example_once_and_converted(in_memory: bool) -> None:
         ids.extend(images.numpy()[:, 0, 0, 0].astype(int).tolist())
         labels.extend(batch_labels.numpy().tolist())
         assert images.dtype.name == "float32"
-    assert sizes == [4, 4, 4, 1]
+    # deterministic=False: the parallel gather may hand the partial batch out early.
+    assert sorted(sizes) == [1, 4, 4, 4]
     assert sorted(ids) == list(range(13)) and ids != list(range(13))
     assert labels == [i % 3 for i in ids]  # each image keeps its own label
 
@@ -133,7 +134,9 @@ def test_repeat_epochs_keeps_every_pass_one_whole_epoch(folder: Path, kind: str)
     epochs = []
     for _ in range(3):
         batches = [next(it)[0].numpy() for _ in range(5)]  # ceil(23 / 5) steps
-        assert [b.shape[0] for b in batches] == [5, 5, 5, 5, 3]
+        # deterministic=False may put the partial batch anywhere in its epoch, never
+        # across the boundary.
+        assert sorted(b.shape[0] for b in batches) == [3, 5, 5, 5, 5]
         epochs.append([v for b in batches for v in key(b).tolist()])
     assert len(set(epochs[0])) == n
     for order in epochs[1:]:
