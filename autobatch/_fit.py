@@ -132,7 +132,12 @@ def fit(
     plan = _obtain_plan(model, train_source, spec, plan, tune_options, reference_batch_size)
     plan = _plan_for(plan, spec)
 
-    train_ds = plan.dataset(train_source, shuffle=True, seed=seed)
+    user_steps = fit_kwargs.get("steps_per_epoch")
+    # Image folders and arrays train from one endless iterator: the next epoch's first batches
+    # are prepared while the last ones train (each pass still exactly one epoch).
+    endless = (user_steps is None and isinstance(train_source, (FileSource, ArraySource))
+               and bool(train_source.num_examples))
+    train_ds = plan.dataset(train_source, shuffle=True, seed=seed, repeat=endless)
     expected = _expected_examples(train_source, train_ds)
     report = CoverageReport(expected_examples=expected)
     info = getattr(train_ds, "autobatch_info", None)
@@ -144,11 +149,7 @@ def fit(
         )
 
     short_cause = None
-    user_steps = fit_kwargs.get("steps_per_epoch")
-    if user_steps is None and expected and isinstance(train_source, (FileSource, ArraySource)):
-        # One iterator for every epoch: the next epoch's first batches are prepared while
-        # the last ones train (each pass is still exactly one epoch of ceil(N / B) steps).
-        train_ds = plan.dataset(train_source, shuffle=True, seed=seed, repeat=True)
+    if endless:
         fit_kwargs["steps_per_epoch"] = _steps(expected, plan.batch_size)
     elif user_steps is not None:
         # The dataset is one epoch long; repeat it so user steps can run across epochs.
@@ -162,11 +163,10 @@ def fit(
         fit_kwargs["validation_data"] = plan.dataset(val_source, shuffle=False, seed=seed)
 
     lr_info = apply_learning_rate(model, plan, scale_lr=scale_lr)
-    user_jit: bool | None = None
-    if plan.jit_compile and not getattr(model, "jit_compile", False):
+    xla_for_this_fit = bool(plan.jit_compile and not getattr(model, "jit_compile", False))
+    if xla_for_this_fit:
         # The plan measured the step compiled with XLA; train what was measured, and give the
-        # model its own setting back afterwards.
-        user_jit = bool(getattr(model, "jit_compile", False))
+        # model its own setting (off) back afterwards.
         model.jit_compile = True
         model.train_function = None  # a cached train function would keep the old setting
         logger.info("training with jit_compile=True for this fit, as the plan measured")
@@ -187,8 +187,8 @@ def fit(
             history = model.fit(train_ds, epochs=epochs, shuffle=False,
                                 callbacks=[coverage_cb, *(callbacks or [])], **fit_kwargs)
         finally:
-            if user_jit is not None:
-                model.jit_compile = user_jit
+            if xla_for_this_fit:
+                model.jit_compile = False
                 model.train_function = None
     history.plan = plan
     history.coverage = report
