@@ -14,6 +14,7 @@ import pytest
 
 from autobatch._probe._types import ProbeRequest, ProbeResult
 from autobatch._search._ceiling import (
+    FULL_ENOUGH,
     MAX_BATCH_SIZE,
     CeilingNotFound,
     MemoryModel,
@@ -184,14 +185,27 @@ def test_find_ceiling_typically_needs_few_probes() -> None:
     assert result.batch_size >= 0.95 * sim.true_ceiling()
 
 
+def test_concave_memory_stops_at_a_verify_within_the_noise() -> None:
+    # Host memory on a CPU grows less than linearly at large batches (glibc's heap reuses
+    # what smaller tensors freed), so the line through 16 and 64 aims low; a verify that
+    # fits within FULL_ENOUGH of the budget ends the search at three probes.
+    sim = SimulatedMemory(680 * MIB, 46 * MIB // 10, 1200 * MIB, curve=-0.1)
+    result = find_ceiling(sim, num_examples=600)
+    assert sim.requests == [16, 64, result.batch_size]
+    verify = result.probes[-1].peak_memory_bytes
+    assert FULL_ENOUGH * sim.memory_budget_bytes <= verify <= 0.97 * sim.memory_budget_bytes
+    assert result.batch_size <= sim.true_ceiling()
+
+
 def test_room_left_stops_near_the_budget() -> None:
     line = MemoryModel(slope_bytes_per_example=10 * MIB, intercept_bytes=1000 * MIB)
     budget = 3000 * MIB
     # The line puts the ceiling at 200: batch 100 is far from it, 195 within 5%.
     assert room_left(line, budget, 100, int(line.predict_bytes(100)))
     assert not room_left(line, budget, 195, int(line.predict_bytes(195)))
-    # A reading at 97% of the budget ends the search whatever the line says.
-    assert not room_left(line, budget, 100, int(0.97 * budget))
+    # A reading within the noise of the budget ends the search whatever the line says.
+    assert not room_left(line, budget, 100, int(FULL_ENOUGH * budget))
+    assert room_left(line, budget, 100, int((FULL_ENOUGH - 0.01) * budget))
     assert room_left(None, budget, 100, None)
 
 

@@ -64,6 +64,8 @@ def test_ok_probe_measures_speed_and_kernel_peak(runner: SubprocessProbeRunner) 
     assert 0.0 <= (result.input_wait_fraction or -1) <= 1.0
     # The kernel's high-water mark of a process that imported TF: hundreds of MiB.
     assert result.peak_host_memory_bytes and result.peak_host_memory_bytes > 100 * MiB
+    # The worker's resident memory before the probe: the model and TF, less than the peak.
+    assert 100 * MiB < result.baseline_host_memory_bytes < result.peak_host_memory_bytes
     assert result.peak_device_memory_bytes is None and result.device == "cpu"
     assert result.memory_budget_bytes == 16 << 30
     # The result survives the JSON round trip the CLI and the plan use.

@@ -69,6 +69,8 @@ class ProbeResult:
     input_wait_fraction: float | None = None
     """Share of step time spent waiting for the next batch from the pipeline."""
     peak_host_memory_bytes: int | None = None
+    baseline_host_memory_bytes: int | None = None
+    """The worker's resident memory just before the probe (after freeing what it could)."""
     peak_device_memory_bytes: int | None = None
     nvml_device_memory_bytes: int | None = None
     memory_budget_bytes: int | None = None

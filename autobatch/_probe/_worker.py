@@ -234,6 +234,7 @@ class Worker:
         gc.collect()
         release_free_heap()
         reset_peak_rss()
+        baseline_host = read_status_bytes("VmRSS")
         gpu = self.device if self.device != "cpu" else None
         if gpu:
             try:
@@ -290,6 +291,7 @@ class Worker:
         return summarize_steps(steps_s, waits_s, request.batch_size) | {
             "worker_trace_count": self.trace_count(),
             "peak_host_memory_bytes": peak_host,
+            "baseline_host_memory_bytes": baseline_host,
             "peak_device_memory_bytes": peak_device,
             "nvml_device_memory_bytes": nvml_bytes,
         }
