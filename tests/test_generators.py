@@ -43,6 +43,25 @@ def test_generator_function_is_batched_without_dropping_the_last_partial_batch()
     np.testing.assert_allclose(first_x.numpy(), x[:10].astype(np.float32))
 
 
+def test_generator_dataset_keeps_the_autotuner_only_for_autotune_settings() -> None:
+    from autobatch._pipeline import build_dataset
+    from autobatch._settings import AUTOTUNE
+
+    x, y = _examples(12)
+
+    def gen():
+        for i in range(len(x)):
+            yield x[i], y[i]
+
+    concrete = build_dataset(GeneratorSource(gen), batch_size=5,
+                             settings=PipelineSettings(prefetch=2))
+    assert concrete.options().autotune.enabled is False
+    assert _epoch_sizes(concrete, 1) == [[5, 5, 2]]
+    tuned = build_dataset(GeneratorSource(gen), batch_size=5,
+                          settings=PipelineSettings(prefetch=AUTOTUNE))
+    assert tuned.options().autotune.enabled is True
+
+
 def test_endless_generator_with_a_length_takes_exactly_one_pass_per_epoch() -> None:
     x, y = _examples(53)
 

@@ -182,6 +182,9 @@ def test_every_setting_reaches_tf_data(folder: Path, tmp_path: Path) -> None:
     assert options.deterministic is True
     assert options.threading.private_threadpool_size == 4
     assert options.threading.max_intra_op_parallelism == 2
+    # Concrete settings leave tf.data's autotuner nothing to do: it is off (its thread
+    # would delay every iterator's deletion, i.e. the end of every model.fit call).
+    assert options.autotune.enabled is False
     kinds = {type(d).__name__: d for d in _chain(ds)}
     assert int(kinds["_PrefetchDataset"]._buffer_size) == 5
     assert int(kinds["_ParallelMapDataset"]._num_parallel_calls) == 3
@@ -203,6 +206,7 @@ def test_keras_default_baseline_uses_autotune(folder: Path) -> None:
     kinds = {type(d).__name__: d for d in _chain(ds)}
     assert int(kinds["_PrefetchDataset"]._buffer_size) == -1
     assert int(kinds["_ParallelMapDataset"]._num_parallel_calls) == -1
+    assert ds.options().autotune.enabled is True
 
 
 def test_folder_without_image_size_is_a_data_error(folder: Path) -> None:

@@ -21,6 +21,7 @@ from conftest import make_image_folder  # noqa: E402
 
 from autobatch._errors import ModelError  # noqa: E402
 from autobatch._probe import (  # noqa: E402
+    MAX_STEPS_FACTOR,
     InProcessProbeRunner,
     ProbeRequest,
     ProbeResult,
@@ -86,6 +87,20 @@ def test_worker_is_reused_and_traces_once(runner: SubprocessProbeRunner) -> None
     # One trace of the train step served every batch size (dynamic batch dimension).
     assert {r.worker_trace_count for r in results} == {1}
     assert results[-1].batch_size == 40  # more than the 24 images: the probe repeats them
+
+
+def test_min_time_takes_more_steps_until_the_window_is_long_enough(
+        runner: SubprocessProbeRunner) -> None:
+    plain = runner.run(small(8, steps=3))
+    longer = runner.run(small(8, steps=3, min_time_s=0.5))
+    assert plain.ok and longer.ok
+    assert len(plain.step_times_s) == 3
+    # Past its 3 steps the probe stepped on until the timed steps added up to 0.5 s (or
+    # reached the cap of MAX_STEPS_FACTOR x steps), and never stopped short of both.
+    timed = sum(longer.step_times_s)
+    assert len(longer.step_times_s) > 3
+    assert timed >= 0.5 or len(longer.step_times_s) == MAX_STEPS_FACTOR * 3
+    assert sum(longer.step_times_s[:-1]) < 0.5
 
 
 def test_over_budget_is_oom_and_the_next_probe_recovers(runner: SubprocessProbeRunner) -> None:

@@ -18,12 +18,19 @@ from autobatch._probe._runner import (
     SubprocessProbeRunner,
     default_budgets,
 )
-from autobatch._probe._types import OUTCOMES, Outcome, ProbeRequest, ProbeResult
+from autobatch._probe._types import (
+    MAX_STEPS_FACTOR,
+    OUTCOMES,
+    Outcome,
+    ProbeRequest,
+    ProbeResult,
+)
 
 __all__ = [
     "DEFAULT_SAFETY_FRACTION",
     "OUTCOMES",
     "InProcessProbeRunner",
+    "MAX_STEPS_FACTOR",
     "Outcome",
     "ProbeRequest",
     "ProbeResult",

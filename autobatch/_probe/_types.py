@@ -9,6 +9,8 @@ from typing import Any, Literal
 from autobatch._settings import PipelineSettings
 
 Outcome = Literal["ok", "oom", "timeout", "crash"]
+MAX_STEPS_FACTOR = 20
+"""A probe with ``min_time_s`` takes at most this many times its ``steps``."""
 OUTCOMES: tuple[str, ...] = ("ok", "oom", "timeout", "crash")
 
 
@@ -26,6 +28,9 @@ class ProbeRequest:
         own_peak: the probe's memory reading must be its own: a runner whose worker already
             ran a larger batch starts a fresh one first (a worker does not give memory
             back). None: the runner's default. Throughput-only probes pass False.
+        min_time_s: keep taking timed steps past ``steps`` until they add up to this many
+            seconds (at most ``MAX_STEPS_FACTOR`` x ``steps``): five steps of a fast model
+            last half a second, within one burst of a shared machine's noise.
     """
 
     batch_size: int
@@ -35,6 +40,7 @@ class ProbeRequest:
     jit_compile: bool = False
     timeout_s: float = 300.0
     own_peak: bool | None = None
+    min_time_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

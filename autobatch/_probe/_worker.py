@@ -230,6 +230,7 @@ class Worker:
         import tensorflow as tf
 
         from autobatch._pipeline import build_dataset
+        from autobatch._probe._types import MAX_STEPS_FACTOR
 
         gc.collect()
         release_free_heap()
@@ -262,7 +263,10 @@ class Worker:
         waits_s: list[float] = []
         steps_s: list[float] = []
         warmup_steps = request.warmup_steps
-        for index in range(warmup_steps + request.steps):
+        most = warmup_steps + request.steps * (MAX_STEPS_FACTOR if request.min_time_s else 1)
+        for index in range(most):
+            if index >= warmup_steps + request.steps and sum(steps_s) >= request.min_time_s:
+                break
             start = time.perf_counter()
             if index == 0:
                 batch = first[0]

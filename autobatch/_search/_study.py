@@ -189,7 +189,7 @@ def params_to_settings(params: dict[str, Any]) -> PipelineSettings:
 
 
 def params_to_request(params: dict[str, Any], *, steps: int, warmup_steps: int,
-                      timeout_s: float) -> ProbeRequest:
+                      timeout_s: float, min_time_s: float = 0.0) -> ProbeRequest:
     """A probe request for one point of the space."""
     settings = params_to_settings(params)
     return ProbeRequest(
@@ -199,6 +199,7 @@ def params_to_request(params: dict[str, Any], *, steps: int, warmup_steps: int,
         warmup_steps=warmup_steps,
         jit_compile=bool(params.get("jit_compile", False)),
         timeout_s=timeout_s,
+        min_time_s=min_time_s,
     )
 
 
@@ -320,6 +321,7 @@ def run_trial(
     warmup_steps: int,
     timeout_s: float,
     on_result: Callable[[ProbeResult], None] | None = None,
+    min_time_s: float = 0.0,
 ) -> TrialRecord:
     """Ask the study for a point, measure it (once, twice when promising), tell the result.
 
@@ -335,7 +337,7 @@ def run_trial(
     try:
         for attempt in range(2):
             request = params_to_request(params, steps=steps, warmup_steps=warmup_steps,
-                                        timeout_s=timeout_s)
+                                        timeout_s=timeout_s, min_time_s=min_time_s)
             result = runner.run(request)
             if on_result is not None:
                 on_result(result)

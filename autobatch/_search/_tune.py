@@ -59,6 +59,15 @@ MAX_TRIALS = 200
 TOP_K_VERIFY = 3
 """Finalists re-measured side by side before the winner's long verify run."""
 FINALIST_ROUNDS = 2
+TRIAL_MIN_TIME_S = 1.0
+FINALIST_MIN_TIME_S = 2.0
+VERIFY_MIN_TIME_S = 3.0
+"""Timed seconds a trial / a finalist's re-measurement / the winner's long run takes at
+least (more steps for a fast model). Five steps of a small model last a fraction of a
+second, and on a shared machine one such window varied by +-30%: the strided CNN of the
+input-heavy benchmark read 1604-2150 examples/s for one point, and prefetch 4 won the study
+although in training prefetch 0 was 14% faster (1663 vs 1462 examples/s, interleaved,
+timed per epoch)."""
 VERIFY_ATTEMPTS = 5
 """Long verify runs tried before giving up (each failure rules out larger batches)."""
 
@@ -650,7 +659,7 @@ def _search(
             break
         record = run_trial(
             study, runner, space, best=best, steps=trial_steps, warmup_steps=1,
-            timeout_s=_probe_timeout(deadline),
+            timeout_s=_probe_timeout(deadline), min_time_s=TRIAL_MIN_TIME_S,
         )
         records.append(record)
         best = _best_value(records)
@@ -740,15 +749,17 @@ def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_ste
     return rounds * one_probe + first_probe_s + long_run
 
 
-def _probe_cost_s(record: TrialRecord, steps: int) -> float:
-    """Expected wall time of one more probe of ``record``'s point: its steps plus a warm-up
-    at the measured rate, a cached point's untimed cache fill, and a second of overhead."""
+def _probe_cost_s(record: TrialRecord, steps: int, min_time_s: float = 0.0) -> float:
+    """Expected wall time of one more probe of ``record``'s point: its timed steps (at least
+    ``min_time_s``) plus a warm-up at the measured rate, a cached point's untimed cache
+    fill, and a second of overhead."""
     rate = record.examples_per_s or 0.0
     if rate <= 0:
-        return 10.0
+        return 10.0 + min_time_s
     batch = int(record.params.get("batch_size", 1))
+    step_s = batch / rate
     fill = steps if record.params.get("cache", "none") != "none" else 0
-    return (steps + 1 + fill) * batch / rate + 1.0
+    return max(steps * step_s, min_time_s) + (1 + fill) * step_s + 1.0
 
 
 def _probe_timeout(deadline: float) -> float:
@@ -813,17 +824,19 @@ def _verify(
         emit("verify", f"re-measuring {len(finalists)} finalists side by side")
         # The long run must fit after the re-measurements: they stop where one more would
         # leave it too little time.
-        long_run_reserve_s = _probe_cost_s(finalists[0], verify_steps)
+        long_run_reserve_s = _probe_cost_s(finalists[0], verify_steps, VERIFY_MIN_TIME_S)
         out_of_time = False
         for round_index in range(FINALIST_ROUNDS):
             # Alternate the order so a slow phase of a shared machine hits all alike.
             order = finalists if round_index % 2 == 0 else finalists[::-1]
             for record in order:
-                if _remaining(deadline) - _probe_cost_s(record, trial_steps) < long_run_reserve_s:
+                cost_s = _probe_cost_s(record, trial_steps, FINALIST_MIN_TIME_S)
+                if _remaining(deadline) - cost_s < long_run_reserve_s:
                     out_of_time = True
                     break
                 request = params_to_request(record.params, steps=trial_steps,
-                                            warmup_steps=1, timeout_s=_probe_timeout(deadline))
+                                            warmup_steps=1, timeout_s=_probe_timeout(deadline),
+                                            min_time_s=FINALIST_MIN_TIME_S)
                 result = runner.run(request)
                 if result.ok and result.examples_per_s:
                     record.measurements.append(float(result.examples_per_s))
@@ -863,7 +876,8 @@ def _verify(
         # be verified even when the study used its whole budget.
         expected_s = (first_probe_s if fresh else 0.0) + 3.0 * long_run_s + 30.0
         request = params_to_request(record.params, steps=verify_steps, warmup_steps=1,
-                                    timeout_s=max(_probe_timeout(deadline) * 2, expected_s))
+                                    timeout_s=max(_probe_timeout(deadline) * 2, expected_s),
+                                    min_time_s=VERIFY_MIN_TIME_S)
         result = runner.run(request)
         last = result
         peak = result.peak_memory_bytes
