@@ -326,6 +326,9 @@ def build_generator_dataset(
         dataset = dataset.prefetch(tf.data.AUTOTUNE)
     elif prefetch > 0:
         dataset = dataset.prefetch(prefetch)
+    from autobatch._pipeline import autotune_options
+
+    dataset = dataset.with_options(autotune_options(settings))
     dataset.autobatch_info = info  # type: ignore[attr-defined]
     return dataset
 

@@ -106,7 +106,7 @@ def build_dataset(
         ds = build_generator_dataset(source, batch_size=batch_size, settings=settings, seed=seed)
         if repeat:
             ds = ds.repeat()
-        return ds.with_options(autotune_options(settings))
+        return ds
     else:  # pragma: no cover - resolve_source only returns the three kinds
         raise DataError(f"unknown data source {type(source).__name__}")
     return ds.with_options(dataset_options(settings))

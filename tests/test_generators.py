@@ -56,6 +56,7 @@ def test_generator_dataset_keeps_the_autotuner_only_for_autotune_settings() -> N
     concrete = build_dataset(GeneratorSource(gen), batch_size=5,
                              settings=PipelineSettings(prefetch=2))
     assert concrete.options().autotune.enabled is False
+    assert concrete.autobatch_info.batch_size == 5  # the epoch facts survive the options
     assert _epoch_sizes(concrete, 1) == [[5, 5, 2]]
     tuned = build_dataset(GeneratorSource(gen), batch_size=5,
                           settings=PipelineSettings(prefetch=AUTOTUNE))
