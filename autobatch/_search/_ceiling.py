@@ -37,7 +37,7 @@ FULL_ENOUGH = 0.95
 """Stop once a fitting probe's peak reaches this share of the budget: what is left is within
 the noise of one reading. Host readings of one batch vary by about +-5% between fresh
 processes (glibc's heap: small CNN at 128 px, batch 116-170 read 1070-1210 MB fresh, the
-same batches 1096-1354 MB in a reused worker), so a fitting probe above 95% cannot be told
+same batches 1137-1363 MB in a reused worker), so a fitting probe above 95% cannot be told
 from the ceiling by one more probe."""
 
 
