@@ -130,7 +130,7 @@ def autotune_options(settings: PipelineSettings) -> tf.data.Options:
     call deletes its iterator: a fit of a small CNN that trained for 1.4 s returned after
     exactly 2.55 s in 3 of 8 calls (1.05-1.16 s passed after ``on_train_end``), 0 of 8
     with the autotuner off; MobileNetV2 epochs measured that way stuck at 40.98 s (the
-    wake-up at 40.95 s) in 11 of 30 samples.
+    wake-up at 40.95 s) in 16 of 30 samples.
     """
     import tensorflow as tf
 
