@@ -103,6 +103,32 @@ def test_min_time_takes_more_steps_until_the_window_is_long_enough(
     assert sum(longer.step_times_s[:-1]) < 0.5
 
 
+def test_fit_mode_trains_with_model_fit_and_times_whole_epochs(
+        runner: SubprocessProbeRunner) -> None:
+    one = runner.run(small(8, steps=2, mode="fit"))
+    longer = runner.run(small(8, steps=2, mode="fit", min_time_s=0.5))
+    assert one.ok and longer.ok, (one.error, longer.error)
+    assert one.mode == longer.mode == "fit"
+    # No min_time: one untimed epoch, then exactly one timed epoch of 2 steps.
+    assert len(one.step_times_s) == 1
+    assert one.examples_per_s == pytest.approx(8 / one.step_time_s)
+    # Keras fetched the batches: the input wait was not seen, so it is not reported as 0.
+    assert one.input_wait_fraction is None
+    # With a window, epochs go on until their time adds up to it (or the cap), no longer.
+    epochs_s = [per_step * 2 for per_step in longer.step_times_s]
+    assert len(epochs_s) > 1
+    assert sum(epochs_s) >= 0.45 or len(epochs_s) == MAX_STEPS_FACTOR
+    assert sum(epochs_s[:-1]) < 0.5
+    # The loop mode's traced step was not touched: fit traces its own train function.
+    assert longer.worker_trace_count == one.worker_trace_count
+    assert ProbeResult.from_dict(json.loads(json.dumps(longer.to_dict()))) == longer
+
+
+def test_unknown_probe_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="probe mode"):
+        ProbeRequest(batch_size=4, mode="epochs")  # type: ignore[arg-type]
+
+
 def test_over_budget_is_oom_and_the_next_probe_recovers(runner: SubprocessProbeRunner) -> None:
     ok = runner.run(small(8))
     assert ok.outcome == "ok"

@@ -169,6 +169,27 @@ def test_plan_is_complete_and_concrete(tuned: dict[str, Any]) -> None:
     assert saved.batch_size == plan.batch_size and saved.trials == plan.trials
 
 
+def test_finalists_are_judged_with_model_fit(tuned: dict[str, Any]) -> None:
+    import statistics
+
+    plan: Plan = tuned["plan"]
+    finalists = plan.measured["finalists"]
+    assert 2 <= len(finalists) <= 3
+    # No time budget: every finalist got its interleaved fit rounds.
+    for entry in finalists:
+        assert len(entry["fit_examples_per_s"]) == 2
+        assert all(value > 0 for value in entry["fit_examples_per_s"])
+    medians = [statistics.median(e["fit_examples_per_s"]) for e in finalists]
+    assert medians == sorted(medians, reverse=True)
+    # The plan is the best of them by fit (it passed its verify run at once).
+    best = finalists[0]
+    assert best["batch_size"] == plan.batch_size
+    assert best["prefetch"] == plan.pipeline.prefetch
+    assert best["num_parallel_calls"] == plan.pipeline.num_parallel_calls
+    assert best["cache"] == plan.pipeline.cache
+    assert any("with model.fit" in e.message for e in tuned["events"] if e.phase == "verify")
+
+
 def test_interrupted_tune_resumes_from_stored_trials(tuned: dict[str, Any]) -> None:
     import optuna
 

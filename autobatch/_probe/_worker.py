@@ -210,7 +210,7 @@ class Worker:
         request = ProbeRequest.from_dict(request_data)
         self.probes_served += 1
         base = {"batch_size": request.batch_size, "settings": request.settings,
-                "jit_compile": request.jit_compile, "device": self.device,
+                "jit_compile": request.jit_compile, "mode": request.mode, "device": self.device,
                 "worker_pid": os.getpid(), "worker_probe_number": self.probes_served}
         try:
             measured = self._run(request)
@@ -230,7 +230,6 @@ class Worker:
         import tensorflow as tf
 
         from autobatch._pipeline import build_dataset
-        from autobatch._probe._types import MAX_STEPS_FACTOR
 
         gc.collect()
         release_free_heap()
@@ -248,6 +247,50 @@ class Worker:
             image_size=self.image_size, channels=self.channels, shuffle=True, seed=self.seed,
             cache_dir=cache_dir, repeat=True,
         )
+        if request.mode == "fit":
+            measured = self._time_fit(dataset, request)
+        else:
+            measured = self._time_loop(dataset, request, fill_steps)
+        del dataset
+        peak_host = peak_rss_bytes()
+        peak_device = nvml_bytes = None
+        if gpu:
+            try:
+                peak_device = int(tf.config.experimental.get_memory_info(gpu)["peak"])
+            except Exception:
+                peak_device = None
+            nvml_bytes = nvml_process_memory_bytes(os.getpid())
+        return measured | {
+            "worker_trace_count": self.trace_count(),
+            "peak_host_memory_bytes": peak_host,
+            "baseline_host_memory_bytes": baseline_host,
+            "peak_device_memory_bytes": peak_device,
+            "nvml_device_memory_bytes": nvml_bytes,
+        }
+
+    def _time_fit(self, dataset: Any, request: Any) -> dict[str, Any]:
+        """Train with ``model.fit`` as ``autobatch.fit`` does (one iterator over an endless
+        dataset, ``steps_per_epoch``): one untimed epoch (Keras traces its train function
+        and a cached pipeline fills its cache: the subset is ``steps`` batches), then timed
+        epochs of ``steps`` steps until they add up to ``min_time_s``."""
+        from autobatch._probe._types import MAX_STEPS_FACTOR
+
+        model = self.model
+        if bool(model.jit_compile) != bool(request.jit_compile):
+            model.jit_compile = bool(request.jit_compile)
+            model.train_function = None  # traced again with the new setting
+        timer = _epoch_timer(request.min_time_s)
+        model.fit(dataset, epochs=1 + (MAX_STEPS_FACTOR if request.min_time_s else 1),
+                  steps_per_epoch=request.steps, verbose=0, callbacks=[timer])
+        per_step = [epoch_s / request.steps for epoch_s in timer.epochs_s]
+        return summarize_steps(per_step, None, request.batch_size)
+
+    def _time_loop(self, dataset: Any, request: Any, fill_steps: int) -> dict[str, Any]:
+        """Time each step of a bare loop over the worker's traced train step."""
+        import tensorflow as tf
+
+        from autobatch._probe._types import MAX_STEPS_FACTOR
+
         iterator = iter(dataset)
         # Decode the first batch in a thread while this one traces the step (tracing a large
         # model takes tens of seconds; both would otherwise run back to back). A cached probe
@@ -283,22 +326,32 @@ class Worker:
             if index >= warmup_steps:
                 waits_s.append(fetched - start)
                 steps_s.append(done - start)
-        del iterator, dataset
-        peak_host = peak_rss_bytes()
-        peak_device = nvml_bytes = None
-        if gpu:
-            try:
-                peak_device = int(tf.config.experimental.get_memory_info(gpu)["peak"])
-            except Exception:
-                peak_device = None
-            nvml_bytes = nvml_process_memory_bytes(os.getpid())
-        return summarize_steps(steps_s, waits_s, request.batch_size) | {
-            "worker_trace_count": self.trace_count(),
-            "peak_host_memory_bytes": peak_host,
-            "baseline_host_memory_bytes": baseline_host,
-            "peak_device_memory_bytes": peak_device,
-            "nvml_device_memory_bytes": nvml_bytes,
-        }
+        del iterator
+        return summarize_steps(steps_s, waits_s, request.batch_size)
+
+
+def _epoch_timer(min_time_s: float) -> Any:
+    """A Keras callback that times each epoch after the first and stops training once the
+    timed epochs add up to ``min_time_s`` (one timed epoch at least)."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epochs_s: list[float] = []
+            self._started = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self._started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if epoch == 0:
+                return  # tracing, cache fill
+            self.epochs_s.append(time.perf_counter() - self._started)
+            if sum(self.epochs_s) >= min_time_s:
+                self.model.stop_training = True
+
+    return EpochTimer()
 
 
 def _fetch_into(iterator: Any, out: list[Any], count: int = 1) -> None:
@@ -312,8 +365,10 @@ def _fetch_into(iterator: Any, out: list[Any], count: int = 1) -> None:
         out.append(exc)
 
 
-def summarize_steps(steps_s: list[float], waits_s: list[float], batch_size: int) -> dict[str, Any]:
-    """Median step time, its interquartile spread, examples/s and the input-wait share."""
+def summarize_steps(steps_s: list[float], waits_s: list[float] | None,
+                    batch_size: int) -> dict[str, Any]:
+    """Median step time, its interquartile spread, examples/s and the input-wait share
+    (None when the waits were not seen)."""
     import statistics
 
     if not steps_s:
@@ -330,7 +385,8 @@ def summarize_steps(steps_s: list[float], waits_s: list[float], batch_size: int)
         "step_time_spread_s": spread,
         "step_times_s": [round(s, 6) for s in steps_s],
         "examples_per_s": batch_size / median if median > 0 else None,
-        "input_wait_fraction": (sum(waits_s) / total) if total > 0 else None,
+        "input_wait_fraction": (sum(waits_s) / total) if waits_s is not None and total > 0
+        else None,
     }
 
 

@@ -189,7 +189,8 @@ def params_to_settings(params: dict[str, Any]) -> PipelineSettings:
 
 
 def params_to_request(params: dict[str, Any], *, steps: int, warmup_steps: int,
-                      timeout_s: float, min_time_s: float = 0.0) -> ProbeRequest:
+                      timeout_s: float, min_time_s: float = 0.0,
+                      mode: str = "loop") -> ProbeRequest:
     """A probe request for one point of the space."""
     settings = params_to_settings(params)
     return ProbeRequest(
@@ -200,6 +201,7 @@ def params_to_request(params: dict[str, Any], *, steps: int, warmup_steps: int,
         jit_compile=bool(params.get("jit_compile", False)),
         timeout_s=timeout_s,
         min_time_s=min_time_s,
+        mode=mode,  # type: ignore[arg-type]
     )
 
 

@@ -670,7 +670,7 @@ def _search(
              trials_total=target, best=best, best_params=_best_params(records))
 
     # Phase 4: verify the finalists side by side, then the winner for a longer window.
-    winner, measured, verify_result, fresh = _verify(
+    winner, measured, verify_result, fresh, finalist_table = _verify(
         runner, records, space, ceiling_batch, deadline=deadline, trial_steps=trial_steps,
         verify_steps=verify_steps, first_probe_s=first_probe_s, emit=emit,
     )
@@ -694,6 +694,7 @@ def _search(
             "device": verify_result.device,
             "verify_steps": verify_steps,
             "peak_memory_fresh_worker": fresh,
+            "finalists": finalist_table,
             "tune_wall_time_s": None,
         },
         baseline=baseline if measure_baseline else None,
@@ -746,18 +747,24 @@ def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_ste
     long_run = one_probe * max(1.0, verify_steps / max(1, trial_steps))
     finalists = max(1, min(TOP_K_VERIFY, len(records)))
     rounds = FINALIST_ROUNDS * finalists if finalists > 1 else 0
-    return rounds * one_probe + first_probe_s + long_run
+    # Finalist probes run model.fit: an untimed epoch each, and Keras traces its own train
+    # function once (about half a worker start); then a fresh worker for the long run.
+    fit_trace_s = first_probe_s / 2 if rounds else 0.0
+    return rounds * (one_probe + 1.5) + fit_trace_s + first_probe_s + long_run
 
 
-def _probe_cost_s(record: TrialRecord, steps: int, min_time_s: float = 0.0) -> float:
+def _probe_cost_s(record: TrialRecord, steps: int, min_time_s: float = 0.0, *,
+                  fit: bool = False) -> float:
     """Expected wall time of one more probe of ``record``'s point: its timed steps (at least
-    ``min_time_s``) plus a warm-up at the measured rate, a cached point's untimed cache
-    fill, and a second of overhead."""
+    ``min_time_s``) plus a warm-up at the measured rate (``fit`` mode: a whole untimed
+    epoch), a cached point's untimed cache fill, and a second of overhead."""
     rate = record.examples_per_s or 0.0
     if rate <= 0:
         return 10.0 + min_time_s
     batch = int(record.params.get("batch_size", 1))
     step_s = batch / rate
+    if fit:
+        return max(steps * step_s, min_time_s) + steps * step_s + 1.5
     fill = steps if record.params.get("cache", "none") != "none" else 0
     return max(steps * step_s, min_time_s) + (1 + fill) * step_s + 1.0
 
@@ -796,9 +803,10 @@ def _verify(
     verify_steps: int,
     first_probe_s: float,
     emit: _Emitter,
-) -> tuple[TrialRecord, float, ProbeResult, bool]:
-    """Pick the winner by medians (finalists re-measured interleaved), then run it longer
-    in a fresh worker so its peak memory is its own; fall back to the next on a miss."""
+) -> tuple[TrialRecord, float, ProbeResult, bool, list[dict[str, Any]]]:
+    """Pick the winner: the trials' best few re-measured side by side with ``model.fit``
+    (interleaved rounds, medians), then run it longer in a fresh worker so its peak memory
+    is its own; fall back to the next on a miss. Also returns the finalists' readings."""
     from autobatch._search._study import params_to_request
 
     # Pool the measurements of identical points (TPE may revisit one).
@@ -820,29 +828,50 @@ def _verify(
         params = {"batch_size": ceiling_batch, **_settings_params(default), "jit_compile": False}
         finalists = [TrialRecord(number=-1, state="COMPLETE", params=params)]
     finalists = finalists[:TOP_K_VERIFY]
+    # The finalists are judged the way the plan will train: epochs of ``model.fit``, not the
+    # trials' bare step loop (Keras' per-step work competes with the input pipeline's
+    # threads, which the loop cannot see). Their readings are kept apart from the trials':
+    # the two scales differ (fit ran ~10% below the loop for the strided CNN).
+    fit_readings: dict[tuple[Any, ...], list[float]] = {}
     if len(finalists) > 1 and _remaining(deadline) > 0:
-        emit("verify", f"re-measuring {len(finalists)} finalists side by side")
+        emit("verify", f"re-measuring {len(finalists)} finalists side by side with model.fit")
         # The long run must fit after the re-measurements: they stop where one more would
-        # leave it too little time.
+        # leave it too little time. Keras traces its own train function on the first one.
         long_run_reserve_s = _probe_cost_s(finalists[0], verify_steps, VERIFY_MIN_TIME_S)
+        first_fit_extra_s = first_probe_s
         out_of_time = False
         for round_index in range(FINALIST_ROUNDS):
             # Alternate the order so a slow phase of a shared machine hits all alike.
             order = finalists if round_index % 2 == 0 else finalists[::-1]
             for record in order:
-                cost_s = _probe_cost_s(record, trial_steps, FINALIST_MIN_TIME_S)
+                cost_s = _probe_cost_s(record, trial_steps, FINALIST_MIN_TIME_S,
+                                       fit=True) + first_fit_extra_s
                 if _remaining(deadline) - cost_s < long_run_reserve_s:
                     out_of_time = True
                     break
                 request = params_to_request(record.params, steps=trial_steps,
                                             warmup_steps=1, timeout_s=_probe_timeout(deadline),
-                                            min_time_s=FINALIST_MIN_TIME_S)
+                                            min_time_s=FINALIST_MIN_TIME_S, mode="fit")
                 result = runner.run(request)
+                first_fit_extra_s = 0.0
                 if result.ok and result.examples_per_s:
-                    record.measurements.append(float(result.examples_per_s))
+                    fit_readings.setdefault(_key(record.params), []).append(
+                        float(result.examples_per_s))
             if out_of_time:
                 break
-        finalists.sort(key=lambda r: r.examples_per_s or 0, reverse=True)
+        if all(_key(r.params) in fit_readings for r in finalists):
+            finalists.sort(key=lambda r: robust_value(fit_readings[_key(r.params)]),
+                           reverse=True)
+        else:
+            # Not every finalist got a fit reading: rank by the trials' medians alone.
+            logger.info("finalist rounds incomplete; ranking by the trials' medians")
+            finalists.sort(key=lambda r: r.examples_per_s or 0, reverse=True)
+    finalist_table = [
+        {**{k: v for k, v in r.params.items()},
+         "trial_examples_per_s": r.examples_per_s,
+         "fit_examples_per_s": [round(v, 2) for v in fit_readings.get(_key(r.params), [])]}
+        for r in finalists
+    ]
 
     last: ProbeResult | None = None
     # After the finalists, the other measured points (best first), then the lean ceiling
@@ -886,7 +915,7 @@ def _verify(
             emit("verify", f"verified batch {record.params['batch_size']}: "
                  f"{result.examples_per_s or 0:.1f} examples/s, peak {_mib(peak)}",
                  best=value, result=result)
-            return record, float(result.examples_per_s or value), result, fresh
+            return record, float(result.examples_per_s or value), result, fresh, finalist_table
         logger.warning("winner batch %s failed verification (%s); trying the next",
                        record.params["batch_size"], result.outcome)
         if result.outcome == "oom":
