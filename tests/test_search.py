@@ -175,19 +175,28 @@ def test_finalists_are_judged_with_model_fit(tuned: dict[str, Any]) -> None:
     plan: Plan = tuned["plan"]
     finalists = plan.measured["finalists"]
     assert 2 <= len(finalists) <= 3
-    # No time budget: every finalist got its interleaved fit rounds.
-    for entry in finalists:
+    # No time budget: every finalist ran its two interleaved fit rounds; one that failed
+    # under fit (over the 850 MiB budget near the ceiling) says so and ranks last.
+    measured = [e for e in finalists if not e["failed_under_fit"]]
+    failed = [e for e in finalists if e["failed_under_fit"]]
+    assert finalists == measured + failed and measured
+    for entry in measured:
         assert len(entry["fit_examples_per_s"]) == 2
         assert all(value > 0 for value in entry["fit_examples_per_s"])
-    medians = [statistics.median(e["fit_examples_per_s"]) for e in finalists]
+    medians = [statistics.median(e["fit_examples_per_s"]) for e in measured]
     assert medians == sorted(medians, reverse=True)
-    # The plan is the best of them by fit (it passed its verify run at once).
-    best = finalists[0]
-    assert best["batch_size"] == plan.batch_size
-    assert best["prefetch"] == plan.pipeline.prefetch
-    assert best["num_parallel_calls"] == plan.pipeline.num_parallel_calls
-    assert best["cache"] == plan.pipeline.cache
-    assert any("with model.fit" in e.message for e in tuned["events"] if e.phase == "verify")
+    # The long runs followed that order: the first verified is the fit-best finalist.
+    events = [e for e in tuned["events"] if e.phase == "verify"]
+    assert any("with model.fit" in e.message for e in events)
+    long_runs = [e.message for e in events if e.message.startswith("long run of batch")]
+    assert long_runs[0].startswith(f"long run of batch {finalists[0]['batch_size']} ")
+    verified = [e.message for e in events if e.message.startswith("verified batch")]
+    assert verified == [e for e in verified if e.startswith(f"verified batch {plan.batch_size}:")]
+    if len(long_runs) == 1:  # passed at once: the plan is that finalist, settings and all
+        best = finalists[0]
+        assert best["batch_size"] == plan.batch_size
+        assert (best["prefetch"], best["num_parallel_calls"], best["cache"]) == (
+            plan.pipeline.prefetch, plan.pipeline.num_parallel_calls, plan.pipeline.cache)
 
 
 def test_interrupted_tune_resumes_from_stored_trials(tuned: dict[str, Any]) -> None:

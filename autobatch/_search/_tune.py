@@ -833,6 +833,7 @@ def _verify(
     # threads, which the loop cannot see). Their readings are kept apart from the trials':
     # the two scales differ (fit ran ~10% below the loop for the strided CNN).
     fit_readings: dict[tuple[Any, ...], list[float]] = {}
+    failed_fit: set[tuple[Any, ...]] = set()
     if len(finalists) > 1 and _remaining(deadline) > 0:
         emit("verify", f"re-measuring {len(finalists)} finalists side by side with model.fit")
         # The long run must fit after the re-measurements: they stop where one more would
@@ -857,19 +858,27 @@ def _verify(
                 if result.ok and result.examples_per_s:
                     fit_readings.setdefault(_key(record.params), []).append(
                         float(result.examples_per_s))
+                else:
+                    failed_fit.add(_key(record.params))
+                    logger.warning("finalist batch %s failed under model.fit (%s): %s",
+                                   record.params["batch_size"], result.outcome,
+                                   (result.error or "").strip().splitlines()[-1:])
             if out_of_time:
                 break
-        if all(_key(r.params) in fit_readings for r in finalists):
-            finalists.sort(key=lambda r: robust_value(fit_readings[_key(r.params)]),
-                           reverse=True)
+        # A finalist that failed under fit (over the budget, most often: fit holds more than
+        # the bare loop) goes last. The rest rank by their fit medians, or by the trials'
+        # medians when the deadline cut the rounds before each had a fit reading.
+        fine = [r for r in finalists if _key(r.params) not in failed_fit]
+        if all(_key(r.params) in fit_readings for r in fine):
+            fine.sort(key=lambda r: robust_value(fit_readings[_key(r.params)]), reverse=True)
         else:
-            # Not every finalist got a fit reading: rank by the trials' medians alone.
             logger.info("finalist rounds incomplete; ranking by the trials' medians")
-            finalists.sort(key=lambda r: r.examples_per_s or 0, reverse=True)
+        finalists = fine + [r for r in finalists if _key(r.params) in failed_fit]
     finalist_table = [
         {**{k: v for k, v in r.params.items()},
          "trial_examples_per_s": r.examples_per_s,
-         "fit_examples_per_s": [round(v, 2) for v in fit_readings.get(_key(r.params), [])]}
+         "fit_examples_per_s": [round(v, 2) for v in fit_readings.get(_key(r.params), [])],
+         "failed_under_fit": _key(r.params) in failed_fit}
         for r in finalists
     ]
 
@@ -917,7 +926,10 @@ def _verify(
                  best=value, result=result)
             return record, float(result.examples_per_s or value), result, fresh, finalist_table
         logger.warning("winner batch %s failed verification (%s); trying the next",
-                       record.params["batch_size"], result.outcome)
+                       record.params["batch_size"],
+                       result.outcome if not result.ok else
+                       f"peak {_mib(peak)} over the search budget "
+                       f"{_mib(runner.search_budget_bytes)}")
         if result.outcome == "oom":
             failed_batch = min(failed_batch, batch)
             if not any(int(c.params["batch_size"]) < failed_batch for c in candidates):
