@@ -49,16 +49,24 @@ def grid_space() -> Any:
     )
 
 
+NUM_EXAMPLES: int | None = None
+"""The data's size: every figure is an epoch rate over it, as the tune scores points."""
+
+
 def measure(runner: Any, params: dict[str, Any], mode: str = "loop") -> float:
     """One probe of ``params``: the grid's bare step loop, or (``fit``) epochs of
-    ``model.fit`` as the plan trains, timed for at least the tune's finalist window."""
-    from autobatch._search._study import params_to_request
+    ``model.fit`` as the plan trains, timed for at least the tune's finalist window; in
+    examples/s over an epoch (``epoch_efficiency``: the last batch is partial)."""
+    from autobatch._search._study import epoch_efficiency, params_to_request
     from autobatch._search._tune import FINALIST_MIN_TIME_S
 
     result = runner.run(params_to_request(
         params, steps=PROBE_STEPS, warmup_steps=1, timeout_s=120, mode=mode,
         min_time_s=FINALIST_MIN_TIME_S if mode == "fit" else 0.0))
-    return float(result.examples_per_s or 0.0) if result.ok else 0.0
+    if not result.ok:
+        return 0.0
+    return float(result.examples_per_s or 0.0) * epoch_efficiency(
+        NUM_EXAMPLES, int(params["batch_size"]))
 
 
 def exhaustive_grid(data: Path, space: Any, repeats: int, seed: int) -> dict[str, Any]:
@@ -135,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     os.environ["AUTOBATCH_CACHE_DIR"] = str(work / "cache")
+    global NUM_EXAMPLES
     per_class = args.images // 3
+    NUM_EXAMPLES = 3 * per_class
     data = work / "data"
     if not data.exists():
         make_image_folder(data, {"a": per_class, "b": per_class, "c": per_class}, size=(64, 64))

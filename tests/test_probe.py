@@ -298,6 +298,20 @@ def test_cli_probe_json_ok(data_root: Path, capsys: pytest.CaptureFixture[str]) 
     assert out["peak_device_memory_bytes"] is None and out["peak_host_memory_bytes"] > 0
 
 
+def test_cli_probe_fit_mode(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from autobatch._cli import main
+
+    code = main(["probe", str(data_root), "--model", "small_cnn", "--batch-size", "4",
+                 "--image-size", "32", "--steps", "2", "--mode", "fit", "--min-time", "0.3",
+                 "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["outcome"] == "ok" and out["mode"] == "fit"
+    assert out["input_wait_fraction"] is None  # Keras fetched the batches
+    # Timed 2-step epochs until they added up to 0.3 s (or the cap of 20 epochs).
+    epochs_s = [per_step * 2 for per_step in out["step_times_s"]]
+    assert sum(epochs_s) >= 0.29 or len(epochs_s) == MAX_STEPS_FACTOR
+
+
 def test_cli_probe_usage_error_is_one_line(data_root: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     from autobatch._cli import main

@@ -62,7 +62,16 @@ def full_plan() -> dict[str, Any]:
                      "peak_memory_bytes": 700 * MiB + 12345,
                      "peak_host_memory_bytes": 700 * MiB + 12345,
                      "peak_device_memory_bytes": None, "memory_budget_bytes": 1024 * MiB,
-                     "device": "cpu"},
+                     "device": "cpu",
+                     "finalists": [
+                         {"batch_size": 64, **_settings(num_parallel_calls=2, prefetch=3,
+                                                        cache="memory"),
+                          "jit_compile": False, "trial_examples_per_s": 812.3456,
+                          "fit_examples_per_s": [760.5, 741.25], "failed_under_fit": False},
+                         {"batch_size": 128, **_settings(num_parallel_calls=2, prefetch=1,
+                                                         cache="memory"),
+                          "jit_compile": False, "trial_examples_per_s": 790.0,
+                          "fit_examples_per_s": [], "failed_under_fit": True}]},
         "baseline": {"batch_size": 32, "examples_per_s": 401.25, "peak_memory_bytes": 520 * MiB},
         "learning_rate": {"reference_batch_size": 32, "factor": 2.0, "rule": "linear",
                           "optimizer": "SGD"},
@@ -157,8 +166,11 @@ def test_every_number_on_the_page_is_the_plans(report: tuple[dict[str, Any], Rep
                    "ceiling.memory_model.slope_bytes_per_example", "ceiling.predicted_batch_size",
                    "audit.skipped_by_reason.truncated", "audit.skipped_by_reason.not_an_image",
                    "pipeline.prefetch", "measured.device", "fingerprints.hardware",
-                   "hardware.cpus", "hardware.memory_limit_bytes", "hardware.gpus"):
+                   "hardware.cpus", "hardware.memory_limit_bytes", "hardware.gpus",
+                   "measured.finalists.0.fit_examples_per_s.1",
+                   "measured.finalists.1.trial_examples_per_s"):
         assert needed in keys, f"{needed} is not shown on the page"
+    assert "failed under model.fit" in files.html.read_text(encoding="utf-8")
     for number in page.numbers:
         if "data-key" not in number:
             continue
@@ -262,6 +274,7 @@ def test_minimal_plan_renders_with_missing_parts_said(tmp_path: Path) -> None:
     assert "No audit in this plan" in text
     assert "The search kept no Optuna storage" in text
     assert "input wait not measured" in text
+    assert "No finalists were compared" in text
     assert "untuned default" not in text  # no baseline: no speed-up sentence
     assert files.memory_png.is_file() and files.throughput_png.is_file()
     assert files.memory_png.parent == tmp_path

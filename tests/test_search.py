@@ -24,6 +24,7 @@ from autobatch._search._study import (
     batch_candidates,
     build_search_space,
     decoded_dataset_bytes,
+    epoch_efficiency,
     memory_cache_fits,
     seed_points,
     should_prune,
@@ -64,6 +65,15 @@ def test_search_space_is_concrete() -> None:
     assert space.num_parallel_calls == (1, 2, 4, 8)
     assert space.jit_compile == (False, True)
     assert space.size == len(list(space.grid()))
+
+
+def test_epoch_efficiency_counts_the_partial_last_step() -> None:
+    # 600 examples: batch 150 is 4 full steps; batch 128 is 5 steps for 600 (640 of room).
+    assert epoch_efficiency(600, 150) == 1.0
+    assert epoch_efficiency(600, 128) == pytest.approx(600 / 640)
+    assert epoch_efficiency(600, 1000) == pytest.approx(0.6)  # one partial step
+    assert epoch_efficiency(50_000, 128) > 0.999  # large data: negligible
+    assert epoch_efficiency(None, 128) == epoch_efficiency(0, 128) == 1.0
 
 
 def test_prune_and_repeat_rules() -> None:
@@ -159,8 +169,16 @@ def test_plan_is_complete_and_concrete(tuned: dict[str, Any]) -> None:
     assert plan.steps_per_epoch * plan.batch_size >= 600
     assert not plan.pipeline.uses_autotune
     assert plan.measured["examples_per_s"] > 0
+    # Rates are over an epoch of 600 (the last batch partial): the verify run's full-batch
+    # rate times the share of the epoch's steps that carries examples.
+    efficiency = plan.measured["epoch_efficiency"]
+    assert efficiency == pytest.approx(600 / (plan.steps_per_epoch * plan.batch_size))
+    assert plan.measured["examples_per_s"] == pytest.approx(
+        plan.measured["full_batch_examples_per_s"] * efficiency)
     assert plan.measured["peak_memory_bytes"] <= plan.measured["memory_budget_bytes"]
     assert plan.baseline is not None and plan.baseline["batch_size"] == 32
+    assert plan.baseline["examples_per_s"] == pytest.approx(
+        plan.baseline["full_batch_examples_per_s"] * 600 / 608)
     assert plan.baseline["examples_per_s"] > 0
     assert plan.learning_rate.rule == "sqrt" and plan.learning_rate.optimizer == "Adam"
     assert len(plan.trials) == TRIALS

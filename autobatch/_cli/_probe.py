@@ -34,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=5, metavar="N", help="timed steps (default 5)")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
                         help="wall limit of the probe in seconds (default 300)")
+    parser.add_argument("--min-time", type=float, default=0.0, metavar="S",
+                        help="take more timed steps (fit: epochs) until they add up to S "
+                             "seconds, at most 20x --steps (default 0)")
+    parser.add_argument("--mode", choices=("loop", "fit"), default="loop",
+                        help="loop: time each step of a bare loop over the traced train step "
+                             "(default); fit: train with model.fit, one untimed epoch of "
+                             "--steps steps, then timed epochs of --steps steps")
     parser.add_argument("--jit-compile", action="store_true", help="probe with XLA on")
     parser.add_argument("--custom-objects", metavar="MODULE",
                         help="importable module that registers the model's custom layers")
@@ -50,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    if not args.min_time >= 0:
+        raise UsageError(f"--min-time must be >= 0 seconds, got {args.min_time}")
     host_budget = device_budget = None
     if args.memory_budget is not None:
         from autobatch._env import environment
@@ -62,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
             host_budget = parse_memory_size(args.memory_budget,
                                             limit_bytes=env.host.memory_limit_bytes)
     request = ProbeRequest(batch_size=args.batch_size, steps=args.steps,
-                           jit_compile=bool(args.jit_compile), timeout_s=float(args.timeout))
+                           jit_compile=bool(args.jit_compile), timeout_s=float(args.timeout),
+                           min_time_s=float(args.min_time), mode=args.mode)
     with SubprocessProbeRunner(args.model, args.data_dir, image_size=args.image_size,
                                host_memory_budget_bytes=host_budget,
                                device_memory_budget_bytes=device_budget,
@@ -92,6 +102,7 @@ def _print_result(result: ProbeResult) -> None:
     table.add_row("examples/s", num(result.examples_per_s, ".1f"))
     table.add_row("step time", f"{num(result.step_time_s, '.3f')} s "
                   f"(spread {num(result.step_time_spread_s, '.3f')} s)")
+    table.add_row("timed with", "model.fit epochs" if result.mode == "fit" else "a step loop")
     table.add_row("input wait", num(result.input_wait_fraction, ".1%"))
     table.add_row("peak host memory", format_bytes(result.peak_host_memory_bytes))
     if result.peak_device_memory_bytes is not None:

@@ -171,6 +171,35 @@ def _settings(plan: dict[str, Any]) -> str:
     return _rows(rows)
 
 
+def _finalists(plan: dict[str, Any]) -> str:
+    """The trials' best points, re-measured side by side with ``model.fit``: why this plan."""
+    finalists = lookup(plan, "measured.finalists") or []
+    if len(finalists) < 2:
+        return _none("No finalists were compared: one point was measured, or the plan "
+                     "predates the comparison.")
+    head = ("<tr><th>rank</th><th>batch</th><th>parallel map calls</th><th>prefetch</th>"
+            "<th>cache</th><th>trials (step loop)</th><th>model.fit, each round</th></tr>")
+    rows = []
+    for index, entry in enumerate(finalists):
+        key = f"measured.finalists.{index}"
+        readings = entry.get("fit_examples_per_s") or []
+        if readings:
+            fit = ", ".join(_num(plan, f"{key}.fit_examples_per_s.{j}", "rate")
+                            for j in range(len(readings)))
+        else:
+            fit = _esc("failed under model.fit" if entry.get("failed_under_fit")
+                       else "not measured (time budget)")
+        cells = [str(index + 1), _num(plan, f"{key}.batch_size", "count"),
+                 _num(plan, f"{key}.num_parallel_calls"), _num(plan, f"{key}.prefetch"),
+                 _num(plan, f"{key}.cache"), _num(plan, f"{key}.trial_examples_per_s", "rate"),
+                 fit]
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    note = ("Ranked by the median of the model.fit readings (the way the plan trains; the "
+            "trials' bare step loop reads differently). The first to pass the long verify "
+            "run in a fresh worker is the plan.")
+    return f'<table id="finalists">{head}{"".join(rows)}</table><p class="sub">{_esc(note)}</p>'
+
+
 def _learning_rate(plan: dict[str, Any]) -> str:
     lr = plan.get("learning_rate")
     if not isinstance(lr, dict):
@@ -290,6 +319,7 @@ def render_html(plan: dict[str, Any], memory_png: bytes, throughput_png: bytes) 
         _figure(throughput_png, "examples per second against batch size",
                 _throughput_caption(plan), "plot-throughput"),
         "<h2>Chosen settings</h2>", _settings(plan),
+        "<h2>Finalists</h2>", _finalists(plan),
         "<h2>Learning rate</h2>", _learning_rate(plan),
         "<h2>Audit: what is skipped</h2>", _audit(plan),
         "<h2>Measured on</h2>", _hardware(plan),

@@ -41,6 +41,7 @@ from autobatch._search._study import (
     TrialRecord,
     build_search_space,
     decoded_dataset_bytes,
+    epoch_efficiency,
     memory_cache_fits,
     open_study,
     params_to_settings,
@@ -556,7 +557,10 @@ def _search(
         )
         baseline = {
             "batch_size": batch,
-            "examples_per_s": result.examples_per_s,
+            # Over an epoch, as the trials are scored (the last batch is partial).
+            "examples_per_s": None if result.examples_per_s is None else
+            result.examples_per_s * epoch_efficiency(count, batch),
+            "full_batch_examples_per_s": result.examples_per_s,
             "peak_memory_bytes": result.peak_memory_bytes,
             "outcome": result.outcome,
             "settings": "keras default (AUTOTUNE)",
@@ -660,6 +664,7 @@ def _search(
         record = run_trial(
             study, runner, space, best=best, steps=trial_steps, warmup_steps=1,
             timeout_s=_probe_timeout(deadline), min_time_s=TRIAL_MIN_TIME_S,
+            num_examples=count,
         )
         records.append(record)
         best = _best_value(records)
@@ -672,7 +677,7 @@ def _search(
     # Phase 4: verify the finalists side by side, then the winner for a longer window.
     winner, measured, verify_result, fresh, finalist_table = _verify(
         runner, records, space, ceiling_batch, deadline=deadline, trial_steps=trial_steps,
-        verify_steps=verify_steps, first_probe_s=first_probe_s, emit=emit,
+        verify_steps=verify_steps, first_probe_s=first_probe_s, emit=emit, num_examples=count,
     )
     settings = params_to_settings(winner.params)
     return Plan(
@@ -685,6 +690,8 @@ def _search(
         jit_compile=bool(winner.params.get("jit_compile", False)),
         measured={
             "examples_per_s": measured,
+            "full_batch_examples_per_s": verify_result.examples_per_s,
+            "epoch_efficiency": epoch_efficiency(count, int(winner.params["batch_size"])),
             "step_time_s": verify_result.step_time_s,
             "input_wait_fraction": verify_result.input_wait_fraction,
             "peak_memory_bytes": verify_result.peak_memory_bytes,
@@ -803,6 +810,7 @@ def _verify(
     verify_steps: int,
     first_probe_s: float,
     emit: _Emitter,
+    num_examples: int | None = None,
 ) -> tuple[TrialRecord, float, ProbeResult, bool, list[dict[str, Any]]]:
     """Pick the winner: the trials' best few re-measured side by side with ``model.fit``
     (interleaved rounds, medians), then run it longer in a fresh worker so its peak memory
@@ -857,7 +865,8 @@ def _verify(
                 first_fit_extra_s = 0.0
                 if result.ok and result.examples_per_s:
                     fit_readings.setdefault(_key(record.params), []).append(
-                        float(result.examples_per_s))
+                        float(result.examples_per_s) * epoch_efficiency(
+                            num_examples, int(record.params["batch_size"])))
                 else:
                     failed_fit.add(_key(record.params))
                     logger.warning("finalist batch %s failed under model.fit (%s): %s",
@@ -920,11 +929,13 @@ def _verify(
         last = result
         peak = result.peak_memory_bytes
         if result.ok and (peak is None or peak <= runner.search_budget_bytes):
-            value = robust_value(record.measurements + [float(result.examples_per_s or 0)])
+            epoch_rate = float(result.examples_per_s or 0) * epoch_efficiency(num_examples,
+                                                                              batch)
+            value = robust_value(record.measurements + [epoch_rate])
             emit("verify", f"verified batch {record.params['batch_size']}: "
-                 f"{result.examples_per_s or 0:.1f} examples/s, peak {_mib(peak)}",
+                 f"{epoch_rate:.1f} examples/s, peak {_mib(peak)}",
                  best=value, result=result)
-            return record, float(result.examples_per_s or value), result, fresh, finalist_table
+            return record, float(epoch_rate or value), result, fresh, finalist_table
         logger.warning("winner batch %s failed verification (%s); trying the next",
                        record.params["batch_size"],
                        result.outcome if not result.ok else
