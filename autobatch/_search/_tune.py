@@ -59,7 +59,8 @@ DEFAULT_TIME_BUDGET_S = 120.0
 MAX_TRIALS = 200
 TOP_K_VERIFY = 3
 """Finalists re-measured side by side before the winner's long verify run."""
-FINALIST_ROUNDS = 2
+FINALIST_ROUNDS = 3
+"""Interleaved rounds of the finalists' ``model.fit`` re-measurement."""
 TRIAL_MIN_TIME_S = 1.0
 FINALIST_MIN_TIME_S = 2.0
 VERIFY_MIN_TIME_S = 3.0
@@ -776,6 +777,29 @@ def _probe_cost_s(record: TrialRecord, steps: int, min_time_s: float = 0.0, *,
     return max(steps * step_s, min_time_s) + (1 + fill) * step_s + 1.0
 
 
+def relative_scores(rounds: dict[int, dict[Any, float]]) -> dict[Any, float]:
+    """Each point's median over the rounds of its reading divided by the round's median.
+
+    A shared machine drifts by more than the finalists differ (the input-heavy benchmark's
+    strided CNN: one point read 2136 then 1666 examples/s two rounds apart); within one
+    interleaved round the finalists run back to back, so scoring each against its round
+    cancels the drift between rounds. Rounds with a single reading carry no comparison and
+    are skipped; a point seen only there scores 1.0.
+    """
+    per_point: dict[Any, list[float]] = {}
+    for readings in rounds.values():
+        if len(readings) < 2:
+            continue
+        middle = statistics.median(readings.values())
+        for key, value in readings.items():
+            per_point.setdefault(key, []).append(value / middle if middle > 0 else 0.0)
+    scores = {key: float(statistics.median(values)) for key, values in per_point.items()}
+    for readings in rounds.values():
+        for key in readings:
+            scores.setdefault(key, 1.0)
+    return scores
+
+
 def _probe_timeout(deadline: float) -> float:
     return float(max(30.0, min(300.0, _remaining(deadline) + 30.0)))
 
@@ -813,8 +837,9 @@ def _verify(
     num_examples: int | None = None,
 ) -> tuple[TrialRecord, float, ProbeResult, bool, list[dict[str, Any]]]:
     """Pick the winner: the trials' best few re-measured side by side with ``model.fit``
-    (interleaved rounds, medians), then run it longer in a fresh worker so its peak memory
-    is its own; fall back to the next on a miss. Also returns the finalists' readings."""
+    (interleaved rounds, each reading scored against its round's median), then run it
+    longer in a fresh worker so its peak memory is its own; fall back to the next on a
+    miss. Also returns the finalists' readings."""
     from autobatch._search._study import params_to_request
 
     # Pool the measurements of identical points (TPE may revisit one).
@@ -841,6 +866,7 @@ def _verify(
     # threads, which the loop cannot see). Their readings are kept apart from the trials':
     # the two scales differ (fit ran ~10% below the loop for the strided CNN).
     fit_readings: dict[tuple[Any, ...], list[float]] = {}
+    round_readings: dict[int, dict[tuple[Any, ...], float]] = {}
     failed_fit: set[tuple[Any, ...]] = set()
     if len(finalists) > 1 and _remaining(deadline) > 0:
         emit("verify", f"re-measuring {len(finalists)} finalists side by side with model.fit")
@@ -864,9 +890,10 @@ def _verify(
                 result = runner.run(request)
                 first_fit_extra_s = 0.0
                 if result.ok and result.examples_per_s:
-                    fit_readings.setdefault(_key(record.params), []).append(
-                        float(result.examples_per_s) * epoch_efficiency(
-                            num_examples, int(record.params["batch_size"])))
+                    reading = float(result.examples_per_s) * epoch_efficiency(
+                        num_examples, int(record.params["batch_size"]))
+                    fit_readings.setdefault(_key(record.params), []).append(reading)
+                    round_readings.setdefault(round_index, {})[_key(record.params)] = reading
                 else:
                     failed_fit.add(_key(record.params))
                     logger.warning("finalist batch %s failed under model.fit (%s): %s",
@@ -879,7 +906,8 @@ def _verify(
         # medians when the deadline cut the rounds before each had a fit reading.
         fine = [r for r in finalists if _key(r.params) not in failed_fit]
         if all(_key(r.params) in fit_readings for r in fine):
-            fine.sort(key=lambda r: robust_value(fit_readings[_key(r.params)]), reverse=True)
+            scores = relative_scores(round_readings)
+            fine.sort(key=lambda r: scores.get(_key(r.params), 0.0), reverse=True)
         else:
             logger.info("finalist rounds incomplete; ranking by the trials' medians")
         finalists = fine + [r for r in finalists if _key(r.params) in failed_fit]
@@ -887,6 +915,8 @@ def _verify(
         {**{k: v for k, v in r.params.items()},
          "trial_examples_per_s": r.examples_per_s,
          "fit_examples_per_s": [round(v, 2) for v in fit_readings.get(_key(r.params), [])],
+         "relative_score": (None if _key(r.params) not in fit_readings else
+                            round(relative_scores(round_readings).get(_key(r.params), 0.0), 4)),
          "failed_under_fit": _key(r.params) in failed_fit}
         for r in finalists
     ]
