@@ -37,9 +37,9 @@ class ProbeRequest:
             input-wait share, one trace for every batch size); ``"fit"`` trains with
             ``model.fit`` exactly as ``autobatch.fit`` does, epochs of ``steps`` steps after
             one untimed epoch, and times whole epochs. Keras' own per-step work runs
-            beside the input pipeline's threads there: on 2 cores a deep prefetch cost
-            7-14% under ``fit`` and nothing in the bare loop, so the tune judges its
-            finalists in this mode.
+            beside the input pipeline's threads there: on 2 cores the bare loop read
+            prefetch 0 and 4 alike while ``fit`` read prefetch 0 7% faster one day and
+            prefetch 4 11% faster another, so the tune judges its finalists in this mode.
     """
 
     batch_size: int

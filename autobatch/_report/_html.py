@@ -194,9 +194,10 @@ def _finalists(plan: dict[str, Any]) -> str:
                  _num(plan, f"{key}.cache"), _num(plan, f"{key}.trial_examples_per_s", "rate"),
                  fit]
         rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
-    note = ("Ranked by the median of the model.fit readings (the way the plan trains; the "
-            "trials' bare step loop reads differently). The first to pass the long verify "
-            "run in a fresh worker is the plan.")
+    note = ("Ranked by the model.fit readings (the way the plan trains; the trials' bare "
+            "step loop reads differently), each relative to the median of its round, so "
+            "that the machine's drift between rounds cancels. The first to pass the long "
+            "verify run in a fresh worker is the plan.")
     return f'<table id="finalists">{head}{"".join(rows)}</table><p class="sub">{_esc(note)}</p>'
 
 

@@ -216,10 +216,11 @@ def epoch_efficiency(num_examples: int | None, batch_size: int) -> float:
     (4 full steps, factor 1.0) beats a batch 128 that reads up to 6% faster per full step
     (5 steps for 600, factor 0.94). 1.0 when ``N`` is unknown; negligible for large data.
     """
+    from autobatch._plan import steps_per_epoch
+
     if not num_examples or num_examples < 1 or batch_size < 1:
         return 1.0
-    steps = -(-int(num_examples) // int(batch_size))
-    return float(num_examples) / float(steps * batch_size)
+    return float(num_examples) / float(steps_per_epoch(num_examples, batch_size) * batch_size)
 
 
 def robust_value(measurements: Sequence[float]) -> float:
