@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autobatch._probe._types import ProbeRequest, ProbeResult
+from autobatch._probe._types import Mode, ProbeRequest, ProbeResult
 from autobatch._settings import PipelineSettings
 
 logger = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def params_to_settings(params: dict[str, Any]) -> PipelineSettings:
 
 def params_to_request(params: dict[str, Any], *, steps: int, warmup_steps: int,
                       timeout_s: float, min_time_s: float = 0.0,
-                      mode: str = "loop") -> ProbeRequest:
+                      mode: Mode = "loop") -> ProbeRequest:
     """A probe request for one point of the space."""
     settings = params_to_settings(params)
     return ProbeRequest(
@@ -201,7 +201,7 @@ def params_to_request(params: dict[str, Any], *, steps: int, warmup_steps: int,
         jit_compile=bool(params.get("jit_compile", False)),
         timeout_s=timeout_s,
         min_time_s=min_time_s,
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
     )
 
 
@@ -221,6 +221,13 @@ def epoch_efficiency(num_examples: int | None, batch_size: int) -> float:
     if not num_examples or num_examples < 1 or batch_size < 1:
         return 1.0
     return float(num_examples) / float(steps_per_epoch(num_examples, batch_size) * batch_size)
+
+
+def epoch_rate(result: ProbeResult, num_examples: int | None) -> float | None:
+    """A probe's examples/s over an epoch of ``num_examples`` (``epoch_efficiency``)."""
+    if result.examples_per_s is None:
+        return None
+    return float(result.examples_per_s) * epoch_efficiency(num_examples, result.batch_size)
 
 
 def robust_value(measurements: Sequence[float]) -> float:
@@ -372,8 +379,7 @@ def run_trial(
             if not result.ok or not result.examples_per_s:
                 record.state = "FAIL"
                 break
-            record.measurements.append(float(result.examples_per_s) * epoch_efficiency(
-                num_examples, int(params["batch_size"])))
+            record.measurements.append(float(epoch_rate(result, num_examples) or 0.0))
             trial.report(record.measurements[-1], attempt)
             if attempt == 0 and should_prune(record.measurements[0], best):
                 record.state = "PRUNED"

@@ -42,6 +42,7 @@ from autobatch._search._study import (
     build_search_space,
     decoded_dataset_bytes,
     epoch_efficiency,
+    epoch_rate,
     memory_cache_fits,
     open_study,
     params_to_settings,
@@ -559,8 +560,7 @@ def _search(
         baseline = {
             "batch_size": batch,
             # Over an epoch, as the trials are scored (the last batch is partial).
-            "examples_per_s": None if result.examples_per_s is None else
-            result.examples_per_s * epoch_efficiency(count, batch),
+            "examples_per_s": epoch_rate(result, count),
             "full_batch_examples_per_s": result.examples_per_s,
             "peak_memory_bytes": result.peak_memory_bytes,
             "outcome": result.outcome,
@@ -865,9 +865,9 @@ def _verify(
     # trials' bare step loop (Keras' per-step work competes with the input pipeline's
     # threads, which the loop cannot see). Their readings are kept apart from the trials':
     # the two scales differ (fit ran ~10% below the loop for the strided CNN).
-    fit_readings: dict[tuple[Any, ...], list[float]] = {}
     round_readings: dict[int, dict[tuple[Any, ...], float]] = {}
     failed_fit: set[tuple[Any, ...]] = set()
+    scores: dict[tuple[Any, ...], float] = {}
     if len(finalists) > 1 and _remaining(deadline) > 0:
         emit("verify", f"re-measuring {len(finalists)} finalists side by side with model.fit")
         # The long run must fit after the re-measurements: they stop where one more would
@@ -890,10 +890,8 @@ def _verify(
                 result = runner.run(request)
                 first_fit_extra_s = 0.0
                 if result.ok and result.examples_per_s:
-                    reading = float(result.examples_per_s) * epoch_efficiency(
-                        num_examples, int(record.params["batch_size"]))
-                    fit_readings.setdefault(_key(record.params), []).append(reading)
-                    round_readings.setdefault(round_index, {})[_key(record.params)] = reading
+                    round_readings.setdefault(round_index, {})[_key(record.params)] = float(
+                        epoch_rate(result, num_examples) or 0.0)
                 else:
                     failed_fit.add(_key(record.params))
                     logger.warning("finalist batch %s failed under model.fit (%s): %s",
@@ -901,22 +899,24 @@ def _verify(
                                    (result.error or "").strip().splitlines()[-1:])
             if out_of_time:
                 break
+        scores = relative_scores(round_readings)
         # A finalist that failed under fit (over the budget, most often: fit holds more than
-        # the bare loop) goes last. The rest rank by their fit medians, or by the trials'
+        # the bare loop) goes last. The rest rank by their fit scores, or by the trials'
         # medians when the deadline cut the rounds before each had a fit reading.
         fine = [r for r in finalists if _key(r.params) not in failed_fit]
-        if all(_key(r.params) in fit_readings for r in fine):
-            scores = relative_scores(round_readings)
-            fine.sort(key=lambda r: scores.get(_key(r.params), 0.0), reverse=True)
+        if all(_key(r.params) in scores for r in fine):
+            fine.sort(key=lambda r: scores[_key(r.params)], reverse=True)
         else:
             logger.info("finalist rounds incomplete; ranking by the trials' medians")
         finalists = fine + [r for r in finalists if _key(r.params) in failed_fit]
     finalist_table = [
-        {**{k: v for k, v in r.params.items()},
+        {**r.params,
          "trial_examples_per_s": r.examples_per_s,
-         "fit_examples_per_s": [round(v, 2) for v in fit_readings.get(_key(r.params), [])],
-         "relative_score": (None if _key(r.params) not in fit_readings else
-                            round(relative_scores(round_readings).get(_key(r.params), 0.0), 4)),
+         "fit_examples_per_s": [round(readings[_key(r.params)], 2)
+                                for readings in round_readings.values()
+                                if _key(r.params) in readings],
+         "relative_score": (round(scores[_key(r.params)], 4) if _key(r.params) in scores
+                            else None),
          "failed_under_fit": _key(r.params) in failed_fit}
         for r in finalists
     ]
@@ -959,13 +959,12 @@ def _verify(
         last = result
         peak = result.peak_memory_bytes
         if result.ok and (peak is None or peak <= runner.search_budget_bytes):
-            epoch_rate = float(result.examples_per_s or 0) * epoch_efficiency(num_examples,
-                                                                              batch)
-            value = robust_value(record.measurements + [epoch_rate])
+            rate = float(epoch_rate(result, num_examples) or 0.0)
+            value = robust_value(record.measurements + [rate])
             emit("verify", f"verified batch {record.params['batch_size']}: "
-                 f"{epoch_rate:.1f} examples/s, peak {_mib(peak)}",
+                 f"{rate:.1f} examples/s, peak {_mib(peak)}",
                  best=value, result=result)
-            return record, float(epoch_rate or value), result, fresh, finalist_table
+            return record, float(rate or value), result, fresh, finalist_table
         logger.warning("winner batch %s failed verification (%s); trying the next",
                        record.params["batch_size"],
                        result.outcome if not result.ok else
