@@ -221,7 +221,8 @@ def test_finalists_are_judged_with_model_fit(tuned: dict[str, Any]) -> None:
     scores = [e["relative_score"] for e in measured]
     assert scores == sorted(scores, reverse=True)
     assert min(scores) <= 1.0 <= max(scores)
-    assert all(e["relative_score"] is None for e in failed)
+    # A failed finalist missed at least one round (it may have read in another).
+    assert all(len(e["fit_examples_per_s"]) < FINALIST_ROUNDS for e in failed)
     # The long runs followed that order: the first verified is the fit-best finalist.
     events = [e for e in tuned["events"] if e.phase == "verify"]
     assert any("with model.fit" in e.message for e in events)
