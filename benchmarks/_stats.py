@@ -9,16 +9,36 @@ from collections.abc import Callable
 from typing import Any
 
 
-def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+def interleaved(runs: dict[str, Callable[[], float]], repeats: int, *,
+                together: tuple[str, ...] = ()) -> dict[str, list[float]]:
     """Call each run ``repeats`` times, rotating the order every round so that slow phases
-    of a shared machine hit every contender alike. Each run returns one measurement."""
-    names = list(runs)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    of a shared machine hit every contender alike. Each run returns one measurement.
+
+    The runs named in ``together`` go back to back in every round (in alternating order),
+    so that their per-round ratios compare samples taken minutes, not tens of minutes,
+    apart: see ``paired_ratio``."""
+    group = [name for name in runs if name in together]
+    units: list[list[str]] = []
+    for name in runs:
+        if name in group:
+            if name == group[0]:
+                units.append(group)
+        else:
+            units.append([name])
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(runs[name]())
+        shift = round_index % len(units)
+        for unit in units[shift:] + units[:shift]:
+            for name in (unit if round_index % 2 == 0 else unit[::-1]):
+                samples[name].append(runs[name]())
     return samples
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median over rounds of one round's ratio: robust to the machine's drift between
+    rounds, which a ratio of the two medians is not (this machine's speed halves and
+    recovers over tens of minutes)."""
+    return median([a / b for a, b in zip(numerator, denominator, strict=True) if b > 0])
 
 
 def median(values: list[float]) -> float:

@@ -21,6 +21,7 @@ from autobatch._cli import main
 from autobatch._plan import Plan
 from autobatch._search._ceiling import MemoryModel, probe_fits, room_left
 from autobatch._search._study import (
+    TrialRecord,
     batch_candidates,
     build_search_space,
     decoded_dataset_bytes,
@@ -33,6 +34,7 @@ from autobatch._search._study import (
 from autobatch._search._tune import (
     FINALIST_ROUNDS,
     TuneEvent,
+    pick_finalists,
     relative_scores,
     resolve_budgets,
     tune,
@@ -92,6 +94,30 @@ def test_relative_scores_cancel_the_drift_between_rounds() -> None:
     assert scores["b"] / scores["a"] == pytest.approx(1.1, rel=0.01)
     # A round with one reading compares nothing; a point seen only there scores 1.0.
     assert relative_scores({0: {"a": 10.0}}) == {"a": 1.0}
+
+
+def test_finalists_span_at_least_two_batch_sizes() -> None:
+    def record(number: int, batch: int) -> TrialRecord:
+        return TrialRecord(number=number, state="COMPLETE", params={"batch_size": batch})
+
+    ranked = [record(0, 32), record(1, 32), record(2, 32), record(3, 150), record(4, 64)]
+    assert [r.number for r in pick_finalists(ranked)] == [0, 1, 3]
+    # One batch size only: the best three of it.
+    same = [record(i, 32) for i in range(5)]
+    assert [r.number for r in pick_finalists(same)] == [0, 1, 2]
+    assert [r.number for r in pick_finalists(ranked[:2])] == [0, 1]
+
+
+def test_relative_scores_do_not_tie_when_each_was_the_middle_once() -> None:
+    # The three finalists of a real plan (fit readings in three rounds): "a" and "b" were
+    # each the middle reading of one round, which scored both exactly 1.0 against the
+    # round's median.
+    rounds = {0: {"a": 2030.8, "b": 2138.11, "c": 1815.13},
+              1: {"a": 1831.03, "b": 1742.4, "c": 1720.07},
+              2: {"a": 1416.12, "b": 1488.76, "c": 1685.18}}
+    scores = relative_scores(rounds)
+    assert len(set(scores.values())) == 3
+    assert sorted(scores, key=scores.__getitem__, reverse=True) == ["a", "b", "c"]
 
 
 def test_prune_and_repeat_rules() -> None:

@@ -60,6 +60,11 @@ DEFAULT_TIME_BUDGET_S = 120.0
 MAX_TRIALS = 200
 TOP_K_VERIFY = 3
 """Finalists re-measured side by side before the winner's long verify run."""
+FINALISTS_PER_BATCH = 2
+"""At most this many finalists share a batch size, so that ``model.fit`` judges at least two
+batch sizes: the trials' bare step loop does not pay Keras' per-step work, which favours
+small batches (the input-heavy benchmark's three finalists were all batch 32-64 while a
+larger batch read faster under fit in separate runs)."""
 FINALIST_ROUNDS = 3
 """Interleaved rounds of the finalists' ``model.fit`` re-measurement."""
 TRIAL_MIN_TIME_S = 1.0
@@ -777,22 +782,45 @@ def _probe_cost_s(record: TrialRecord, steps: int, min_time_s: float = 0.0, *,
     return max(steps * step_s, min_time_s) + (1 + fill) * step_s + 1.0
 
 
+def pick_finalists(ranked: list[TrialRecord], k: int = TOP_K_VERIFY,
+                   per_batch: int = FINALISTS_PER_BATCH) -> list[TrialRecord]:
+    """The best ``k`` of ``ranked`` (best first), at most ``per_batch`` of one batch size
+    while other batch sizes are left; the trials' order is kept."""
+    picked: list[TrialRecord] = []
+    count: dict[int, int] = {}
+    for record in ranked:
+        batch = int(record.params["batch_size"])
+        if count.get(batch, 0) < per_batch:
+            picked.append(record)
+            count[batch] = count.get(batch, 0) + 1
+        if len(picked) == k:
+            return picked
+    # Fewer batch sizes than needed: fill with the best of the rest.
+    picked += [r for r in ranked if r not in picked][: k - len(picked)]
+    return sorted(picked, key=ranked.index)
+
+
 def relative_scores(rounds: dict[int, dict[Any, float]]) -> dict[Any, float]:
-    """Each point's median over the rounds of its reading divided by the round's median.
+    """Each point's median over the rounds of its reading divided by the round's geometric
+    mean.
 
     A shared machine drifts by more than the finalists differ (the input-heavy benchmark's
     strided CNN: one point read 2136 then 1666 examples/s two rounds apart); within one
     interleaved round the finalists run back to back, so scoring each against its round
-    cancels the drift between rounds. Rounds with a single reading carry no comparison and
-    are skipped; a point seen only there scores 1.0.
+    cancels the drift between rounds. The geometric mean, not the median: against the
+    median the middle reading of three scores exactly 1.0, and two finalists that were each
+    the middle of one round tied (the benchmark's plan of 2026-11-26 ranked two points 1.0
+    and 1.0). Rounds with a single reading carry no comparison and are skipped; a point seen
+    only there scores 1.0.
     """
     per_point: dict[Any, list[float]] = {}
     for readings in rounds.values():
         if len(readings) < 2:
             continue
-        middle = statistics.median(readings.values())
+        values = list(readings.values())
+        centre = statistics.geometric_mean(values) if min(values) > 0 else 0.0
         for key, value in readings.items():
-            per_point.setdefault(key, []).append(value / middle if middle > 0 else 0.0)
+            per_point.setdefault(key, []).append(value / centre if centre > 0 else 0.0)
     scores = {key: float(statistics.median(values)) for key, values in per_point.items()}
     for readings in rounds.values():
         for key in readings:
@@ -860,7 +888,7 @@ def _verify(
         default = PipelineSettings(num_parallel_calls=1, prefetch=1)
         params = {"batch_size": ceiling_batch, **_settings_params(default), "jit_compile": False}
         finalists = [TrialRecord(number=-1, state="COMPLETE", params=params)]
-    finalists = finalists[:TOP_K_VERIFY]
+    finalists = pick_finalists(finalists)
     # The finalists are judged the way the plan will train: epochs of ``model.fit``, not the
     # trials' bare step loop (Keras' per-step work competes with the input pipeline's
     # threads, which the loop cannot see). Their readings are kept apart from the trials':
