@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +80,19 @@ def make_input_heavy_model(path: Path, num_classes: int, image_size: int) -> str
 # ---------------------------------------------------------------- 1 + 3: throughput
 
 
+@dataclass(frozen=True)
 class _ContenderSpec:
     """What a contender process needs to build its pipeline and model (picklable)."""
 
-    def __init__(self, key: str, spec: str, data_dir: Path, image_size: int, num_classes: int,
-                 num_examples: int, plan_path: Path, jit_compile: bool,
-                 epochs_per_sample: int) -> None:
-        self.key, self.spec, self.data_dir = key, spec, data_dir
-        self.image_size, self.num_classes, self.num_examples = image_size, num_classes, num_examples
-        self.plan_path, self.jit_compile = plan_path, jit_compile
-        self.epochs_per_sample = epochs_per_sample
+    key: str
+    spec: str
+    data_dir: Path
+    image_size: int
+    num_classes: int
+    num_examples: int
+    plan_path: Path
+    jit_compile: bool
+    epochs_per_sample: int
 
 
 def _build_contender(c: _ContenderSpec) -> tuple[Any, dict[str, Any], int]:
