@@ -30,8 +30,9 @@ import _stats  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOFLINE_BATCHES = (32, 128)
-"""Batch sizes the compute roofline is measured at besides the plan's (the best counts), where
-the tune may train with them (at least four steps per epoch, under the memory ceiling)."""
+"""Batch sizes the compute roofline is measured at besides the plan's and its neighbours (half
+and double), where the tune may train with them (at least four steps per epoch, under the
+memory ceiling); the best counts."""
 logger = logging.getLogger("benchmarks")
 
 
@@ -237,7 +238,9 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
     from autobatch._search._tune import training_batch_cap
 
     cap = min(training_batch_cap(num_examples), plan.ceiling_batch_size or num_examples)
-    roofline_batches = sorted({plan.batch_size, *(b for b in ROOFLINE_BATCHES if b <= cap)})
+    neighbours = (max(1, plan.batch_size // 2), plan.batch_size * 2)
+    roofline_batches = sorted({plan.batch_size,
+                               *(b for b in (*ROOFLINE_BATCHES, *neighbours) if b <= cap)})
     rooflines = tuple(f"roofline_b{b}" for b in roofline_batches)
     keys = ("keras_default", "classic_tf_data", "preloaded_arrays", "python_generator",
             "autobatch", *rooflines)
@@ -251,10 +254,10 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
                 plan.jit_compile, epochs_per_sample))
             warmup_s[key] = contenders[key].ready()
             logger.info("[%s] warm-up %s: %.1f s", name, key, warmup_s[key])
-        # The plan and the rooflines run back to back in every round: their ratio is the
-        # headline, and this machine's speed drifts by 2x over tens of minutes.
+        # Keras' default, the plan and the rooflines run back to back in every round: their
+        # ratios are the headlines, and this machine's speed drifts by 2x over tens of minutes.
         samples = _stats.interleaved({key: contenders[key].sample for key in keys}, repeats,
-                                     together=("autobatch", *rooflines))
+                                     together=("keras_default", "autobatch", *rooflines))
     finally:
         for contender in contenders.values():
             contender.stop()
@@ -278,6 +281,10 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
         "median_examples_per_s": medians,
         "spread": {key: _stats.spread(values) for key, values in samples.items()},
         "ratio_to_keras_default": {key: value / base for key, value in medians.items()},
+        # The headline: median of the per-round ratios (the column above is a ratio of
+        # medians, for every pipeline alike).
+        "plan_over_keras_default": _stats.paired_ratio(samples["autobatch"],
+                                                       samples["keras_default"]),
         "roofline": {
             "batch_sizes": roofline_batches,
             "best": best_roofline,
@@ -290,9 +297,10 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
         "plan_over_roofline": _stats.paired_ratio(samples["autobatch"], samples[best_roofline]),
         "decoded_fits_in_ram": True,
     }
-    logger.info("[%s] ratios to keras default: %s; plan / roofline %.3f", name,
+    logger.info("[%s] ratios to keras default: %s; paired: plan / keras default %.3f, "
+                "plan / roofline %.3f", name,
                 {k: round(v, 2) for k, v in result["ratio_to_keras_default"].items()},
-                result["plan_over_roofline"])
+                result["plan_over_keras_default"], result["plan_over_roofline"])
     return result
 
 
@@ -412,6 +420,11 @@ def _markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {key} | {value:.1f} | {section['spread'][key]:.0%} | "
                          f"{section['ratio_to_keras_default'][key]:.2f}x |")
         roof = section.get("roofline", {})
+        if "plan_over_keras_default" in section:
+            lines += ["", "autobatch / Keras default: "
+                      f"**{section['plan_over_keras_default']:.2f}x** (median of the per-round "
+                      "ratios; the two ran back to back in every round; the table's column is "
+                      "a ratio of medians)"]
         lines += ["", f"autobatch / compute roofline: **{section['plan_over_roofline']:.2f}** "
                   f"(median of the per-round ratios to `{roof.get('best', 'roofline')}`, the "
                   "best of the rooflines; ratio of the medians "
@@ -419,9 +432,9 @@ def _markdown(results: dict[str, Any]) -> str:
                   f"the plan's own batch {roof.get('ratio_to_plan_batch', float('nan')):.2f}). "
                   "A roofline `roofline_bN` trains on the same images pre-cut into distinct "
                   "batch tensors of N, served in turn from memory: no decoding, copying or "
-                  "shuffling; N is the plan's batch and 32 and 128 where a plan may train with "
-                  "them (at least four steps per epoch). The plan and the rooflines ran back to "
-                  "back in every round.", ""]
+                  "shuffling; N is the plan's batch, its half and double, 32 and 128, where a "
+                  "plan may train with them (at least four steps per epoch). The plan and the "
+                  "rooflines ran back to back in every round.", ""]
     ceiling = results.get("ceiling")
     if ceiling:
         lines += [

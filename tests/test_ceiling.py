@@ -173,11 +173,11 @@ def test_find_ceiling_reports_only_a_fitting_batch_near_the_truth(
     assert result.batch_size <= truth
     assert sim.true_peak(result.batch_size) <= sim.memory_budget_bytes
     assert result.probe is not None and result.probe.ok
-    # Near the truth in batch, or stopped by a reading within the noise of the budget: with
-    # most of the budget fixed (the convex case: 2000 of 2600 MiB), 4% of the budget is 13%
-    # of the batch, and a real reading varies by about 5% between processes.
+    # Near the truth in batch; only the strongly convex case (2000 of 2600 MiB fixed, where
+    # 4% of the budget is 13% of the batch, and a real reading varies by about 5% between
+    # processes) may instead stop at a reading within the noise of the budget.
     near = result.batch_size >= math.floor(0.9 * truth)
-    stopped_in_noise = (result.batch_size >= math.floor(0.8 * truth)
+    stopped_in_noise = (curve > 0.2 and result.batch_size >= math.floor(0.8 * truth)
                         and result.probe.peak_memory_bytes is not None
                         and result.probe.peak_memory_bytes >= FULL_ENOUGH * sim.memory_budget_bytes)
     assert near or stopped_in_noise

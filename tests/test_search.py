@@ -118,6 +118,9 @@ def test_relative_scores_do_not_tie_when_each_was_the_middle_once() -> None:
     scores = relative_scores(rounds)
     assert len(set(scores.values())) == 3
     assert sorted(scores, key=scores.__getitem__, reverse=True) == ["a", "b", "c"]
+    # A zero reading scores zero without zeroing the rest of its round.
+    zero = relative_scores({0: {"a": 0.0, "b": 100.0, "c": 121.0}})
+    assert zero["a"] == 0.0 and zero["c"] / zero["b"] == pytest.approx(1.21)
 
 
 def test_prune_and_repeat_rules() -> None:

@@ -195,7 +195,7 @@ def _finalists(plan: dict[str, Any]) -> str:
                  fit]
         rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     note = ("Ranked by the model.fit readings (the way the plan trains; the trials' bare "
-            "step loop reads differently), each relative to the median of its round, so "
+            "step loop reads differently), each relative to the geometric mean of its round, so "
             "that the machine's drift between rounds cancels. The first to pass the long "
             "verify run in a fresh worker is the plan.")
     return f'<table id="finalists">{head}{"".join(rows)}</table><p class="sub">{_esc(note)}</p>'

@@ -817,8 +817,9 @@ def relative_scores(rounds: dict[int, dict[Any, float]]) -> dict[Any, float]:
     for readings in rounds.values():
         if len(readings) < 2:
             continue
-        values = list(readings.values())
-        centre = statistics.geometric_mean(values) if min(values) > 0 else 0.0
+        # Only positive readings set the centre: a zero would zero the whole round.
+        values = [v for v in readings.values() if v > 0]
+        centre = statistics.geometric_mean(values) if values else 0.0
         for key, value in readings.items():
             per_point.setdefault(key, []).append(value / centre if centre > 0 else 0.0)
     scores = {key: float(statistics.median(values)) for key, values in per_point.items()}
@@ -865,7 +866,7 @@ def _verify(
     num_examples: int | None = None,
 ) -> tuple[TrialRecord, float, ProbeResult, bool, list[dict[str, Any]]]:
     """Pick the winner: the trials' best few re-measured side by side with ``model.fit``
-    (interleaved rounds, each reading scored against its round's median), then run it
+    (interleaved rounds, each reading scored against its round's geometric mean), then run it
     longer in a fresh worker so its peak memory is its own; fall back to the next on a
     miss. Also returns the finalists' readings."""
     from autobatch._search._study import params_to_request
