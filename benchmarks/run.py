@@ -81,6 +81,15 @@ def make_input_heavy_model(path: Path, num_classes: int, image_size: int) -> str
 # ---------------------------------------------------------------- 1 + 3: throughput
 
 
+USER_PIPELINES = {
+    "keras_default": _pipelines.keras_default,
+    "classic_tf_data": _pipelines.classic_file_pipeline,
+    "preloaded_arrays": _pipelines.preloaded_arrays,
+    "python_generator": _pipelines.python_generator,
+}
+"""The pipelines users write, by name, in the order the tables show them."""
+
+
 @dataclass(frozen=True)
 class _ContenderSpec:
     """What a contender process needs to build its pipeline and model (picklable)."""
@@ -100,14 +109,8 @@ def _build_contender(c: _ContenderSpec) -> tuple[Any, dict[str, Any], int]:
     """``(data, fit kwargs, examples per epoch)`` for one contender, in its own process."""
     import tensorflow as tf
 
-    if c.key == "keras_default":
-        return (*_pipelines.keras_default(c.data_dir, c.image_size), c.num_examples)
-    if c.key == "classic_tf_data":
-        return (*_pipelines.classic_file_pipeline(c.data_dir, c.image_size), c.num_examples)
-    if c.key == "preloaded_arrays":
-        return (*_pipelines.preloaded_arrays(c.data_dir, c.image_size), c.num_examples)
-    if c.key == "python_generator":
-        return (*_pipelines.python_generator(c.data_dir, c.image_size), c.num_examples)
+    if c.key in USER_PIPELINES:
+        return (*USER_PIPELINES[c.key](c.data_dir, c.image_size), c.num_examples)
     if c.key == "autobatch":
         import autobatch
 
@@ -242,8 +245,7 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
     roofline_batches = sorted({plan.batch_size,
                                *(b for b in (*ROOFLINE_BATCHES, *neighbours) if b <= cap)})
     rooflines = tuple(f"roofline_b{b}" for b in roofline_batches)
-    keys = ("keras_default", "classic_tf_data", "preloaded_arrays", "python_generator",
-            "autobatch", *rooflines)
+    keys = (*USER_PIPELINES, "autobatch", *rooflines)
     context = multiprocessing.get_context("spawn")
     contenders: dict[str, _Contender] = {}
     warmup_s: dict[str, float] = {}

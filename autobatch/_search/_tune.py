@@ -62,9 +62,9 @@ TOP_K_VERIFY = 3
 """Finalists re-measured side by side before the winner's long verify run."""
 FINALISTS_PER_BATCH = 2
 """At most this many finalists share a batch size, so that ``model.fit`` judges at least two
-batch sizes: the trials' bare step loop does not pay Keras' per-step work, which favours
-small batches (the input-heavy benchmark's three finalists were all batch 32-64 while a
-larger batch read faster under fit in separate runs)."""
+batch sizes when the trials measured two: the trials' bare step loop does not pay Keras'
+per-step work, which favours small batches. It guarantees a second batch size, not a larger
+one."""
 FINALIST_ROUNDS = 3
 """Interleaved rounds of the finalists' ``model.fit`` re-measurement."""
 TRIAL_MIN_TIME_S = 1.0
@@ -786,18 +786,13 @@ def pick_finalists(ranked: list[TrialRecord], k: int = TOP_K_VERIFY,
                    per_batch: int = FINALISTS_PER_BATCH) -> list[TrialRecord]:
     """The best ``k`` of ``ranked`` (best first), at most ``per_batch`` of one batch size
     while other batch sizes are left; the trials' order is kept."""
-    picked: list[TrialRecord] = []
-    count: dict[int, int] = {}
-    for record in ranked:
+    seen: dict[int, int] = {}
+    within, beyond = [], []  # positions in ``ranked``, under and over the per-batch cap
+    for position, record in enumerate(ranked):
         batch = int(record.params["batch_size"])
-        if count.get(batch, 0) < per_batch:
-            picked.append(record)
-            count[batch] = count.get(batch, 0) + 1
-        if len(picked) == k:
-            return picked
-    # Fewer batch sizes than needed: fill with the best of the rest.
-    picked += [r for r in ranked if r not in picked][: k - len(picked)]
-    return sorted(picked, key=ranked.index)
+        seen[batch] = seen.get(batch, 0) + 1
+        (within if seen[batch] <= per_batch else beyond).append(position)
+    return [ranked[i] for i in sorted((within + beyond)[:k])]
 
 
 def relative_scores(rounds: dict[int, dict[Any, float]]) -> dict[Any, float]:
