@@ -246,10 +246,14 @@ def test_finalists_are_judged_with_model_fit(tuned: dict[str, Any]) -> None:
     for entry in measured:
         assert len(entry["fit_examples_per_s"]) == FINALIST_ROUNDS
         assert all(value > 0 for value in entry["fit_examples_per_s"])
-    # Ranked by the readings relative to their rounds (each round's median scores 1.0).
+    # Ranked by the readings relative to their rounds (each round's geometric mean).
     scores = [e["relative_score"] for e in measured]
     assert scores == sorted(scores, reverse=True)
-    assert min(scores) <= 1.0 <= max(scores)
+    if not failed:  # every round holds every finalist: the scores follow from the readings
+        rounds = {i: {n: e["fit_examples_per_s"][i] for n, e in enumerate(measured)}
+                  for i in range(FINALIST_ROUNDS)}
+        expected = relative_scores(rounds)
+        assert scores == pytest.approx([expected[n] for n in range(len(measured))], rel=1e-3)
     # A failed finalist missed at least one round (it may have read in another).
     assert all(len(e["fit_examples_per_s"]) < FINALIST_ROUNDS for e in failed)
     # The long runs followed that order: the first verified is the fit-best finalist.
