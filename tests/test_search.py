@@ -19,7 +19,7 @@ from conftest import make_image_folder
 
 from autobatch._cli import main
 from autobatch._plan import Plan
-from autobatch._search._ceiling import MemoryModel, probe_fits, room_left
+from autobatch._search._ceiling import FULL_ENOUGH, MemoryModel, probe_fits, room_left
 from autobatch._search._study import (
     TrialRecord,
     batch_candidates,
@@ -41,7 +41,10 @@ from autobatch._search._tune import (
 )
 from autobatch._settings import AUTOTUNE
 
-BUDGET = "850MiB"
+# A worker idles at 600-750 MiB (TensorFlow, the model, the data): the budget leaves room for
+# a few hundred 32 px examples, so the ceiling is memory-bound (under 600) on the machines seen.
+BUDGET_MIB = 900
+BUDGET = f"{BUDGET_MIB}MiB"
 TRIALS = 5
 OPTIONS: dict[str, Any] = dict(image_size=32, memory_budget=BUDGET, trials=TRIALS, seed=0,
                                try_xla=False)
@@ -183,9 +186,9 @@ def test_ceiling_is_verified_under_the_budget(tuned: dict[str, Any]) -> None:
     ceiling = plan.ceiling
     budget = ceiling["budget_bytes"]
     # The search keeps 6.5% of the budget free for what model.fit's first step adds.
-    assert ceiling["fit_allowance_bytes"] == int(0.065 * (850 << 20))
-    assert budget == (850 << 20) - ceiling["fit_allowance_bytes"]
-    assert plan.measured["memory_budget_bytes"] == 850 << 20
+    assert ceiling["fit_allowance_bytes"] == int(0.065 * (BUDGET_MIB << 20))
+    assert budget == (BUDGET_MIB << 20) - ceiling["fit_allowance_bytes"]
+    assert plan.measured["memory_budget_bytes"] == BUDGET_MIB << 20
     probes = [ProbeResult.from_dict(p) for p in ceiling["probes"]]
     at_ceiling = [p for p in probes if p.batch_size == plan.ceiling_batch_size]
     assert any(probe_fits(p, budget) for p in at_ceiling), "ceiling was never run successfully"
@@ -206,7 +209,14 @@ def test_ceiling_is_verified_under_the_budget(tuned: dict[str, Any]) -> None:
     else:
         assert plan.ceiling_batch_size == plan.num_examples
     model = ceiling["memory_model"]
-    assert model["slope_bytes_per_example"] > 0
+    if model is None:
+        # One batch size fitted, so no line: the search stopped because that batch already
+        # read within the noise of the budget (a worker's fixed footprint near the budget).
+        assert len({p.batch_size for p in fitting}) == 1
+        peak = max(p.peak_memory_bytes or 0 for p in at_ceiling if probe_fits(p, budget))
+        assert peak >= FULL_ENOUGH * budget
+    else:
+        assert model["slope_bytes_per_example"] > 0
 
 
 def test_plan_is_complete_and_concrete(tuned: dict[str, Any]) -> None:
@@ -239,7 +249,7 @@ def test_finalists_are_judged_with_model_fit(tuned: dict[str, Any]) -> None:
     finalists = plan.measured["finalists"]
     assert 2 <= len(finalists) <= 3
     # No time budget: every finalist ran its interleaved fit rounds; one that failed
-    # under fit (over the 850 MiB budget near the ceiling) says so and ranks last.
+    # under fit (over the memory budget near the ceiling) says so and ranks last.
     measured = [e for e in finalists if not e["failed_under_fit"]]
     failed = [e for e in finalists if e["failed_under_fit"]]
     assert finalists == measured + failed and measured
