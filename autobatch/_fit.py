@@ -131,6 +131,7 @@ def fit(
     spec = preflight(model, train_source)
     plan = _obtain_plan(model, train_source, spec, plan, tune_options, reference_batch_size)
     plan = _plan_for(plan, spec)
+    plan = _pixels_for(plan, model, train_source)
 
     user_steps = fit_kwargs.get("steps_per_epoch")
     # Image folders and arrays train from one endless iterator: the next epoch's first batches
@@ -344,6 +345,24 @@ def _plan_for(plan: Any, spec: InputSpec) -> Any:
     return _copy_plan(plan, **changes) if changes else plan
 
 
+def _pixels_for(plan: Any, model: Any, source: Any) -> Any:
+    """The plan with float32 pixels where its uint8 cannot apply to this model or data (a
+    plan tuned for another model, or applied to float arrays)."""
+    if plan.pipeline.pixels != "uint8":
+        return plan
+    from autobatch._pipeline import has_8bit_pixels
+    from autobatch._probe._worker import model_accepts_uint8
+
+    if not has_8bit_pixels(source):
+        why = "the data are not 8-bit images"
+    elif not model_accepts_uint8(model, plan.image_size, plan.channels):
+        why = "this model's output changes when given uint8 images"
+    else:
+        return plan
+    logger.warning("the plan's uint8 pixels do not apply (%s): training with float32", why)
+    return _copy_plan(plan, pipeline=plan.pipeline.replace(pixels="float32"))
+
+
 def _optimizer_name(model: Any) -> str | None:
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
@@ -503,6 +522,13 @@ def _input_shape(model: Any) -> tuple[int | None, ...] | None:
     except (AttributeError, ValueError) as exc:
         if isinstance(exc, ModelError):
             raise
+        # A subclassed model has no input_shape; after model.build((None, H, W, C)) Keras
+        # keeps the shape it was built with (the error message asks users to build it).
+        built = getattr(model, "_build_shapes_dict", None) or {}
+        if len(built) == 1:
+            shape = next(iter(built.values()))
+            if isinstance(shape, (tuple, list)) and len(shape) >= 2:
+                return tuple(None if d is None else int(d) for d in shape[1:])
         return None  # a subclassed model not built yet: shapes are learnt from the data
 
 

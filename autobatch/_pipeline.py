@@ -53,16 +53,19 @@ def build_dataset(
 ) -> tf.data.Dataset:
     """Build the batched ``tf.data.Dataset`` of ``(images, labels)`` for ``source``.
 
-    Images are float32 in 0..255 (as Keras' own loaders give them); labels are integers in
-    Keras' class order. The last partial batch is kept (the batch dimension stays None), so
-    one pass over the dataset is one epoch that sees every example exactly once; with
-    ``shuffle`` the order changes every epoch (seeded by ``seed``).
+    Images are float32 in 0..255 (as Keras' own loaders give them), or uint8 with
+    ``settings.pixels == "uint8"`` (resized images rounded to whole levels; the model's input
+    layer casts them); labels are integers in Keras' class order. The last partial batch is
+    kept (the batch dimension stays None), so one pass over the dataset is one epoch that
+    sees every example exactly once; with ``shuffle`` the order changes every epoch (seeded
+    by ``seed``).
 
     Settings map to tf.data as follows: ``num_parallel_calls`` -> ``map``; ``prefetch`` ->
     ``prefetch`` (0: none); ``cache`` -> ``cache()`` in memory or in a file under
     ``cache_dir``; ``private_threadpool_size``, ``max_intra_op_parallelism`` and
     ``deterministic`` -> ``tf.data.Options``; ``shuffle_buffer`` (0 = full shuffle);
-    ``arrays_in_memory`` -> one constant tensor vs batches gathered from the array.
+    ``arrays_in_memory`` -> one constant tensor vs batches gathered from the array;
+    ``pixels`` -> the images' dtype from the decode (or the array) on.
 
     Args:
         source: a ``FileSource``, ``ArraySource``, ``GeneratorSource`` or anything
@@ -93,6 +96,10 @@ def build_dataset(
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
     source = resolve_source(source)
+    if settings.pixels == "uint8" and not has_8bit_pixels(source):
+        raise DataError(
+            "pixels='uint8' needs 8-bit images (an image folder or uint8 arrays); "
+            "use pixels='float32' for this data")
     size = normalize_image_size(image_size)
     if isinstance(source, FileSource):
         ds = _file_dataset(source, batch_size, settings, size, channels, shuffle, seed,
@@ -110,6 +117,32 @@ def build_dataset(
     else:  # pragma: no cover - resolve_source only returns the three kinds
         raise DataError(f"unknown data source {type(source).__name__}")
     return ds.with_options(dataset_options(settings))
+
+
+def has_8bit_pixels(source: Any) -> bool:
+    """Whether ``source``'s images are whole levels 0..255 (folders decode to uint8; arrays
+    count when their dtype is uint8), so that ``pixels="uint8"`` loses nothing but the
+    resize's fractions."""
+    source = resolve_source(source)
+    if isinstance(source, FileSource):
+        return True
+    if isinstance(source, ArraySource):
+        import numpy as np
+
+        return np.asarray(source.x[:1]).dtype == np.uint8
+    return False
+
+
+def to_pixels(images: tf.Tensor, settings: PipelineSettings) -> tf.Tensor:
+    """Images (any dtype, 0..255) in the dtype ``settings.pixels`` names: uint8 rounds to the
+    nearest level (what PIL and torchvision deliver after a resize)."""
+    import tensorflow as tf
+
+    if settings.pixels == "uint8":
+        if images.dtype == tf.uint8:
+            return images
+        return tf.saturate_cast(tf.round(images), tf.uint8)
+    return tf.cast(images, tf.float32)
 
 
 def dataset_options(settings: PipelineSettings) -> tf.data.Options:
@@ -178,6 +211,7 @@ def _file_dataset(
         if channels == 1:
             image = tf.image.rgb_to_grayscale(image)
         image = tf.image.resize(image, size, method="bilinear")
+        image = to_pixels(image, settings)
         image.set_shape((size[0], size[1], channels))
         return image, label
 
@@ -276,7 +310,8 @@ def _array_dataset(
             return xb, yb
 
     def convert(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        images = tf.cast(xb, tf.float32)
+        # uint8 arrays stay uint8 through the channel conversion (no float copy of a batch).
+        images = xb if settings.pixels == "uint8" else tf.cast(xb, tf.float32)
         if images.shape.rank == 3:  # (N, H, W): grayscale without a channel axis
             images = images[..., tf.newaxis]
         if images.shape.rank == 4:
@@ -284,7 +319,7 @@ def _array_dataset(
                 images = convert_channels(images, int(channels))
             if size is not None and tuple(images.shape[1:3]) != size:
                 images = tf.image.resize(images, size, method="bilinear")
-        return images, yb
+        return to_pixels(images, settings), yb
 
     map_kwargs = {"num_parallel_calls": settings.num_parallel_calls,
                   "deterministic": settings.deterministic}
@@ -332,7 +367,8 @@ def convert_channels(images: tf.Tensor, channels: int) -> tf.Tensor:
         return tf.image.rgb_to_grayscale(images)
     if have in (1, 3) and channels == 4:
         rgb = tf.image.grayscale_to_rgb(images) if have == 1 else images
-        return tf.concat([rgb, tf.fill(tf.shape(rgb[..., :1]), 255.0)], axis=-1)
+        alpha = tf.fill(tf.shape(rgb[..., :1]), tf.constant(255, dtype=rgb.dtype))
+        return tf.concat([rgb, alpha], axis=-1)
     raise DataError(f"cannot convert images with {have} channels to {channels}")
 
 

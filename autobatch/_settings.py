@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 CacheMode = Literal["none", "memory", "disk"]
 CACHE_MODES: tuple[str, ...] = ("none", "memory", "disk")
+PixelType = Literal["float32", "uint8"]
+PIXEL_TYPES: tuple[str, ...] = ("float32", "uint8")
 AUTOTUNE = -1
 """Only for measuring the untuned default (Keras' own AUTOTUNE); a Plan never holds it."""
 
@@ -28,6 +30,11 @@ class PipelineSettings:
             shuffles file names, not pixels).
         arrays_in_memory: for in-memory arrays, one constant tensor (True) or slices
             streamed from the array (False) when a copy would not fit the host budget.
+        pixels: the dtype images travel in through cache, shuffle, batch and prefetch.
+            ``"float32"`` (0..255, as Keras' loaders give them) or ``"uint8"`` (resized
+            images rounded to whole levels, a quarter of the bytes to copy and cache; the
+            model's input layer casts them). Only for 8-bit images and a model that gives
+            the same output for both; ``tune`` checks both.
     """
 
     num_parallel_calls: int = 2
@@ -38,6 +45,7 @@ class PipelineSettings:
     max_intra_op_parallelism: int = 1
     shuffle_buffer: int = 0
     arrays_in_memory: bool = True
+    pixels: PixelType = "float32"
 
     def __post_init__(self) -> None:
         from autobatch._errors import UsageError
@@ -48,6 +56,9 @@ class PipelineSettings:
             raise UsageError(f"prefetch must be >= 0, got {self.prefetch}")
         if self.cache not in CACHE_MODES:
             raise UsageError(f"cache must be one of {', '.join(CACHE_MODES)}; got {self.cache!r}")
+        if self.pixels not in PIXEL_TYPES:
+            raise UsageError(
+                f"pixels must be one of {', '.join(PIXEL_TYPES)}; got {self.pixels!r}")
         if self.private_threadpool_size < 0 or self.max_intra_op_parallelism < 1:
             raise UsageError(
                 "private_threadpool_size must be >= 0 and max_intra_op_parallelism >= 1")

@@ -161,8 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     tuned_params = {"batch_size": plan.batch_size, **{
         k: v for k, v in plan.pipeline.to_dict().items()
         if k in ("num_parallel_calls", "prefetch", "cache", "private_threadpool_size",
-                 "deterministic", "max_intra_op_parallelism")}, "jit_compile": plan.jit_compile}
+                 "deterministic", "max_intra_op_parallelism", "pixels")},
+        "jit_compile": plan.jit_compile}
     print(f"tuned in {tune_wall:.0f} s: {tuned_params}", flush=True)
+    # The pixels' dtype is the tune's decision (not searched): the grid uses the same.
+    import dataclasses
+
+    space = dataclasses.replace(space, pixels=(plan.pipeline.pixels,))
 
     print(f"exhaustive grid: {space.size} points x {args.repeats} ...", flush=True)
     grid = exhaustive_grid(data, space, args.repeats, args.seed)

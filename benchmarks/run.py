@@ -121,8 +121,13 @@ def _build_contender(c: _ContenderSpec) -> tuple[Any, dict[str, Any], int]:
     # in memory, served in turn (no decoding, no copying, no shuffling) - what the model
     # alone can do. Distinct batches, not one batch repeated: one repeated batch would stay
     # warm in the CPU caches, which no real epoch does. Its rate counts full batches.
-    batch_size = int(c.key.removeprefix("roofline_b"))
+    # ``roofline_u8_bN`` holds the same pixels as uint8 (PIL's resize gives whole levels), as
+    # a plan with uint8 pixels feeds them: the model casts them on its first operation.
+    kind, _, batch = c.key.removeprefix("roofline_").rpartition("b")
+    batch_size = int(batch)
     x, y = _pipelines.load_arrays(c.data_dir, c.image_size)
+    if kind == "u8_":
+        x = x.astype("uint8")
     n = len(x)
     batches = [(tf.constant(x[i: i + batch_size]), tf.constant(y[i: i + batch_size]))
                for i in range(0, (n // batch_size) * batch_size, batch_size)
@@ -238,13 +243,16 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
     # The roofline at the plan's batch size and at others; the best of them counts: the
     # limit for this model on this machine, not for the plan's choice of batch. Among the
     # batch sizes a plan may train with (at least four steps per epoch, as the tune allows).
+    # Tensors of uint8 too, at the plan's batch and its neighbours: a plan with uint8 pixels
+    # must be held to what the model does with uint8 tensors in memory.
     from autobatch._search._tune import training_batch_cap
 
     cap = min(training_batch_cap(num_examples), plan.ceiling_batch_size or num_examples)
-    neighbours = (max(1, plan.batch_size // 2), plan.batch_size * 2)
+    neighbours = {b for b in (max(1, plan.batch_size // 2), plan.batch_size * 2) if b <= cap}
     roofline_batches = sorted({plan.batch_size,
-                               *(b for b in (*ROOFLINE_BATCHES, *neighbours) if b <= cap)})
-    rooflines = tuple(f"roofline_b{b}" for b in roofline_batches)
+                               *(b for b in ROOFLINE_BATCHES if b <= cap), *neighbours})
+    rooflines = (*(f"roofline_b{b}" for b in roofline_batches),
+                 *(f"roofline_u8_b{b}" for b in sorted({plan.batch_size, *neighbours})))
     keys = (*USER_PIPELINES, "autobatch", *rooflines)
     context = multiprocessing.get_context("spawn")
     contenders: dict[str, _Contender] = {}
@@ -289,6 +297,7 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
                                                        samples["keras_default"]),
         "roofline": {
             "batch_sizes": roofline_batches,
+            "keys": list(rooflines),
             "best": best_roofline,
             "per_round_ratios": [a / b for a, b in zip(samples["autobatch"],
                                                        samples[best_roofline], strict=True)],
@@ -435,8 +444,10 @@ def _markdown(results: dict[str, Any]) -> str:
                   "A roofline `roofline_bN` trains on the same images pre-cut into distinct "
                   "batch tensors of N, served in turn from memory: no decoding, copying or "
                   "shuffling; N is the plan's batch, its half and double, 32 and 128, where a "
-                  "plan may train with them (at least four steps per epoch). The plan and the "
-                  "rooflines ran back to back in every round.", ""]
+                  "plan may train with them (at least four steps per epoch); `roofline_u8_bN` "
+                  "holds the same pixels as uint8 tensors (at the plan's batch, its half and "
+                  "double), which the model casts itself, as it does a plan's uint8 batches. "
+                  "The plan and the rooflines ran back to back in every round.", ""]
     ceiling = results.get("ceiling")
     if ceiling:
         lines += [

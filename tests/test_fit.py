@@ -57,6 +57,49 @@ def test_arrays_of_1003_examples_two_epochs_counts_2006(plan: Plan) -> None:
     assert history.history["examples_seen"] == [N, N]
 
 
+def test_uint8_plan_trains_on_every_image_and_falls_back_where_it_cannot_apply(
+        folder_1003: Path, plan: Plan, caplog: pytest.LogCaptureFixture) -> None:
+    import tensorflow as tf
+
+    uint8_plan = Plan(batch_size=64, num_examples=N, ceiling_batch_size=128, image_size=(16, 16),
+                      pipeline=plan.pipeline.replace(pixels="uint8", cache="memory"))
+    model = counting_model((16, 16, 3), 3)
+    with caplog.at_level(logging.WARNING, logger="autobatch"):
+        history = autobatch.fit(model, folder_1003, epochs=2, plan=uint8_plan, verbose=0)
+    assert history.plan.pipeline.pixels == "uint8"
+    assert int(model.seen.numpy()) == 2006 and history.history["examples_seen"] == [N, N]
+    assert np.isfinite(history.history["loss"]).all()
+    assert not [r for r in caplog.records if "uint8" in r.getMessage()]
+
+    # Float arrays cannot travel as uint8: the plan falls back to float32, with a warning.
+    caplog.clear()
+    model = counting_model((16, 16, 3), 3)
+    with caplog.at_level(logging.WARNING, logger="autobatch"):
+        history = autobatch.fit(model, _arrays(), epochs=1, plan=uint8_plan, verbose=0)
+    assert history.plan.pipeline.pixels == "float32" and int(model.seen.numpy()) == N
+    assert any("not 8-bit images" in r.getMessage() for r in caplog.records)
+
+    # A model whose first operation does arithmetic on its raw input (uint8 would overflow).
+    class Doubling(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = keras.layers.GlobalAveragePooling2D()
+            self.dense = keras.layers.Dense(3, activation="softmax")
+
+        def call(self, x):  # type: ignore[no-untyped-def]
+            return self.dense(self.pool(tf.cast(x * 2, "float32") / 510.0))
+
+    doubling = Doubling()
+    doubling.build((None, 16, 16, 3))
+    doubling.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="autobatch"):
+        history = autobatch.fit(doubling, folder_1003, epochs=1, plan=uint8_plan, verbose=0)
+    assert history.plan.pipeline.pixels == "float32"
+    assert history.history["examples_seen"] == [N]
+    assert any("output changes" in r.getMessage() for r in caplog.records)
+
+
 def test_generator_of_1003_examples_two_epochs_counts_2006(plan: Plan) -> None:
     x, y = _arrays()
 

@@ -95,3 +95,35 @@ def test_applications_build_at_the_asked_size(name: str) -> None:
     assert model_input_shape(model) == (64, 64, 3)
     assert model_output_units(model) == 7
     assert model.compiled
+
+
+def test_uint8_input_check_tells_casting_models_from_raw_arithmetic() -> None:
+    import keras
+    import tensorflow as tf
+
+    from autobatch._models import resolve_model
+    from autobatch._probe._worker import model_accepts_uint8
+
+    # The built-ins start with a Keras Input (and Rescaling): they cast uint8 themselves.
+    small = resolve_model("small_cnn", num_classes=3, image_size=(24, 24))
+    assert model_accepts_uint8(small, (24, 24), 3)
+
+    class RawScale(keras.Model):  # divides its raw input: uint8 / float is a TypeError
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):  # type: ignore[no-untyped-def]
+            return self.dense(tf.reduce_mean(x / 255.0, axis=(1, 2)))
+
+    class Wrapping(keras.Model):  # uint8 arithmetic overflows: a different output
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):  # type: ignore[no-untyped-def]
+            return self.dense(tf.reduce_mean(tf.cast(x + x, "float32"), axis=(1, 2)))
+
+    assert not model_accepts_uint8(RawScale(), (24, 24), 3)
+    assert not model_accepts_uint8(Wrapping(), (24, 24), 3)
+    assert not model_accepts_uint8(small, None, 3)  # unknown input size: no claim

@@ -212,3 +212,54 @@ def test_keras_default_baseline_uses_autotune(folder: Path) -> None:
 def test_folder_without_image_size_is_a_data_error(folder: Path) -> None:
     with pytest.raises(DataError, match="image_size"):
         build_dataset(folder_source(folder), batch_size=4, settings=SETTINGS)
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_uint8_pixels_are_the_float_pixels_rounded(folder: Path, cache: str) -> None:
+    def pixels(pipeline: PipelineSettings) -> np.ndarray:
+        ds = build_dataset(folder_source(folder), batch_size=4, settings=pipeline,
+                           image_size=(20, 24), shuffle=False)
+        return np.concatenate([images.numpy() for images, _ in ds])
+
+    base = PipelineSettings(cache=cache, deterministic=True)
+    as_float = pixels(base)
+    as_uint8 = pixels(base.replace(pixels="uint8"))
+    assert as_float.dtype == np.float32 and as_uint8.dtype == np.uint8
+    assert as_uint8.shape == as_float.shape == (23, 20, 24, 3)
+    # The resize's fractions are rounded to the nearest level; nothing else changes.
+    assert np.array_equal(as_uint8, np.round(as_float).astype(np.uint8))
+    assert np.abs(as_uint8.astype(np.float32) - as_float).max() <= 0.5
+    assert not np.array_equal(as_float, np.round(as_float))  # there were fractions to round
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_uint8_arrays_pass_through_exactly(cache: str) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(11, 16, 16, 1), dtype=np.uint8)
+    y = np.arange(11)
+    settings = PipelineSettings(cache=cache, pixels="uint8", deterministic=True)
+    ds = build_dataset(ArraySource(x, y), batch_size=4, settings=settings, channels=3,
+                       shuffle=False)
+    images = np.concatenate([b.numpy() for b, _ in ds])
+    assert images.dtype == np.uint8 and images.shape == (11, 16, 16, 3)
+    assert all(np.array_equal(images[..., c], x[..., 0]) for c in range(3))
+    rgba = build_dataset(ArraySource(x, y), batch_size=11, settings=settings, channels=4)
+    alpha = next(iter(rgba))[0].numpy()[..., 3]
+    assert alpha.dtype == np.uint8 and (alpha == 255).all()
+
+
+def test_uint8_pixels_need_8bit_images() -> None:
+    from autobatch._sources import GeneratorSource
+
+    settings = PipelineSettings(pixels="uint8")
+    floats = np.zeros((4, 8, 8, 3), dtype=np.float32)
+    with pytest.raises(DataError, match="8-bit images"):
+        build_dataset(ArraySource(floats, np.zeros(4)), batch_size=2, settings=settings)
+
+    def gen():  # type: ignore[no-untyped-def]
+        yield np.zeros((8, 8, 3), np.uint8), 0
+
+    with pytest.raises(DataError, match="8-bit images"):
+        build_dataset(GeneratorSource(gen, num_examples_hint=1), batch_size=1, settings=settings)
+    with pytest.raises(Exception, match="pixels must be one of"):
+        PipelineSettings(pixels="float16")  # type: ignore[arg-type]

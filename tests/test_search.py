@@ -134,6 +134,18 @@ def test_prune_and_repeat_rules() -> None:
     assert not should_repeat(70.0, 100.0)
 
 
+def test_pixels_option_is_checked_before_any_probe() -> None:
+    import numpy as np
+
+    from autobatch._errors import UsageError
+
+    floats = (np.zeros((8, 16, 16, 3), np.float32), np.zeros(8, np.int32))
+    with pytest.raises(UsageError, match="needs 8-bit images"):
+        tune("small_cnn", floats, image_size=16, pixels="uint8", trials=1, use_cache=False)
+    with pytest.raises(UsageError, match="--pixels must be one of"):
+        tune("small_cnn", floats, image_size=16, pixels="half", trials=1, use_cache=False)
+
+
 def test_budget_larger_than_the_machine_is_a_usage_error() -> None:
     from autobatch._env import environment
     from autobatch._errors import UsageError
@@ -238,6 +250,10 @@ def test_plan_is_complete_and_concrete(tuned: dict[str, Any]) -> None:
         plan.baseline["full_batch_examples_per_s"] * 600 / 608)
     assert plan.baseline["examples_per_s"] > 0
     assert plan.learning_rate.rule == "sqrt" and plan.learning_rate.optimizer == "Adam"
+    # 8-bit JPEGs and a model that casts its input: the pipeline carries uint8, every trial too.
+    assert plan.pipeline.pixels == "uint8"
+    assert plan.measured["pixels"]["dtype"] == "uint8" and plan.measured["pixels"]["reason"]
+    assert {t["settings"].get("pixels") for t in plan.trials} == {"uint8"}
     assert len(plan.trials) == TRIALS
     assert set(plan.fingerprints) == {"model", "data", "hardware", "tensorflow", "options"}
     saved = Plan.load(tuned["root"] / "plan.json")

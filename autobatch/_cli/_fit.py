@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="tuning time limit when no plan is given or cached")
     parser.add_argument("--memory-budget", metavar="SIZE",
                         help="peak memory for tuning: 3GiB, 800MB or a fraction such as 0.8")
+    parser.add_argument("--pixels", choices=("auto", "float32", "uint8"),
+                        help="pixel dtype when tuning (see 'autobatch tune --help')")
     parser.set_defaults(func=run)
 
 
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         tune_options["time_budget_s"] = args.time_budget
     if args.memory_budget is not None:
         tune_options["memory_budget"] = args.memory_budget
+    if args.pixels is not None:
+        tune_options["pixels"] = args.pixels
     plan: Any = args.plan
     lines: list[str] = []
 

@@ -89,8 +89,18 @@ class InProcessProbeRunner(ProbeRunner):
         worker.device = "GPU:0" if tf.config.list_physical_devices("GPU") else "cpu"
         self.device = worker.device
         self._worker = worker
+        self._accepts_uint8: bool | None = None
         self.worker_starts = 1
         self.probes_run = 0
+
+    @property
+    def accepts_uint8(self) -> bool:
+        from autobatch._pipeline import has_8bit_pixels
+
+        if self._accepts_uint8 is None:
+            self._accepts_uint8 = (has_8bit_pixels(self._worker.source)
+                                   and self._worker.accepts_uint8())
+        return self._accepts_uint8
 
     def run(self, request: ProbeRequest) -> ProbeResult:
         start_s = time.perf_counter()

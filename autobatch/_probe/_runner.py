@@ -107,6 +107,12 @@ class ProbeRunner(abc.ABC):
     def run(self, request: ProbeRequest) -> ProbeResult:
         """Run one probe and return what it measured."""
 
+    @property
+    def accepts_uint8(self) -> bool:
+        """Whether the data are 8-bit images and the model gives the same output for them
+        as uint8 as for float32 (see ``Worker.accepts_uint8``); False when unknown."""
+        return False
+
     def restart(self) -> None:  # noqa: B027 - optional for runners without a process
         """Start the next probe in a fresh worker (needed before probing a smaller batch)."""
 
@@ -414,6 +420,11 @@ class SubprocessProbeRunner(ProbeRunner):
                 raise DataError(text)
             raise ProbeError(f"the probe worker failed to start: {text}")
         return self._failure(None, waited, starting=True)
+
+    @property
+    def accepts_uint8(self) -> bool:
+        """Asked by the worker at start-up (the last ready message); False before one."""
+        return bool((self.last_ready or {}).get("accepts_uint8", False))
 
     def restart(self) -> None:
         self._stop()

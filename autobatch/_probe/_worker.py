@@ -101,6 +101,28 @@ def _set_parent_death_signal() -> None:
 # ---------------------------------------------------------------- the worker
 
 
+def model_accepts_uint8(model: Any, image_size: Any, channels: Any) -> bool:
+    """See ``Worker.accepts_uint8``: False when the input shape is unknown or a call fails."""
+    import numpy as np
+
+    if not image_size or not channels:
+        return False
+    shape = (2, int(image_size[0]), int(image_size[1]), int(channels))
+    pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    try:
+        import tensorflow as tf
+
+        as_float = model(tf.constant(pixels.astype(np.float32)), training=False)
+        as_uint8 = model(tf.constant(pixels), training=False)
+        return bool(np.allclose(np.asarray(as_float, dtype=np.float64),
+                                np.asarray(as_uint8, dtype=np.float64),
+                                rtol=1e-4, atol=1e-5, equal_nan=True))
+    except Exception as exc:  # noqa: BLE001 - any refusal means "no"
+        logger.info("the model does not take uint8 images (%s): pixels stay float32",
+                    type(exc).__name__)
+        return False
+
+
 class Worker:
     """Holds the model, the data source and the traced train step; runs probes.
 
@@ -132,11 +154,22 @@ class Worker:
         self.channels = config.get("channels") or (shape[-1] if len(shape) == 3 else None)
         self.seed = int(config.get("seed", 0))
         self.cache_dir = config.get("cache_dir")
-        self._steps: dict[bool, Any] = {}
+        self._steps: dict[tuple[bool, str], Any] = {}
         self._built = False
         self.probes_served = 0
 
-    # ---- the train step, traced once per jit setting with a dynamic batch dimension
+    def accepts_uint8(self) -> bool:
+        """Whether the model gives the same output for uint8 images as for float32 ones.
+
+        Keras' functional and sequential models cast inputs to their ``Input``'s dtype, and
+        Keras layers cast what they are given; a model whose first operation is raw
+        TensorFlow arithmetic may refuse uint8 or compute something else (integer
+        overflow). Two random images in inference mode tell, so ``pixels="uint8"`` is used
+        only where it changes nothing but the bytes moved.
+        """
+        return model_accepts_uint8(self.model, self.image_size, self.channels)
+
+    # ---- the train step, traced once per jit setting and input dtype, any batch size
     def step_function(self, element_spec: Any, jit_compile: bool) -> Any:
         import tensorflow as tf
 
@@ -146,7 +179,8 @@ class Worker:
             # Shapes and dtypes are all it reads, so the element spec stands in for a batch.
             self.model._symbolic_build(data_batch=element_spec)
             self._built = True
-        step = self._steps.get(bool(jit_compile))
+        key = (bool(jit_compile), str(element_spec[0].dtype.name))
+        step = self._steps.get(key)
         if step is None:
             model = self.model
 
@@ -157,7 +191,7 @@ class Worker:
             # trace serves every batch size (no retrace per probe).
             step = tf.function(one_step, input_signature=[element_spec],
                                jit_compile=bool(jit_compile), reduce_retracing=True)
-            self._steps[bool(jit_compile)] = step
+            self._steps[key] = step
         return step
 
     def _source_for(self, request: Any) -> tuple[Any, int, Any]:
@@ -492,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
 
         import_s = time.perf_counter() - started
         worker = Worker(config)
+        # Asked only where uint8 batches could be built (8-bit images): a forward pass.
+        from autobatch._pipeline import has_8bit_pixels
+
+        accepts_uint8 = has_8bit_pixels(worker.source) and worker.accepts_uint8()
     except Exception as exc:  # noqa: BLE001
         from autobatch._errors import DataError, ModelError
 
@@ -504,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     send({"event": "ready", "pid": os.getpid(), "device": worker.device,
           "import_s": import_s, "load_s": time.perf_counter() - started,
           "idle_rss_bytes": read_status_bytes("VmRSS"),
-          "image_size": worker.image_size, "channels": worker.channels})
+          "image_size": worker.image_size, "channels": worker.channels,
+          "accepts_uint8": accepts_uint8})
     for line in sys.stdin:
         line = line.strip()
         if not line:

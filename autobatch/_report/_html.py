@@ -54,6 +54,7 @@ _PIPELINE_ROWS = (
     ("deterministic", "deterministic order"),
     ("shuffle_buffer", "shuffle buffer (0 = full shuffle of the file list)"),
     ("arrays_in_memory", "arrays as one in-memory tensor"),
+    ("pixels", "pixel dtype (uint8: the model casts)"),
 )
 
 

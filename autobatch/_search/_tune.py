@@ -102,8 +102,14 @@ EventCallback = Callable[[TuneEvent], None]
 # ---------------------------------------------------------------- option checks (pure)
 
 
-def validate_options(*, trials: int | None, time_budget_s: float | None, seed: int) -> None:
+PIXEL_CHOICES = ("auto", "float32", "uint8")
+
+
+def validate_options(*, trials: int | None, time_budget_s: float | None, seed: int,
+                     pixels: str = "auto") -> None:
     """Reject impossible options before any work starts, one line each."""
+    if pixels not in PIXEL_CHOICES:
+        raise UsageError(f"--pixels must be one of {', '.join(PIXEL_CHOICES)}, got {pixels!r}")
     if trials is not None and (isinstance(trials, bool) or int(trials) < 1):
         raise UsageError(f"--trials must be a positive whole number, got {trials}")
     if trials is not None and int(trials) > MAX_TRIALS:
@@ -286,6 +292,14 @@ class _TrackedRunner:
         """What a probe's peak must stay under to count as fitting."""
         return self.memory_budget_bytes - self.fit_allowance_bytes
 
+    @property
+    def accepts_uint8(self) -> bool:
+        """Whether the model takes uint8 images unchanged (the runner's worker says; a
+        worker is started for it when none has run yet)."""
+        if getattr(self.runner, "last_ready", True) is None:
+            self.runner.start()
+        return bool(getattr(self.runner, "accepts_uint8", False))
+
     def restart(self) -> None:
         self.runner.restart()
 
@@ -321,6 +335,7 @@ def tune(
     on_event: EventCallback | None = None,
     use_cache: bool = True,
     search_space: SearchSpace | None = None,
+    pixels: str = "auto",
 ) -> Plan:
     """Find the fastest batch size and tf.data settings that fit the memory budget.
 
@@ -349,6 +364,12 @@ def tune(
         use_cache: look up and store plans in the plan cache.
         search_space: restrict the study to these values (benchmarks compare against an
             exhaustive grid over the same space); batch sizes above the ceiling are dropped.
+            Its ``pixels`` are replaced by the tune's decision.
+        pixels: the dtype images travel in (``PipelineSettings.pixels``). ``"auto"``:
+            uint8 where the data are 8-bit images and the model gives the same output for
+            uint8 as for float32 input (checked in the probe worker), else float32.
+            ``"uint8"`` insists (an error where it cannot apply); ``"float32"`` keeps
+            Keras' own pixel values exactly.
 
     Returns:
         The verified ``Plan`` (``plan.cache_hit`` tells whether it came from the cache).
@@ -357,7 +378,7 @@ def tune(
         UsageError: bad options, unknown model, unusable data, or no batch fits the budget.
     """
     started = time.perf_counter()
-    validate_options(trials=trials, time_budget_s=time_budget_s, seed=seed)
+    validate_options(trials=trials, time_budget_s=time_budget_s, seed=seed, pixels=pixels)
     if time_budget_s is None and trials is None:
         time_budget_s = DEFAULT_TIME_BUDGET_S
     deadline = started + float(time_budget_s) if time_budget_s is not None else math.inf
@@ -383,6 +404,11 @@ def tune(
         raise UsageError("the number of examples per epoch is unknown; pass num_examples=N")
     count = int(count)
     num_classes = getattr(source, "num_classes", None)
+    from autobatch._pipeline import has_8bit_pixels
+
+    if pixels == "uint8" and not has_8bit_pixels(source):
+        raise UsageError("--pixels uint8 needs 8-bit images (an image folder or uint8 arrays); "
+                         "use --pixels float32")
 
     options = {
         "image_size": list(size) if size else None,
@@ -394,6 +420,7 @@ def tune(
         "max_batch_size": max_batch_size,
         "trial_steps": trial_steps,
         "search_space": search_space.to_dict() if search_space is not None else None,
+        "pixels": pixels,
     }
     fingerprints = {
         "model": model_fingerprint(model, num_classes=num_classes, image_size=size,
@@ -448,7 +475,7 @@ def tune(
             env=env, deadline=deadline, trials=trials, seed=seed,
             measure_baseline=measure_baseline, try_xla=try_xla, trial_steps=trial_steps,
             verify_steps=verify_steps, max_batch_size=max_batch_size, emit=emit,
-            search_space=search_space,
+            search_space=search_space, pixels=pixels,
         )
     finally:
         if own_runner:
@@ -546,6 +573,7 @@ def _search(
     max_batch_size: int,
     emit: _Emitter,
     search_space: SearchSpace | None = None,
+    pixels: str = "auto",
 ) -> Plan:
     attrs = study.user_attrs
 
@@ -626,6 +654,13 @@ def _search(
         study.set_user_attr("xla_ok", xla_ok)
         emit("xla", "XLA works" if xla_ok else f"XLA dropped ({result.outcome})", result=result)
 
+    # Phase 2c: the pixels' dtype (decided once; a resumed tune keeps it).
+    if "pixels" not in attrs:
+        dtype, why = _decide_pixels(pixels, runner, source)
+        study.set_user_attr("pixels", {"dtype": dtype, "reason": why})
+        emit("pixels", f"pixels {dtype}: {why}")
+    pixel_choice = dict(study.user_attrs["pixels"])
+
     # Phase 3: the throughput study.
     model_line = ceiling_dict.get("memory_model") or {}
     small_peak = float(model_line.get("intercept_bytes", 0)) + 8 * float(
@@ -638,13 +673,16 @@ def _search(
     space = build_search_space(
         ceiling=batch_cap,
         cpus=env.cpu.effective,
-        memory_cache_ok=memory_cache_fits(decoded_dataset_bytes(count, size, channels),
-                                          host_budget, small_peak),
+        memory_cache_ok=memory_cache_fits(
+            decoded_dataset_bytes(count, size, channels, pixels=pixel_choice["dtype"]),
+            host_budget, small_peak),
         xla_ok=xla_ok,
+        pixels=pixel_choice["dtype"],
     )
     if search_space is not None:
         fitting = tuple(b for b in search_space.batch_sizes if b <= ceiling_batch)
-        space = dataclasses.replace(search_space, batch_sizes=fitting or (ceiling_batch,))
+        space = dataclasses.replace(search_space, batch_sizes=fitting or (ceiling_batch,),
+                                    pixels=(pixel_choice["dtype"],))
     ceiling_dict["search_batch_cap"] = max(space.batch_sizes)
     study.set_user_attr("search_space", space.to_dict())
     records = [record_from_frozen(t) for t in study.get_trials(deepcopy=False)
@@ -708,12 +746,30 @@ def _search(
             "verify_steps": verify_steps,
             "peak_memory_fresh_worker": fresh,
             "finalists": finalist_table,
+            "pixels": pixel_choice,
             "tune_wall_time_s": None,
         },
         baseline=baseline if measure_baseline else None,
         ceiling=ceiling_dict,
         trials=[r.to_plan_dict() for r in records],
     )
+
+
+def _decide_pixels(requested: str, runner: _TrackedRunner, source: Any) -> tuple[str, str]:
+    """The pixels' dtype for the study and why (see ``tune``'s ``pixels``)."""
+    from autobatch._pipeline import has_8bit_pixels
+
+    if requested == "float32":
+        return "float32", "asked for (--pixels float32)"
+    if not has_8bit_pixels(source):  # (asked-for uint8 on such data was refused up front)
+        return "float32", "the data are not 8-bit images"
+    if not runner.accepts_uint8:
+        if requested == "uint8":
+            raise UsageError("the model's output changes when given uint8 images (its first "
+                             "operation does not cast them); use --pixels float32")
+        return "float32", "the model's output changes when given uint8 images"
+    return "uint8", ("8-bit images and a model that casts its input: a quarter of the bytes "
+                     "through cache, shuffle, batch and prefetch")
 
 
 def _mib(value: int | float | None) -> str:
@@ -1017,4 +1073,5 @@ def _settings_params(settings: PipelineSettings) -> dict[str, Any]:
         "private_threadpool_size": settings.private_threadpool_size,
         "deterministic": settings.deterministic,
         "max_intra_op_parallelism": settings.max_intra_op_parallelism,
+        "pixels": settings.pixels,
     }
