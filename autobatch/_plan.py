@@ -257,7 +257,7 @@ class Plan:
 
         source = resolve_source(data)
         if self.pipeline.cache == "disk" and cache_dir is None:
-            cache_dir = cache_root() / "tfdata" / _short_hash(source.fingerprint(), 16)
+            cache_dir = self.disk_cache_dir(source)
         return build_dataset(
             source,
             batch_size=self.batch_size,
@@ -269,6 +269,21 @@ class Plan:
             cache_dir=cache_dir,
             repeat_epochs=repeat,
         )
+
+    def disk_cache_dir(self, source: Any) -> Path:
+        """Where ``cache="disk"`` keeps ``source``'s examples by default: one folder per data
+        set and per form of the cached examples (size, channels, pixel dtype). A cache file
+        written for another form would be read back as the wrong shape or dtype (a float32
+        cache read by a uint8 pipeline fails with "expected uint8 but got float")."""
+        from autobatch._sources import resolve_source
+
+        key = _canonical({
+            "data": resolve_source(source).fingerprint(),
+            "image_size": list(self.image_size) if self.image_size else None,
+            "channels": self.channels,
+            "pixels": self.pipeline.pixels,
+        })
+        return cache_root() / "tfdata" / _short_hash(key, 16)
 
     # ------------------------------------------------------------ JSON
 

@@ -196,3 +196,31 @@ def test_dataset_builds_the_tuned_pipeline(tmp_path: Path, image_folder: Path) -
     assert len(batches) == plan.steps_per_epoch == 3
     assert sum(int(images.shape[0]) for images, _ in batches) == 23
     assert tuple(batches[0][0].shape[1:]) == (32, 32, 3)
+
+
+def test_disk_cache_is_kept_apart_per_form_of_the_examples(
+        tmp_path: Path, image_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path))
+    disk = PipelineSettings(num_parallel_calls=2, prefetch=1, cache="disk")
+    plans = {
+        "float32 at 32": sample_plan(num_examples=23, batch_size=8, image_size=(32, 32),
+                                     jit_compile=False, pipeline=disk),
+        "uint8 at 32": sample_plan(num_examples=23, batch_size=8, image_size=(32, 32),
+                                   jit_compile=False, pipeline=disk.replace(pixels="uint8")),
+        "uint8 at 16": sample_plan(num_examples=23, batch_size=8, image_size=(16, 16),
+                                   jit_compile=False, pipeline=disk.replace(pixels="uint8")),
+    }
+    folders = {name: plan.disk_cache_dir(image_folder) for name, plan in plans.items()}
+    assert len(set(folders.values())) == 3
+    # Each reads back what it cached, one after the other, two epochs each (the second from
+    # the cache file): before the key held the form, the second plan read the first's floats.
+    for name, plan in plans.items():
+        size = plan.image_size[0]
+        dtype = np.uint8 if "uint8" in name else np.float32
+        for _ in range(2):
+            images = np.concatenate([x.numpy() for x, _ in plan.dataset(image_folder)])
+            assert images.shape == (23, size, size, 3) and images.dtype == dtype
+        assert any(folders[name].iterdir())
+    assert plans["uint8 at 32"].disk_cache_dir(image_folder) == folders["uint8 at 32"]
