@@ -350,8 +350,8 @@ def _pixels_for(plan: Any, model: Any, source: Any) -> Any:
     plan tuned for another model, or applied to float arrays)."""
     if plan.pipeline.pixels != "uint8":
         return plan
+    from autobatch._models import model_accepts_uint8
     from autobatch._pipeline import has_8bit_pixels
-    from autobatch._probe._worker import model_accepts_uint8
 
     if not has_8bit_pixels(source):
         why = "the data are not 8-bit images"

@@ -101,8 +101,7 @@ def test_uint8_input_check_tells_casting_models_from_raw_arithmetic() -> None:
     import keras
     import tensorflow as tf
 
-    from autobatch._models import resolve_model
-    from autobatch._probe._worker import model_accepts_uint8
+    from autobatch._models import model_accepts_uint8, resolve_model
 
     # The built-ins start with a Keras Input (and Rescaling): they cast uint8 themselves.
     small = resolve_model("small_cnn", num_classes=3, image_size=(24, 24))

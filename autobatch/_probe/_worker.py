@@ -101,28 +101,6 @@ def _set_parent_death_signal() -> None:
 # ---------------------------------------------------------------- the worker
 
 
-def model_accepts_uint8(model: Any, image_size: Any, channels: Any) -> bool:
-    """See ``Worker.accepts_uint8``: False when the input shape is unknown or a call fails."""
-    import numpy as np
-
-    if not image_size or not channels:
-        return False
-    shape = (2, int(image_size[0]), int(image_size[1]), int(channels))
-    pixels = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
-    try:
-        import tensorflow as tf
-
-        as_float = model(tf.constant(pixels.astype(np.float32)), training=False)
-        as_uint8 = model(tf.constant(pixels), training=False)
-        return bool(np.allclose(np.asarray(as_float, dtype=np.float64),
-                                np.asarray(as_uint8, dtype=np.float64),
-                                rtol=1e-4, atol=1e-5, equal_nan=True))
-    except Exception as exc:  # noqa: BLE001 - any refusal means "no"
-        logger.info("the model does not take uint8 images (%s): pixels stay float32",
-                    type(exc).__name__)
-        return False
-
-
 class Worker:
     """Holds the model, the data source and the traced train step; runs probes.
 
@@ -159,14 +137,10 @@ class Worker:
         self.probes_served = 0
 
     def accepts_uint8(self) -> bool:
-        """Whether the model gives the same output for uint8 images as for float32 ones.
+        """Whether the model gives the same output for uint8 images as for float32 ones
+        (``autobatch._models.model_accepts_uint8``)."""
+        from autobatch._models import model_accepts_uint8
 
-        Keras' functional and sequential models cast inputs to their ``Input``'s dtype, and
-        Keras layers cast what they are given; a model whose first operation is raw
-        TensorFlow arithmetic may refuse uint8 or compute something else (integer
-        overflow). Two random images in inference mode tell, so ``pixels="uint8"`` is used
-        only where it changes nothing but the bytes moved.
-        """
         return model_accepts_uint8(self.model, self.image_size, self.channels)
 
     # ---- the train step, traced once per jit setting and input dtype, any batch size
