@@ -407,6 +407,11 @@ class SubprocessProbeRunner(ProbeRunner):
         if message is not None and message.get("event") == "ready":
             self.last_ready = message
             self.device = message.get("device", "cpu")
+            config = json.loads(self.config_path.read_text())
+            if "accepts_uint8" not in config:
+                # The model and data do not change between workers: later ones skip the check.
+                config["accepts_uint8"] = bool(message.get("accepts_uint8", False))
+                _write_atomic(self.config_path, json.dumps(config).encode())
             logger.info("probe worker ready in %.1f s (TF import %.1f s), idle RSS %s",
                         message.get("load_s", 0), message.get("import_s", 0),
                         format_bytes(message.get("idle_rss_bytes")))

@@ -500,10 +500,12 @@ def main(argv: list[str] | None = None) -> int:
 
         import_s = time.perf_counter() - started
         worker = Worker(config)
-        # Asked only where uint8 batches could be built (8-bit images): a forward pass.
+        # Asked once per runner (it keeps the first worker's answer in the config), and only
+        # where uint8 batches could be built (8-bit images): a forward pass.
         from autobatch._pipeline import has_8bit_pixels
 
-        accepts_uint8 = has_8bit_pixels(worker.source) and worker.accepts_uint8()
+        accepts_uint8 = config["accepts_uint8"] if "accepts_uint8" in config else (
+            has_8bit_pixels(worker.source) and worker.accepts_uint8())
     except Exception as exc:  # noqa: BLE001
         from autobatch._errors import DataError, ModelError
 
