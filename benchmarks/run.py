@@ -11,6 +11,7 @@ interleaved repeats and medians, because this kind of shared machine varies by +
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -103,12 +104,13 @@ class _ContenderSpec:
     plan_path: Path
     jit_compile: bool
     epochs_per_sample: int
+    rooflines: tuple[str, ...] = ()
+    """Roofline keys measured in this contender's process, on its model (see
+    ``_contender_main``)."""
 
 
 def _build_contender(c: _ContenderSpec) -> tuple[Any, dict[str, Any], int]:
     """``(data, fit kwargs, examples per epoch)`` for one contender, in its own process."""
-    import tensorflow as tf
-
     if c.key in USER_PIPELINES:
         return (*USER_PIPELINES[c.key](c.data_dir, c.image_size), c.num_examples)
     if c.key == "autobatch":
@@ -117,15 +119,22 @@ def _build_contender(c: _ContenderSpec) -> tuple[Any, dict[str, Any], int]:
         # As autobatch.fit trains: one iterator for all epochs, each exactly one pass.
         plan = autobatch.Plan.load(c.plan_path)
         return plan.dataset(c.data_dir, repeat=True), plan.fit_kwargs(), c.num_examples
-    # The compute roofline at batch N: the data already cut into batches of N, each a tensor
-    # in memory, served in turn (no decoding, no copying, no shuffling) - what the model
-    # alone can do. Distinct batches, not one batch repeated: one repeated batch would stay
-    # warm in the CPU caches, which no real epoch does. Its rate counts full batches.
-    # ``roofline_u8_bN`` holds the same pixels as uint8 (PIL's resize gives whole levels), as
-    # a plan with uint8 pixels feeds them: the model casts them on its first operation.
-    kind, _, batch = c.key.removeprefix("roofline_").rpartition("b")
+    raise ValueError(f"unknown contender {c.key!r}")
+
+
+def _build_roofline(key: str, arrays: tuple[Any, Any]) -> tuple[Any, dict[str, Any], int]:
+    """The compute roofline at batch N (``roofline_bN``): the data already cut into batches
+    of N, each a tensor in memory, served in turn (no decoding, no copying, no shuffling) -
+    what the model alone can do. Distinct batches, not one batch repeated: one repeated batch
+    would stay warm in the CPU caches, which no real epoch does. Its rate counts full
+    batches. ``roofline_u8_bN`` holds the same pixels as uint8 (PIL's resize gives whole
+    levels), as a plan with uint8 pixels feeds them: the model casts them on its first
+    operation."""
+    import tensorflow as tf
+
+    kind, _, batch = key.removeprefix("roofline_").rpartition("b")
     batch_size = int(batch)
-    x, y = _pipelines.load_arrays(c.data_dir, c.image_size)
+    x, y = arrays
     if kind == "u8_":
         x = x.astype("uint8")
     n = len(x)
@@ -146,7 +155,14 @@ def _contender_main(conn: Any, c: _ContenderSpec) -> None:
     Each pipeline trains in a process of its own, as a user's training does: in one shared
     process the contenders' leftovers (a generator's and Keras' loader's threads and
     buffers) slowed the plan's tf.data pipeline to 0.82 of the roofline, against 0.94 with
-    the two alone (7 interleaved rounds each, same script, 2026-11-26)."""
+    the two alone (7 interleaved rounds each, same script, 2026-11-26).
+
+    The rooflines, though, train in the plan's process, on the plan's model: the same
+    compiled step, weights and memory, so that plan / roofline compares input pipelines and
+    nothing else. Each in a process of its own, a process's speed differed by itself: in
+    two full runs one roofline process read 10-35% above its twin (the same batches as
+    float32 instead of uint8) in every round, and in a run of four roofline processes
+    alone the same two agreed within 2% (6 rounds, 2026-11-26)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -164,21 +180,29 @@ def _contender_main(conn: Any, c: _ContenderSpec) -> None:
             self.end = time.perf_counter()
 
     try:
-        data, kwargs, examples = _build_contender(c)
+        inputs = {c.key: _build_contender(c)}
+        if c.rooflines:
+            arrays = _pipelines.load_arrays(c.data_dir, c.image_size)
+            inputs.update((key, _build_roofline(key, arrays)) for key in c.rooflines)
         model = _fresh_model(c.spec, c.num_classes, c.image_size)
-        if c.jit_compile and (c.key == "autobatch" or c.key.startswith("roofline")):
+        if c.jit_compile and c.key == "autobatch":
             model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"],
                           jit_compile=True)
-        # Warm-up epoch: tracing, first allocations, and filling any cache the plan chose.
-        with _stats.Timer() as timer:
-            model.fit(data, epochs=1, verbose=0, **kwargs)
-        conn.send(("ready", timer.elapsed_s))
-        while conn.recv() == "sample":
+        # Warm-up epochs: tracing (one per input shape and dtype), first allocations, and
+        # filling any cache the plan chose.
+        warmup_s = {}
+        for key, (data, kwargs, _) in inputs.items():
+            with _stats.Timer() as timer:
+                model.fit(data, epochs=1, verbose=0, **kwargs)
+            warmup_s[key] = timer.elapsed_s
+        conn.send(("ready", warmup_s))
+        while (request := conn.recv()) != "stop":
             # The clock runs from the first epoch's start to the last one's end, not around
             # the fit call: a call ends by deleting its iterator, which with tf.data's
             # autotuner on waits for that thread's next wake-up (up to seconds; see
             # autobatch._pipeline.autotune_options). A user pays that once per training,
             # a sample here would pay it every time.
+            data, kwargs, examples = inputs[request]
             clock = EpochClock()
             model.fit(data, epochs=c.epochs_per_sample, verbose=0, callbacks=[clock], **kwargs)
             conn.send(("sample", c.epochs_per_sample * examples / (clock.end - clock.start)))
@@ -198,18 +222,21 @@ class _Contender:
         self.process.start()
         child.close()
 
-    def _reply(self, expect: str) -> float:
+    def _reply(self, expect: str) -> Any:
         kind, value = self.conn.recv()
         if kind != expect:
             raise RuntimeError(f"contender {self.key} failed: {value}")
-        return float(value)
+        return value
 
-    def ready(self) -> float:
+    def ready(self) -> dict[str, float]:
+        """Warm-up seconds of each input this process trains on."""
         return self._reply("ready")
 
-    def sample(self) -> float:
-        self.conn.send("sample")
-        return self._reply("sample")
+    def sample(self, key: str | None = None) -> float:
+        """Examples/s of one sample on the contender's own pipeline, or on the roofline
+        ``key`` it hosts."""
+        self.conn.send(key or self.key)
+        return float(self._reply("sample"))
 
     def stop(self) -> None:
         try:
@@ -257,16 +284,23 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
     context = multiprocessing.get_context("spawn")
     contenders: dict[str, _Contender] = {}
     warmup_s: dict[str, float] = {}
+    runs = {}
     try:
-        for key in keys:  # one at a time: a warm-up does not share the CPUs
-            contenders[key] = _Contender(context, _ContenderSpec(
+        for key in (*USER_PIPELINES, "autobatch"):  # one at a time: warm-ups do not share CPUs
+            contender = contenders[key] = _Contender(context, _ContenderSpec(
                 key, spec, data_dir, image_size, num_classes, num_examples, plan_path,
-                plan.jit_compile, epochs_per_sample))
-            warmup_s[key] = contenders[key].ready()
-            logger.info("[%s] warm-up %s: %.1f s", name, key, warmup_s[key])
+                plan.jit_compile, epochs_per_sample,
+                rooflines=rooflines if key == "autobatch" else ()))
+            warmups = contender.ready()
+            warmup_s.update(warmups)
+            runs[key] = contender.sample
+            logger.info("[%s] warm-up: %s", name,
+                        ", ".join(f"{k} {seconds:.1f} s" for k, seconds in warmups.items()))
+        runs.update((key, functools.partial(contenders["autobatch"].sample, key))
+                    for key in rooflines)
         # Keras' default, the plan and the rooflines run back to back in every round: their
         # ratios are the headlines, and this machine's speed drifts by 2x over tens of minutes.
-        samples = _stats.interleaved({key: contenders[key].sample for key in keys}, repeats,
+        samples = _stats.interleaved({key: runs[key] for key in keys}, repeats,
                                      together=("keras_default", "autobatch", *rooflines))
     finally:
         for contender in contenders.values():
@@ -281,7 +315,7 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
         "num_examples": num_examples,
         "epochs_per_sample": epochs_per_sample,
         "repeats": repeats,
-        "isolation": "one process per pipeline",
+        "isolation": "one process per pipeline; the rooflines in the plan's process",
         "plan": {"batch_size": plan.batch_size, "pipeline": plan.pipeline.to_dict(),
                  "jit_compile": plan.jit_compile, "ceiling_batch_size": plan.ceiling_batch_size,
                  "tuned_examples_per_s": plan.measured.get("examples_per_s")},
@@ -403,7 +437,9 @@ def _markdown(results: dict[str, Any]) -> str:
         f"TensorFlow {m['tensorflow']}, Keras {m['keras']}, Python {m['python']}. "
         "Each pipeline trains in a process of its own (as a user's training does; in one "
         "shared process the contenders slowed each other), samples interleaved across "
-        "them. Medians of interleaved repeats (each sample one `model.fit` call "
+        "them; the compute rooflines train in the plan's process, on the plan's model (same "
+        "compiled step, weights and memory: a process's speed differs by itself). "
+        "Medians of interleaved repeats (each sample one `model.fit` call "
         "of one or more epochs, timed from its first epoch's start to its last epoch's end, "
         "not around the call: with tf.data's autotuner on, a call returns only at that "
         "thread's next wake-up) after a warm-up epoch; the spread column is (max - min) / "
@@ -447,7 +483,8 @@ def _markdown(results: dict[str, Any]) -> str:
                   "plan may train with them (at least four steps per epoch); `roofline_u8_bN` "
                   "holds the same pixels as uint8 tensors (at the plan's batch, its half and "
                   "double), which the model casts itself, as it does a plan's uint8 batches. "
-                  "The plan and the rooflines ran back to back in every round.", ""]
+                  "The rooflines trained in the plan's process, on its model, back to back "
+                  "with the plan in every round.", ""]
     ceiling = results.get("ceiling")
     if ceiling:
         lines += [
