@@ -394,8 +394,55 @@ def _cache(ds: tf.data.Dataset, settings: PipelineSettings,
         folder = os.fspath(cache_dir) if cache_dir is not None else tempfile.mkdtemp(
             prefix="autobatch-cache-")
         os.makedirs(folder, exist_ok=True)
-        return ds.cache(os.path.join(folder, "tfdata"))
+        return ds.cache(_disk_cache_prefix(folder))
     return ds
+
+
+_FILLING: dict[str, int] = {}
+"""Disk-cache folders this process may fill, by path: the open file that holds the lock."""
+_CACHE_PREFIX = "tfdata"
+
+
+def _disk_cache_prefix(folder: str) -> str:
+    """The file prefix of the disk cache in ``folder``, cleared of a dead fill's leftovers.
+
+    While tf.data fills a file cache it holds ``<prefix>_<shard>.lockfile`` and removes it
+    when its iterator is destroyed; a process killed mid-fill (SIGKILL, a crash, the OOM
+    killer) leaves it behind, and every later iterator on that cache fails with
+    AlreadyExistsError (tensorflow#28798). A finished cache (``<prefix>.index``) is only read,
+    by any number of processes. Otherwise this process takes an advisory lock on the folder
+    for its lifetime: with the lock, what other fills left there is dead and is removed; where
+    another live process holds it (filling the same cache now), this one caches in a private
+    temporary folder instead of failing."""
+    folder = os.path.realpath(folder)
+    prefix = os.path.join(folder, _CACHE_PREFIX)
+    if os.path.exists(f"{prefix}.index") or folder in _FILLING:
+        return prefix
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no advisory locks, TF's own check
+        return prefix
+    handle = os.open(os.path.join(folder, ".autobatch-fill.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(handle)
+        import tempfile
+
+        private = tempfile.mkdtemp(prefix="autobatch-cache-")
+        logger.warning("another process is filling the disk cache in %s; this one caches in "
+                       "%s instead", folder, private)
+        return os.path.join(private, _CACHE_PREFIX)
+    _FILLING[folder] = handle
+    import glob
+
+    leftovers = glob.glob(f"{glob.escape(prefix)}_*")
+    if leftovers:
+        logger.info("removing %d file(s) of an unfinished disk cache in %s (its filling "
+                    "process ended without cleaning up)", len(leftovers), folder)
+    for leftover in leftovers:
+        os.remove(leftover)
+    return prefix
 
 
 def _prefetch(ds: tf.data.Dataset, settings: PipelineSettings) -> tf.data.Dataset:

@@ -34,6 +34,8 @@ ROOFLINE_BATCHES = (32, 128)
 """Batch sizes the compute roofline is measured at besides the plan's and its neighbours (half
 and double), where the tune may train with them (at least four steps per epoch, under the
 memory ceiling); the best counts."""
+REPLY_TIMEOUT_S = 1800
+"""How long the parent waits for a contender's warm-up or sample before calling it hung."""
 logger = logging.getLogger("benchmarks")
 
 
@@ -223,7 +225,15 @@ class _Contender:
         child.close()
 
     def _reply(self, expect: str) -> Any:
-        kind, value = self.conn.recv()
+        if not self.conn.poll(REPLY_TIMEOUT_S):
+            self.process.kill()
+            raise RuntimeError(f"contender {self.key} gave no answer in {REPLY_TIMEOUT_S} s")
+        try:
+            kind, value = self.conn.recv()
+        except EOFError:
+            self.process.join(timeout=10)
+            raise RuntimeError(f"contender {self.key} died (exit code "
+                               f"{self.process.exitcode})") from None
         if kind != expect:
             raise RuntimeError(f"contender {self.key} failed: {value}")
         return value

@@ -263,3 +263,54 @@ def test_uint8_pixels_need_8bit_images() -> None:
         build_dataset(GeneratorSource(gen, num_examples_hint=1), batch_size=1, settings=settings)
     with pytest.raises(Exception, match="pixels must be one of"):
         PipelineSettings(pixels="float16")  # type: ignore[arg-type]
+
+
+DISK = PipelineSettings(cache="disk", prefetch=0)
+FILL_AND_DIE = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from _probe_helpers import folder_source
+from autobatch._pipeline import build_dataset
+from autobatch._settings import PipelineSettings
+ds = build_dataset(folder_source(Path({folder!r})), batch_size=4, image_size=8,
+                   settings=PipelineSettings(cache="disk", prefetch=0), cache_dir={cache!r},
+                   shuffle=False)  # a full shuffle would read (and cache) every example first
+filling = iter(ds)  # kept: a deleted iterator removes its lockfile
+next(filling)  # the fill has begun
+os._exit(0)  # ends like SIGKILL or the OOM killer: no destructor runs
+"""
+
+
+def test_a_fill_killed_midway_does_not_block_the_disk_cache(folder: Path, tmp_path: Path) -> None:
+    """tf.data's lockfile, left by a process that died while filling the cache, used to fail
+    every later run on that cache with AlreadyExistsError (tensorflow#28798)."""
+    import subprocess
+
+    cache = tmp_path / "cache"
+    subprocess.run([sys.executable, "-c", FILL_AND_DIE.format(
+        tests=str(Path(__file__).parent), folder=str(folder), cache=str(cache))],
+        check=True, timeout=300)
+    assert list(cache.glob("tfdata_*.lockfile")), "the dead fill left no lockfile"
+    assert not (cache / "tfdata.index").exists()
+
+    ds = build_dataset(folder_source(folder), batch_size=4, image_size=8, settings=DISK,
+                       cache_dir=cache)
+    assert sum(epoch(ds)[0]) == 23
+    assert (cache / "tfdata.index").exists() and not list(cache.glob("tfdata_*"))
+    assert sum(epoch(ds)[0]) == 23  # and read back from the finished cache
+
+
+def test_a_disk_cache_another_process_is_filling_is_left_alone(
+        folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import fcntl
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with open(cache / ".autobatch-fill.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)  # as another live process filling this cache
+        ds = build_dataset(folder_source(folder), batch_size=4, image_size=8, settings=DISK,
+                           cache_dir=cache)
+        assert sum(epoch(ds)[0]) == 23
+    assert "another process is filling the disk cache" in caplog.text
+    assert sorted(p.name for p in cache.iterdir()) == [".autobatch-fill.lock"]

@@ -322,3 +322,26 @@ def test_cli_probe_usage_error_is_one_line(data_root: Path,
     assert code == 2
     assert err.startswith("autobatch probe: error: invalid memory size 'lots'")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_probe_runs_a_plans_pipeline_with_flags_on_top(
+        data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_plan import sample_plan
+
+    from autobatch._cli import main
+
+    plan_path = tmp_path / "plan.json"
+    sample_plan(batch_size=6, num_examples=24, image_size=(32, 32), jit_compile=False,
+                pipeline=PipelineSettings(num_parallel_calls=3, prefetch=0, cache="memory",
+                                          pixels="uint8")).save(plan_path)
+    code = main(["probe", str(data_root), "--model", "small_cnn", "--plan", str(plan_path),
+                 "--prefetch", "3", "--deterministic", "--steps", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["outcome"] == "ok" and out["batch_size"] == 6
+    expected = PipelineSettings(num_parallel_calls=3, prefetch=3, cache="memory",
+                                deterministic=True, pixels="uint8")
+    assert PipelineSettings.from_dict(out["settings"]) == expected
+
+    code = main(["probe", str(data_root), "--model", "small_cnn", "--image-size", "32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "give --batch-size B" in err and len(err.strip().splitlines()) == 1

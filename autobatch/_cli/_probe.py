@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from autobatch._cli._common import console, print_json
+from autobatch._cli._common import console, describe_pipeline, print_json
+from autobatch._settings import CACHE_MODES, PIXEL_TYPES
 from autobatch._sizes import format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data_dir", metavar="DATA_DIR", help="folder of class sub-folders")
     parser.add_argument("--model", required=True, metavar="SPEC",
                         help="a .keras file or small_cnn, mobilenet_v2, resnet50, efficientnet_b0")
-    parser.add_argument("--batch-size", type=int, required=True, metavar="B")
+    parser.add_argument("--batch-size", type=int, metavar="B",
+                        help="batch size to probe (required unless --plan gives it)")
     parser.add_argument("--image-size", type=int, metavar="N",
                         help="resize images to NxN (default: the model's input size)")
     parser.add_argument("--memory-budget", metavar="SIZE",
@@ -45,16 +47,74 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--custom-objects", metavar="MODULE",
                         help="importable module that registers the model's custom layers")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    pipeline = parser.add_argument_group(
+        "input pipeline", "the tf.data settings to probe with (default: autobatch's defaults, "
+        "or those of --plan); each flag overrides one")
+    pipeline.add_argument("--plan", metavar="PATH",
+                          help="probe a plan's batch size, pipeline, image size and XLA choice")
+    pipeline.add_argument("--parallel-calls", type=int, metavar="N",
+                          help="parallel decode/resize calls (num_parallel_calls)")
+    pipeline.add_argument("--prefetch", type=int, metavar="N", help="batches prefetched (0: none)")
+    pipeline.add_argument("--cache", choices=CACHE_MODES, help="cache decoded examples")
+    pipeline.add_argument("--threadpool", type=int, metavar="N",
+                          help="private thread pool size (0: TF's shared pool)")
+    pipeline.add_argument("--intra-op", type=int, metavar="N",
+                          help="threads one tf.data op may use (max_intra_op_parallelism)")
+    pipeline.add_argument("--shuffle-buffer", type=int, metavar="N",
+                          help="shuffle buffer (0: a full shuffle)")
+    pipeline.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                          help="keep element order under parallel map")
+    pipeline.add_argument("--pixels", choices=PIXEL_TYPES,
+                          help="dtype images travel in (uint8 needs 8-bit images)")
     parser.set_defaults(func=run)
+
+
+_PIPELINE_FLAGS = {"parallel_calls": "num_parallel_calls", "prefetch": "prefetch",
+                   "cache": "cache", "threadpool": "private_threadpool_size",
+                   "intra_op": "max_intra_op_parallelism", "shuffle_buffer": "shuffle_buffer",
+                   "deterministic": "deterministic", "pixels": "pixels"}
+"""Probe flag (argparse dest) -> ``PipelineSettings`` field."""
+
+
+def _request_from(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(ProbeRequest, image size)`` from the flags, on top of ``--plan`` where given."""
+    from autobatch._errors import UsageError
+    from autobatch._probe import ProbeRequest
+    from autobatch._settings import PipelineSettings
+
+    settings, batch_size, jit, image_size = PipelineSettings(), args.batch_size, \
+        bool(args.jit_compile), args.image_size
+    if args.plan is not None:
+        from autobatch._plan import Plan
+
+        plan = Plan.load(args.plan)
+        settings, jit = plan.pipeline, jit or plan.jit_compile
+        batch_size = batch_size if batch_size is not None else plan.batch_size
+        image_size = image_size if image_size is not None else plan.image_size
+    if batch_size is None:
+        raise UsageError("give --batch-size B (or --plan PATH to probe a plan's batch size)")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    changes = {field: getattr(args, flag) for flag, field in _PIPELINE_FLAGS.items()
+               if getattr(args, flag) is not None}
+    settings = settings.replace(**changes)
+    if settings.pixels == "uint8":
+        from autobatch._pipeline import has_8bit_pixels
+
+        if not has_8bit_pixels(args.data_dir):
+            raise UsageError(f"--pixels uint8 needs 8-bit images; {args.data_dir} has others "
+                             "(use --pixels float32)")
+    request = ProbeRequest(batch_size=batch_size, steps=args.steps, jit_compile=jit,
+                           timeout_s=float(args.timeout), min_time_s=float(args.min_time),
+                           mode=args.mode, settings=settings)
+    return request, image_size
 
 
 def run(args: argparse.Namespace) -> int:
     from autobatch._errors import UsageError
-    from autobatch._probe import ProbeRequest, SubprocessProbeRunner
+    from autobatch._probe import SubprocessProbeRunner
     from autobatch._sizes import parse_memory_size
 
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
     if not args.min_time >= 0:
@@ -70,10 +130,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             host_budget = parse_memory_size(args.memory_budget,
                                             limit_bytes=env.host.memory_limit_bytes)
-    request = ProbeRequest(batch_size=args.batch_size, steps=args.steps,
-                           jit_compile=bool(args.jit_compile), timeout_s=float(args.timeout),
-                           min_time_s=float(args.min_time), mode=args.mode)
-    with SubprocessProbeRunner(args.model, args.data_dir, image_size=args.image_size,
+    request, image_size = _request_from(args)
+    with SubprocessProbeRunner(args.model, args.data_dir, image_size=image_size,
                                host_memory_budget_bytes=host_budget,
                                device_memory_budget_bytes=device_budget,
                                custom_objects_module=args.custom_objects) as runner:
@@ -103,6 +161,7 @@ def _print_result(result: ProbeResult) -> None:
     table.add_row("step time", f"{num(result.step_time_s, '.3f')} s "
                   f"(spread {num(result.step_time_spread_s, '.3f')} s)")
     table.add_row("timed with", "model.fit epochs" if result.mode == "fit" else "a step loop")
+    table.add_row("pipeline", describe_pipeline(result.settings, result.jit_compile))
     table.add_row("input wait", num(result.input_wait_fraction, ".1%"))
     table.add_row("peak host memory", format_bytes(result.peak_host_memory_bytes))
     if result.peak_device_memory_bytes is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from autobatch._cli._common import console, err_console, print_json
+from autobatch._cli._common import console, describe_pipeline, err_console, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -109,11 +109,7 @@ def summary_table(plan: Any) -> Any:
     table.add_row("steps per epoch", f"{plan.steps_per_epoch} ({plan.num_examples} examples)", "")
     table.add_row(
         "pipeline",
-        f"parallel calls {settings.num_parallel_calls}, prefetch {settings.prefetch}, "
-        f"cache {settings.cache}, threads {settings.private_threadpool_size or 'shared'}, "
-        f"intra-op {settings.max_intra_op_parallelism}, "
-        f"{'deterministic' if settings.deterministic else 'any order'}, "
-        f"{settings.pixels} pixels{', XLA' if plan.jit_compile else ''}",
+        describe_pipeline(settings, plan.jit_compile),
         "AUTOTUNE",
     )
     speed = measured.get("examples_per_s")
