@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pipeline.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                           help="keep element order under parallel map")
     pipeline.add_argument("--pixels", choices=PIXEL_TYPES,
-                          help="dtype images travel in (uint8 needs 8-bit images)")
+                          help="dtype images travel in")
     parser.set_defaults(func=run)
 
 
@@ -97,13 +97,7 @@ def _request_from(args: argparse.Namespace) -> tuple[Any, Any]:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     changes = {field: getattr(args, flag) for flag, field in _PIPELINE_FLAGS.items()
                if getattr(args, flag) is not None}
-    settings = settings.replace(**changes)
-    if settings.pixels == "uint8":
-        from autobatch._pipeline import has_8bit_pixels
-
-        if not has_8bit_pixels(args.data_dir):
-            raise UsageError(f"--pixels uint8 needs 8-bit images; {args.data_dir} has others "
-                             "(use --pixels float32)")
+    settings = settings.replace(**changes)  # (a folder's images are 8-bit: uint8 is open)
     request = ProbeRequest(batch_size=batch_size, steps=args.steps, jit_compile=jit,
                            timeout_s=float(args.timeout), min_time_s=float(args.min_time),
                            mode=args.mode, settings=settings)

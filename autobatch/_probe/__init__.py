@@ -95,11 +95,8 @@ class InProcessProbeRunner(ProbeRunner):
 
     @property
     def accepts_uint8(self) -> bool:
-        from autobatch._pipeline import has_8bit_pixels
-
         if self._accepts_uint8 is None:
-            self._accepts_uint8 = (has_8bit_pixels(self._worker.source)
-                                   and self._worker.accepts_uint8())
+            self._accepts_uint8 = self._worker.accepts_uint8()
         return self._accepts_uint8
 
     def run(self, request: ProbeRequest) -> ProbeResult:

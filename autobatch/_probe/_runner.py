@@ -428,7 +428,10 @@ class SubprocessProbeRunner(ProbeRunner):
 
     @property
     def accepts_uint8(self) -> bool:
-        """Asked by the worker at start-up (the last ready message); False before one."""
+        """Asked by the worker at start-up (its ready message); a worker is started for it
+        when none has been ready yet. False when none starts."""
+        if self.last_ready is None:
+            self.start()
         return bool((self.last_ready or {}).get("accepts_uint8", False))
 
     def restart(self) -> None:

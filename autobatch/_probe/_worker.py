@@ -137,11 +137,13 @@ class Worker:
         self.probes_served = 0
 
     def accepts_uint8(self) -> bool:
-        """Whether the model gives the same output for uint8 images as for float32 ones
-        (``autobatch._models.model_accepts_uint8``)."""
+        """Whether uint8 batches can be built (8-bit images) and the model gives the same
+        output for them as for float32 ones (``autobatch._models.model_accepts_uint8``)."""
         from autobatch._models import model_accepts_uint8
+        from autobatch._pipeline import has_8bit_pixels
 
-        return model_accepts_uint8(self.model, self.image_size, self.channels)
+        return has_8bit_pixels(self.source) and model_accepts_uint8(
+            self.model, self.image_size, self.channels)
 
     # ---- the train step, traced once per jit setting and input dtype, any batch size
     def step_function(self, element_spec: Any, jit_compile: bool) -> Any:
@@ -500,12 +502,9 @@ def main(argv: list[str] | None = None) -> int:
 
         import_s = time.perf_counter() - started
         worker = Worker(config)
-        # Asked once per runner (it keeps the first worker's answer in the config), and only
-        # where uint8 batches could be built (8-bit images): a forward pass.
-        from autobatch._pipeline import has_8bit_pixels
-
+        # Asked once per runner (it keeps the first worker's answer in the config).
         accepts_uint8 = config["accepts_uint8"] if "accepts_uint8" in config else (
-            has_8bit_pixels(worker.source) and worker.accepts_uint8())
+            worker.accepts_uint8())
     except Exception as exc:  # noqa: BLE001
         from autobatch._errors import DataError, ModelError
 

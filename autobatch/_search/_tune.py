@@ -294,10 +294,8 @@ class _TrackedRunner:
 
     @property
     def accepts_uint8(self) -> bool:
-        """Whether the model takes uint8 images unchanged (the runner's worker says; a
-        worker is started for it when none has run yet)."""
-        if getattr(self.runner, "last_ready", True) is None:
-            self.runner.start()
+        """Whether the model takes uint8 images unchanged (the runner says; a runner
+        without the answer counts as no)."""
         return bool(getattr(self.runner, "accepts_uint8", False))
 
     def restart(self) -> None:
