@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from autobatch._cli._common import console, describe_pipeline, err_console, print_json
+from autobatch._cli._common import console, describe_pipeline, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     # Cheap checks first so that a typo costs no probe.
     validate_options(trials=args.trials, time_budget_s=args.time_budget, seed=args.seed,
                      pixels=args.pixels)
-    progress = _Progress(enabled=not args.json)
-    with progress:
+    from autobatch._progress import tune_display
+
+    with tune_display(0 if args.json else "auto") as on_event:
         plan = tune(
             args.model,
             args.data_dir,
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             try_xla=not args.no_xla,
             pixels=args.pixels,
-            on_event=progress.update,
+            on_event=on_event,
         )
     report_files = None
     if args.report:
@@ -127,36 +128,3 @@ def summary_table(plan: Any) -> Any:
         table.caption = f"plan: {plan.path}"
     return table
 
-
-class _Progress:
-    """A rich status line: phase, trial, best so far. Drawn on stderr."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._status: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            self._status = err_console().status("autobatch tune: starting")
-            self._status.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._status is not None:
-            self._status.__exit__(*exc)
-
-    def update(self, event: Any) -> None:
-        if self._status is None:
-            return
-        parts = [f"[bold]{event.phase}[/bold]"]
-        if event.trial is not None:
-            total = "" if event.trials_total in (None, 200) else f"/{event.trials_total}"
-            parts.append(f"trial {event.trial}{total}")
-        if event.best_examples_per_s:
-            parts.append(f"best {event.best_examples_per_s:.1f} examples/s")
-        budget = f"/{event.time_budget_s:.0f}" if event.time_budget_s else ""
-        parts.append(f"{event.elapsed_s:.0f}{budget} s")
-        parts.append(event.message)
-        self._status.update(" | ".join(parts))
-        if event.phase in ("ceiling", "verify", "baseline") and event.result is not None:
-            err_console().log(f"{event.phase}: {event.message}")
