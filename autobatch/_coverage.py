@@ -181,7 +181,28 @@ def make_coverage_callback(
     import keras
 
     class CoverageCallback(keras.callbacks.Callback):
+        # Keras runs the callbacks a user passes before its own History and ProgbarLogger,
+        # so at this callback's on_epoch_end the progress bar has not finished its line: a
+        # line written then would be glued to the bar. The epoch's line (log and
+        # ``on_epoch``) waits for the next epoch's start or the end of training, by when
+        # the bar has ended its line.
+        def __init__(self) -> None:
+            super().__init__()
+            self._pending: EpochCoverage | None = None
+
+        def _announce(self) -> None:
+            entry, self._pending = self._pending, None
+            if entry is None:
+                return
+            if entry.complete:
+                logger.info("%s", entry.line(noun))
+            else:
+                logger.warning("%s", entry.line(noun))
+            if on_epoch is not None:
+                on_epoch(entry)
+
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._announce()
             counter.variable.assign(0)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -193,16 +214,17 @@ def make_coverage_callback(
             entry = EpochCoverage(epoch + 1, seen, expected)
             if not entry.complete:
                 entry.cause = _explain(seen, expected, short_cause)
-                logger.warning("%s", entry.line(noun))
-            else:
-                logger.info("%s", entry.line(noun))
             report.epochs.append(entry)
-            if logs is not None:
-                # History records every key in logs: per-epoch counts land in
-                # history.history["examples_seen"].
-                logs["examples_seen"] = seen
-            if on_epoch is not None:
-                on_epoch(entry)
+            # The count goes into history.history["examples_seen"] as an int, and not into
+            # ``logs``: Keras' progress bar shows every key in logs as a float metric
+            # ("examples_seen: 300.0000").
+            history = getattr(self.model, "history", None)
+            if isinstance(history, keras.callbacks.History):
+                history.history.setdefault("examples_seen", []).append(int(seen))
+            self._pending = entry
+
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            self._announce()
 
     return CoverageCallback()
 

@@ -72,3 +72,34 @@ def test_unknown_length_takes_the_first_pass_as_reference() -> None:
     line = EpochCoverage(2, 40, 50, cause="ran short").line("images")
     assert line == "epoch 2: trained on 40 of 50 usable images — ran short"
     assert report.to_dict()["total_examples_seen"] == 50
+
+
+def test_examples_seen_is_an_int_in_history_and_not_a_bar_metric(capsys) -> None:  # type: ignore[no-untyped-def]
+    from autobatch._coverage import counting_train_step, make_coverage_callback
+
+    x, y = _arrays(70)
+    model = counting_model()
+    report = CoverageReport(expected_examples=70)
+    printed: list[int] = []
+
+    def on_epoch(entry: EpochCoverage) -> None:
+        printed.append(entry.epoch)
+        print(entry.line("images"))
+
+    with counting_train_step(model) as counter:
+        history = model.fit(_dataset(x, y), epochs=2, verbose=1,
+                            callbacks=[make_coverage_callback(counter, report, noun="images",
+                                                              on_epoch=on_epoch)])
+    assert history.history["examples_seen"] == [70, 70]
+    assert all(type(v) is int for v in history.history["examples_seen"])
+    assert printed == [1, 2]
+    out = capsys.readouterr().out
+    assert "examples_seen" not in out  # not drawn as a float metric in the bar
+    lines = out.replace("\r", "\n").splitlines()
+    # Each coverage line stands alone, after the bar of its epoch ended its line.
+    for epoch in (1, 2):
+        line = f"epoch {epoch}: trained on 70 of 70 usable images"
+        assert line in lines, out
+    bar_end = max(i for i, ln in enumerate(lines) if "loss" in ln and "3/3" in ln)
+    assert lines.index("epoch 2: trained on 70 of 70 usable images") > bar_end
+    assert lines.index("epoch 1: trained on 70 of 70 usable images") < lines.index("Epoch 2/2")
