@@ -180,9 +180,11 @@ class Plan:
             self.per_replica_batch_size = self.batch_size // max(1, self.num_replicas)
         if self.image_size is not None:
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
-        if self.pipeline.uses_autotune:
-            # A plan states what it measured; AUTOTUNE would hide the real choice.
-            raise PlanError("a plan's pipeline settings must be concrete numbers, not AUTOTUNE")
+        if self.pipeline.uses_autotune and not self.keeps_default:
+            # A plan states what it measured; AUTOTUNE would hide the real choice. The one
+            # exception is the untuned default itself, kept because nothing beat it.
+            raise PlanError("a plan's pipeline settings must be concrete numbers, not AUTOTUNE "
+                            "(only a plan that keeps the untuned default holds AUTOTUNE)")
 
     # ------------------------------------------------------------ derived values
 
@@ -204,8 +206,29 @@ class Plan:
         return self.measured.get("memory_budget_bytes")
 
     @property
+    def versus_default(self) -> dict[str, Any] | None:
+        """The plan's pick against the untuned default, measured side by side in the same
+        interleaved rounds (``measured.versus_default``); None for plans without it."""
+        value = self.measured.get("versus_default")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def keeps_default(self) -> bool:
+        """True when no candidate beat the untuned default beyond the noise, so the plan is
+        that default (batch 32, tf.data AUTOTUNE)."""
+        return (self.versus_default or {}).get("decision") == "default"
+
+    @property
     def speedup_over_baseline(self) -> float | None:
-        """Tuned examples/s over the untuned default's, both measured in the same run."""
+        """The plan's examples/s over the untuned default's, both measured in the same run:
+        the median of the paired per-round ratios when the default was a finalist (1.0 when
+        the plan keeps it), else the ratio of the two readings."""
+        versus = self.versus_default
+        if versus is not None:
+            if versus.get("decision") == "default":
+                return 1.0
+            if versus.get("median_ratio"):
+                return float(versus["median_ratio"])
         if not self.baseline:
             return None
         base = self.baseline.get("examples_per_s")
@@ -216,17 +239,23 @@ class Plan:
     # ------------------------------------------------------------ training hand-off
 
     def fit_kwargs(self, num_examples: int | None = None) -> dict[str, Any]:
-        """Keyword arguments for ``model.fit(plan.dataset(data), **plan.fit_kwargs())``.
+        """Keyword arguments for
+        ``model.fit(plan.dataset(data, repeat=True), epochs=N, **plan.fit_kwargs())``.
 
-        The dataset is already batched, so ``batch_size`` is not passed to ``fit``;
-        ``steps_per_epoch`` covers every example once per epoch.
+        Everything ``model.fit`` needs from the plan so that each epoch is exactly one pass:
+        ``steps_per_epoch`` (``ceil(num_examples / batch_size)``: the repeated dataset has
+        no end of its own, and the last, partial batch is trained on) and ``shuffle=False``
+        (the dataset reshuffles every epoch itself; Keras ignores ``shuffle`` for a
+        ``tf.data`` input and warns about it). The dataset is already batched, so
+        ``batch_size`` is not passed; ``epochs`` and everything else stay the caller's.
+        For XLA, as the plan measured it, compile with ``**plan.compile_kwargs()``.
 
         Args:
             num_examples: size of the data actually trained on, when it differs from the
                 data the plan was tuned on (steps are recomputed for it).
         """
         count = self.num_examples if num_examples is None else num_examples
-        return {"steps_per_epoch": steps_per_epoch(count, self.batch_size)}
+        return {"steps_per_epoch": steps_per_epoch(count, self.batch_size), "shuffle": False}
 
     def compile_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``model.compile`` that the plan decided (``jit_compile``)."""
@@ -236,12 +265,15 @@ class Plan:
     def learning_rate_factor(self) -> float:
         return float(self.learning_rate.factor)
 
-    def dataset(self, data: Any, *, shuffle: bool = True, seed: int | None = None,
-                cache_dir: str | os.PathLike[str] | None = None, repeat: bool = False) -> Any:
+    def dataset(self, data: Any, *, repeat: bool = False, shuffle: bool = True,
+                seed: int | None = None, image_size: int | tuple[int, int] | None = None,
+                cache_dir: str | os.PathLike[str] | None = None) -> Any:
         """The tuned ``tf.data.Dataset`` for ``data``, built by the one pipeline builder.
 
         Args:
             data: an image folder, ``(x, y)`` arrays, a generator, or a data source.
+            image_size: ``N`` or ``(height, width)`` to resize images to instead of the
+                plan's ``image_size`` (the size it was tuned at, the model's input size).
             shuffle: shuffle each epoch (file names, not pixels).
             seed: shuffle seed.
             cache_dir: folder for ``cache="disk"``; defaults to the user cache dir.
@@ -256,13 +288,23 @@ class Plan:
         from autobatch._sources import resolve_source
 
         source = resolve_source(data)
-        if self.pipeline.cache == "disk" and cache_dir is None:
-            cache_dir = self.disk_cache_dir(source)
+        plan = self
+        if image_size is not None:
+            from autobatch._pipeline import normalize_image_size
+
+            plan = dataclasses.replace(self, image_size=normalize_image_size(image_size))
+        if plan.image_size is None and getattr(source, "kind", None) == "directory":
+            raise PlanError(
+                "this plan records no image size (it was tuned on arrays, or by an older "
+                "autobatch); pass plan.dataset(data, image_size=N) or tune again"
+            )
+        if plan.pipeline.cache == "disk" and cache_dir is None:
+            cache_dir = plan.disk_cache_dir(source)
         return build_dataset(
             source,
             batch_size=self.batch_size,
             settings=self.pipeline,
-            image_size=self.image_size,
+            image_size=plan.image_size,
             channels=self.channels,
             shuffle=shuffle,
             seed=seed,
@@ -453,6 +495,64 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def keras_file_input_shape(path: str | os.PathLike[str]) -> tuple[int | None, ...] | None:
+    """The per-example input shape a ``.keras`` file declares, read from its
+    ``config.json`` without TensorFlow (so a cache hit stays TensorFlow-free); None when
+    the file does not say (or is not a readable ``.keras`` zip, or has several inputs)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    if not isinstance(config, dict):
+        return None
+    shape = (config.get("build_config") or {}).get("input_shape")
+    if not isinstance(shape, list) or not shape or isinstance(shape[0], list):
+        inputs = [layer.get("config") or {} for layer in
+                  (config.get("config") or {}).get("layers") or []
+                  if isinstance(layer, dict) and layer.get("class_name") == "InputLayer"]
+        if len(inputs) != 1:
+            return None
+        shape = inputs[0].get("batch_shape") or inputs[0].get("batch_input_shape")
+    if not isinstance(shape, list) or len(shape) < 2:
+        return None
+    return tuple(None if d is None else int(d) for d in shape[1:])
+
+
+def tune_geometry(model: Any, image_size: Any = None,
+                  channels: int | None = None) -> tuple[tuple[int, int] | None, int]:
+    """The image size and channels a tune runs at, the same way in ``tune`` and ``fit``
+    (their plan-cache fingerprints must agree): what the caller gave, else the model's
+    own input (a ``keras.Model``, or a ``.keras`` file read without TensorFlow); 3
+    channels when nothing says. A built-in SPEC has no size of its own.
+
+    Returns:
+        ``((height, width) or None, channels)``.
+    """
+    from autobatch._pipeline import normalize_image_size
+
+    size = normalize_image_size(image_size)
+    if size is not None and channels is not None:
+        return size, int(channels)
+    shape: tuple[int | None, ...] | None = None
+    if isinstance(model, (str, os.PathLike)):
+        text = os.fspath(model)
+        if text.endswith(".keras") and os.path.isfile(text):
+            shape = keras_file_input_shape(text)
+    elif callable(getattr(model, "to_json", None)):  # a keras.Model: TensorFlow is loaded
+        from autobatch._fit import model_input_shape_or_none
+
+        shape = model_input_shape_or_none(model)
+    if shape is not None and len(shape) == 3:
+        if size is None and shape[0] and shape[1]:
+            size = (int(shape[0]), int(shape[1]))
+        if channels is None and shape[2]:
+            channels = int(shape[2])
+    return size, int(channels) if channels is not None else 3
 
 
 def model_fingerprint(model: Any, *, num_classes: int | None = None,

@@ -33,11 +33,15 @@ from autobatch._search._study import (
 )
 from autobatch._search._tune import (
     FINALIST_ROUNDS,
+    MAX_FINALIST_ROUNDS,
+    WIN_MARGIN,
     TuneEvent,
+    compare_with_default,
     pick_finalists,
     relative_scores,
     resolve_budgets,
     tune,
+    undecided,
 )
 from autobatch._settings import AUTOTUNE
 
@@ -236,7 +240,8 @@ def test_plan_is_complete_and_concrete(tuned: dict[str, Any]) -> None:
     assert plan.num_examples == 600
     assert 1 <= plan.batch_size <= plan.ceiling_batch_size
     assert plan.steps_per_epoch * plan.batch_size >= 600
-    assert not plan.pipeline.uses_autotune
+    # Concrete numbers, unless the plan keeps the untuned default because nothing beat it.
+    assert plan.pipeline.uses_autotune == plan.keeps_default
     assert plan.measured["examples_per_s"] > 0
     # Rates are over an epoch of 600 (the last batch partial): the verify run's full-batch
     # rate times the share of the epoch's steps that carries examples.
@@ -250,8 +255,9 @@ def test_plan_is_complete_and_concrete(tuned: dict[str, Any]) -> None:
         plan.baseline["full_batch_examples_per_s"] * 600 / 608)
     assert plan.baseline["examples_per_s"] > 0
     assert plan.learning_rate.rule == "sqrt" and plan.learning_rate.optimizer == "Adam"
-    # 8-bit JPEGs and a model that casts its input: the pipeline carries uint8, every trial too.
-    assert plan.pipeline.pixels == "uint8"
+    # 8-bit JPEGs and a model that casts its input: the pipeline carries uint8, every trial too
+    # (the untuned default, when kept, is Keras' float32).
+    assert plan.pipeline.pixels == ("float32" if plan.keeps_default else "uint8")
     assert plan.measured["pixels"]["dtype"] == "uint8" and plan.measured["pixels"]["reason"]
     assert {t["settings"].get("pixels") for t in plan.trials} == {"uint8"}
     assert len(plan.trials) == TRIALS
@@ -262,38 +268,82 @@ def test_plan_is_complete_and_concrete(tuned: dict[str, Any]) -> None:
 
 def test_finalists_are_judged_with_model_fit(tuned: dict[str, Any]) -> None:
     plan: Plan = tuned["plan"]
-    finalists = plan.measured["finalists"]
-    assert 2 <= len(finalists) <= 3
-    # No time budget: every finalist ran its interleaved fit rounds; one that failed
-    # under fit (over the memory budget near the ceiling) says so and ranks last.
+    table = plan.measured["finalists"]
+    # The untuned default is always a finalist, listed last.
+    default, finalists = table[-1], table[:-1]
+    assert default["is_default"] and default["batch_size"] == 32
+    assert default["num_parallel_calls"] == AUTOTUNE and default["prefetch"] == AUTOTUNE
+    assert 2 <= len(finalists) <= 3 and not any(e["is_default"] for e in finalists)
+    # No time budget: every finalist ran its interleaved fit rounds (at least three, more
+    # while undecided); one that failed under fit (over the memory budget near the ceiling)
+    # says so and ranks last.
     measured = [e for e in finalists if not e["failed_under_fit"]]
     failed = [e for e in finalists if e["failed_under_fit"]]
     assert finalists == measured + failed and measured
+    rounds = len(default["fit_examples_per_s"])
+    assert FINALIST_ROUNDS <= rounds <= MAX_FINALIST_ROUNDS
     for entry in measured:
-        assert len(entry["fit_examples_per_s"]) == FINALIST_ROUNDS
+        assert len(entry["fit_examples_per_s"]) == rounds
         assert all(value > 0 for value in entry["fit_examples_per_s"])
-    # Ranked by the readings relative to their rounds (each round's geometric mean).
-    scores = [e["relative_score"] for e in measured]
-    assert scores == sorted(scores, reverse=True)
-    if not failed:  # every round holds every finalist: the scores follow from the readings
-        rounds = {i: {n: e["fit_examples_per_s"][i] for n, e in enumerate(measured)}
-                  for i in range(FINALIST_ROUNDS)}
-        expected = relative_scores(rounds)
-        assert scores == pytest.approx([expected[n] for n in range(len(measured))], rel=1e-3)
+        # The paired ratios are the finalist's readings over the default's, round by round.
+        ratios = [a / b for a, b in zip(entry["fit_examples_per_s"],
+                                        default["fit_examples_per_s"], strict=True)]
+        assert entry["versus_default"]["paired_ratios"] == pytest.approx(ratios, rel=1e-3)
+    # Ranked by (beat the default beyond the noise, median paired ratio).
+    keys = [(e["versus_default"]["beats_default"], e["versus_default"]["median_ratio"])
+            for e in measured]
+    assert keys == sorted(keys, reverse=True)
     # A failed finalist missed at least one round (it may have read in another).
-    assert all(len(e["fit_examples_per_s"]) < FINALIST_ROUNDS for e in failed)
-    # The long runs followed that order: the first verified is the fit-best finalist.
+    assert all(len(e["fit_examples_per_s"]) < rounds for e in failed)
+    # The plan is the best finalist when it beat the default, else the default itself.
+    versus = plan.measured["versus_default"]
+    best = measured[0]
+    if best["versus_default"]["beats_default"]:
+        assert versus["decision"] == "tuned" or plan.batch_size != best["batch_size"]
+    else:
+        assert versus["decision"] == "default" and plan.keeps_default
+        assert plan.batch_size == 32 and plan.pipeline.uses_autotune
+        assert plan.speedup_over_baseline == 1.0
+    if versus["decision"] == "tuned":
+        assert versus["low"] > 1 + WIN_MARGIN and versus["rounds"] >= FINALIST_ROUNDS
+        assert plan.speedup_over_baseline == versus["median_ratio"]
+    # The long runs followed that order.
     events = [e for e in tuned["events"] if e.phase == "verify"]
     assert any("with model.fit" in e.message for e in events)
     long_runs = [e.message for e in events if e.message.startswith("long run of batch")]
-    assert long_runs[0].startswith(f"long run of batch {finalists[0]['batch_size']} ")
+    first = best if best["versus_default"]["beats_default"] else default
+    assert long_runs[0].startswith(f"long run of batch {first['batch_size']} ")
     verified = [e.message for e in events if e.message.startswith("verified batch")]
     assert verified == [e for e in verified if e.startswith(f"verified batch {plan.batch_size}:")]
-    if len(long_runs) == 1:  # passed at once: the plan is that finalist, settings and all
-        best = finalists[0]
-        assert best["batch_size"] == plan.batch_size
-        assert (best["prefetch"], best["num_parallel_calls"], best["cache"]) == (
+    if len(long_runs) == 1:  # passed at once: the plan is that entry, settings and all
+        assert first["batch_size"] == plan.batch_size
+        assert (first["prefetch"], first["num_parallel_calls"], first["cache"]) == (
             plan.pipeline.prefetch, plan.pipeline.num_parallel_calls, plan.pipeline.cache)
+
+
+def test_a_candidate_replaces_the_default_only_beyond_the_noise() -> None:
+    def rounds_of(pairs: list[tuple[float, float]]) -> dict[int, dict[str, float]]:
+        return {i: {"c": c, "d": d} for i, (c, d) in enumerate(pairs)}
+
+    # A drifting machine: the default reads 100 then 50, the candidate 1.3x it each time.
+    clear = compare_with_default(rounds_of([(130, 100), (65, 50), (130, 100)]), "c", "d")
+    assert clear["beats_default"] and clear["median_ratio"] == pytest.approx(1.3)
+    assert clear["low"] == pytest.approx(1.3) and clear["noise"] == pytest.approx(0.0)
+    # Faster on the median but lost one round: undecided, so more rounds are measured.
+    mixed = compare_with_default(rounds_of([(130, 100), (95, 100), (120, 100)]), "c", "d")
+    assert not mixed["beats_default"] and undecided(mixed)
+    assert mixed["low"] == pytest.approx(0.95) and mixed["high"] == pytest.approx(1.3)
+    # From six rounds on, one lost round is forgiven.
+    six = compare_with_default(rounds_of([(130, 100)] * 5 + [(95, 100)]), "c", "d")
+    assert six["beats_default"] and six["low"] == pytest.approx(1.3)
+    # Two rounds are too few however large the lead; a tie never beats the default.
+    assert not compare_with_default(rounds_of([(200, 100), (200, 100)]), "c", "d")[
+        "beats_default"]
+    tie = compare_with_default(rounds_of([(101, 100), (100, 100), (101, 100)]), "c", "d")
+    assert not tie["beats_default"] and not undecided(tie)
+    # Rounds without both readings are not paired.
+    partial = compare_with_default({0: {"c": 120.0}, 1: {"c": 120.0, "d": 100.0}}, "c", "d")
+    assert partial["rounds"] == 1 and partial["paired_ratios"] == [1.2]
 
 
 def test_interrupted_tune_resumes_from_stored_trials(tuned: dict[str, Any]) -> None:

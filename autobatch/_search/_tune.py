@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -66,7 +67,13 @@ batch sizes when the trials measured two: the trials' bare step loop does not pa
 per-step work, which favours small batches. It guarantees a second batch size, not a larger
 one."""
 FINALIST_ROUNDS = 3
-"""Interleaved rounds of the finalists' ``model.fit`` re-measurement."""
+"""Interleaved rounds of the finalists' ``model.fit`` re-measurement (at least; more while
+the comparison with the untuned default is undecided, up to ``MAX_FINALIST_ROUNDS``)."""
+MAX_FINALIST_ROUNDS = 7
+"""Rounds at most: a busy machine gets more rounds rather than a guess."""
+WIN_MARGIN = 0.02
+"""A candidate replaces the untuned default only when its paired ratio against the default
+exceeds ``1 + WIN_MARGIN`` in every round (one round may be lost from six rounds on)."""
 TRIAL_MIN_TIME_S = 1.0
 FINALIST_MIN_TIME_S = 2.0
 VERIFY_MIN_TIME_S = 3.0
@@ -478,9 +485,15 @@ def tune(
     finally:
         if own_runner:
             runner.close()
+            # The worker's config, model file, logs and probe caches: nothing is left behind,
+            # whether the tune finished, failed or was interrupted.
+            shutil.rmtree(work_dir, ignore_errors=True)
 
     plan.fingerprints = fingerprints
-    plan.study = {"storage": _redact(storage) if storage else "default (user cache SQLite)",
+    from autobatch._search._study import default_storage_url
+
+    # The real URL, so that the report's optuna-dashboard command runs as printed.
+    plan.study = {"storage": _redact(storage) if storage else default_storage_url(),
                   "study_name": study_name}
     plan.data = data_summary(source)
     plan.model = model_summary(model, image_size=size, channels=channels, num_classes=num_classes)
@@ -716,11 +729,16 @@ def _search(
              f"{record.examples_per_s or 0:.1f} examples/s", trial=len(records),
              trials_total=target, best=best, best_params=_best_params(records))
 
-    # Phase 4: verify the finalists side by side, then the winner for a longer window.
-    winner, measured, verify_result, fresh, finalist_table = _verify(
+    # Phase 4: verify the finalists side by side with the untuned default, then the winner
+    # for a longer window.
+    winner, measured, verify_result, fresh, finalist_table, versus = _verify(
         runner, records, space, ceiling_batch, deadline=deadline, trial_steps=trial_steps,
         verify_steps=verify_steps, first_probe_s=first_probe_s, emit=emit, num_examples=count,
+        default=_default_record(baseline if measure_baseline else None, ceiling_batch),
     )
+    if versus is not None:
+        emit("verify", ("kept the untuned default: " if versus["decision"] == "default"
+                        else "the tuned pick ") + versus["reason"])
     settings = params_to_settings(winner.params)
     return Plan(
         batch_size=int(winner.params["batch_size"]),
@@ -744,6 +762,7 @@ def _search(
             "verify_steps": verify_steps,
             "peak_memory_fresh_worker": fresh,
             "finalists": finalist_table,
+            "versus_default": versus,
             "pixels": pixel_choice,
             "tune_wall_time_s": None,
         },
@@ -751,6 +770,21 @@ def _search(
         ceiling=ceiling_dict,
         trials=[r.to_plan_dict() for r in records],
     )
+
+
+def _default_record(baseline: dict[str, Any] | None, ceiling_batch: int) -> TrialRecord | None:
+    """The untuned default as a finalist: Keras' batch 32 with tf.data's AUTOTUNE, when its
+    baseline probe ran and fit (a baseline that failed or lies above the ceiling cannot be
+    the plan)."""
+    if not baseline or baseline.get("outcome") != "ok" or not baseline.get("examples_per_s"):
+        return None
+    batch = int(baseline["batch_size"])
+    if batch > ceiling_batch:
+        return None
+    params = {"batch_size": batch, **_settings_params(PipelineSettings.keras_default()),
+              "jit_compile": False}
+    return TrialRecord(number=-1, state="COMPLETE", params=params,
+                       measurements=[float(baseline["examples_per_s"])])
 
 
 def _decide_pixels(requested: str, runner: _TrackedRunner, source: Any) -> tuple[str, str]:
@@ -812,8 +846,9 @@ def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_ste
     typical = _typical_trial_s(records, first_probe_s)
     one_probe = typical / 1.5  # a trial is 1-2 probes
     long_run = one_probe * max(1.0, verify_steps / max(1, trial_steps))
-    finalists = max(1, min(TOP_K_VERIFY, len(records)))
-    rounds = FINALIST_ROUNDS * finalists if finalists > 1 else 0
+    # The finalists and the untuned default, measured side by side.
+    entrants = max(1, min(TOP_K_VERIFY, len(records))) + 1
+    rounds = FINALIST_ROUNDS * entrants
     # Finalist probes run model.fit: an untimed epoch each, and Keras traces its own train
     # function once (about half a worker start); then a fresh worker for the long run.
     fit_trace_s = first_probe_s / 2 if rounds else 0.0
@@ -878,6 +913,49 @@ def relative_scores(rounds: dict[int, dict[Any, float]]) -> dict[Any, float]:
     return scores
 
 
+def compare_with_default(rounds: dict[int, dict[Any, float]], key: Any,
+                         default_key: Any) -> dict[str, Any]:
+    """A candidate against the untuned default from the rounds both read in.
+
+    Each round holds both, measured back to back, so the ratio of the two readings cancels
+    the drift of a shared machine between rounds (the same run varies by +-30% here). The
+    candidate beats the default only when the paired ratios lie above ``1 + WIN_MARGIN``
+    all the way down: in every round for up to five rounds, in all but one from six on (a
+    sign-test reading: by chance alone three straight wins come one time in eight, six of
+    seven one time in sixteen). ``low``/``high`` are those trimmed extremes and ``noise`` the
+    half-width of that spread as a fraction.
+    """
+    ratios = []
+    for index in sorted(rounds):
+        readings = rounds[index]
+        value, base = readings.get(key), readings.get(default_key)
+        if value and base and value > 0 and base > 0:
+            ratios.append(float(value) / float(base))
+    if not ratios:
+        return {"rounds": 0, "paired_ratios": [], "median_ratio": None, "low": None,
+                "high": None, "noise": None, "beats_default": False}
+    ordered = sorted(ratios)
+    trim = (len(ordered) - 1) // 5
+    low, high = ordered[trim], ordered[-1 - trim]
+    noise = math.exp((math.log(high) - math.log(low)) / 2) - 1
+    return {
+        "rounds": len(ratios),
+        "paired_ratios": [round(r, 4) for r in ratios],
+        "median_ratio": round(float(statistics.median(ratios)), 4),
+        "low": round(low, 4),
+        "high": round(high, 4),
+        "noise": round(noise, 4),
+        "beats_default": len(ratios) >= FINALIST_ROUNDS and low > 1 + WIN_MARGIN,
+    }
+
+
+def undecided(comparison: dict[str, Any]) -> bool:
+    """More rounds could change the verdict: the median says faster, the spread does not."""
+    median = comparison.get("median_ratio")
+    return (not comparison["beats_default"] and median is not None
+            and median > 1 + WIN_MARGIN)
+
+
 def _probe_timeout(deadline: float) -> float:
     return float(max(30.0, min(300.0, _remaining(deadline) + 30.0)))
 
@@ -913,11 +991,17 @@ def _verify(
     first_probe_s: float,
     emit: _Emitter,
     num_examples: int | None = None,
-) -> tuple[TrialRecord, float, ProbeResult, bool, list[dict[str, Any]]]:
+    default: TrialRecord | None = None,
+) -> tuple[TrialRecord, float, ProbeResult, bool, list[dict[str, Any]], dict[str, Any] | None]:
     """Pick the winner: the trials' best few re-measured side by side with ``model.fit``
-    (interleaved rounds, each reading scored against its round's geometric mean), then run it
-    longer in a fresh worker so its peak memory is its own; fall back to the next on a
-    miss. Also returns the finalists' readings."""
+    (interleaved rounds) together with the untuned ``default`` when given, then run it
+    longer in a fresh worker so its peak memory is its own; fall back to the next on a miss.
+
+    With a ``default``, a candidate wins only if it beat the default in the paired rounds
+    beyond their noise (``compare_with_default``); while the median says faster but the
+    spread does not, more rounds are measured (up to ``MAX_FINALIST_ROUNDS``); when no
+    candidate wins, the default is the plan. Also returns the finalists' readings and the
+    comparison with the default (None without one)."""
     from autobatch._search._study import params_to_request
 
     # Pool the measurements of identical points (TPE may revisit one).
@@ -933,12 +1017,16 @@ def _verify(
                                       params=dict(record.params),
                                       measurements=list(record.measurements))
     finalists = sorted(pooled.values(), key=lambda r: r.examples_per_s or 0, reverse=True)
-    if not finalists:
-        # No trial finished (tiny budget): the ceiling's own lean settings at the ceiling.
-        default = PipelineSettings(num_parallel_calls=1, prefetch=1)
-        params = {"batch_size": ceiling_batch, **_settings_params(default), "jit_compile": False}
+    if not finalists and default is None:
+        # No trial finished (tiny budget) and no default to fall back on: the ceiling's own
+        # lean settings at the ceiling.
+        lean_default = PipelineSettings(num_parallel_calls=1, prefetch=1)
+        params = {"batch_size": ceiling_batch, **_settings_params(lean_default),
+                  "jit_compile": False}
         finalists = [TrialRecord(number=-1, state="COMPLETE", params=params)]
     finalists = pick_finalists(finalists)
+    default_key = _key(default.params) if default is not None else None
+    entrants = finalists + ([default] if default is not None else [])
     # The finalists are judged the way the plan will train: epochs of ``model.fit``, not the
     # trials' bare step loop (Keras' per-step work competes with the input pipeline's
     # threads, which the loop cannot see). Their readings are kept apart from the trials':
@@ -946,17 +1034,39 @@ def _verify(
     round_readings: dict[int, dict[tuple[Any, ...], float]] = {}
     failed_fit: set[tuple[Any, ...]] = set()
     scores: dict[tuple[Any, ...], float] = {}
-    if len(finalists) > 1 and _remaining(deadline) > 0:
-        emit("verify", f"re-measuring {len(finalists)} finalists side by side with model.fit")
+    comparisons: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def compare_all() -> None:
+        if default_key is None:
+            return
+        for record in finalists:
+            comparisons[_key(record.params)] = compare_with_default(
+                round_readings, _key(record.params), default_key)
+
+    if len(entrants) > 1 and _remaining(deadline) > 0:
+        emit("verify", f"re-measuring {len(finalists)} finalists"
+             f"{' and the untuned default' if default is not None else ''} side by side "
+             "with model.fit")
         # The long run must fit after the re-measurements: they stop where one more would
         # leave it too little time. Keras traces its own train function on the first one.
-        long_run_reserve_s = _probe_cost_s(finalists[0], verify_steps, VERIFY_MIN_TIME_S)
+        long_run_reserve_s = _probe_cost_s(entrants[0], verify_steps, VERIFY_MIN_TIME_S)
         first_fit_extra_s = first_probe_s
         out_of_time = False
-        for round_index in range(FINALIST_ROUNDS):
+        max_rounds = MAX_FINALIST_ROUNDS if default is not None else FINALIST_ROUNDS
+        for round_index in range(max_rounds):
+            if round_index >= FINALIST_ROUNDS:
+                compare_all()
+                live = [comparisons[_key(r.params)] for r in finalists
+                        if _key(r.params) not in failed_fit]
+                if not any(undecided(c) for c in live):
+                    break
+                emit("verify", f"round {round_index + 1}: the rounds so far do not settle "
+                     "the comparison with the default; measuring another")
             # Alternate the order so a slow phase of a shared machine hits all alike.
-            order = finalists if round_index % 2 == 0 else finalists[::-1]
+            order = entrants if round_index % 2 == 0 else entrants[::-1]
             for record in order:
+                if _key(record.params) in failed_fit:
+                    continue
                 cost_s = _probe_cost_s(record, trial_steps, FINALIST_MIN_TIME_S,
                                        fit=True) + first_fit_extra_s
                 if _remaining(deadline) - cost_s < long_run_reserve_s:
@@ -975,40 +1085,66 @@ def _verify(
                     logger.warning("finalist batch %s failed under model.fit (%s): %s",
                                    record.params["batch_size"], result.outcome,
                                    (result.error or "").strip().splitlines()[-1:])
+            if round_index in round_readings:
+                emit("verify", f"finalist round {round_index + 1}: " + ", ".join(
+                    f"batch {r.params['batch_size']}"
+                    f"{' (default)' if r is default else ''} "
+                    f"{round_readings[round_index][_key(r.params)]:.1f}/s"
+                    for r in entrants if _key(r.params) in round_readings[round_index]))
             if out_of_time:
                 break
         scores = relative_scores(round_readings)
+        compare_all()
         # A finalist that failed under fit (over the budget, most often: fit holds more than
-        # the bare loop) goes last. The rest rank by their fit scores, or by the trials'
-        # medians when the deadline cut the rounds before each had a fit reading.
+        # the bare loop) goes last. The rest rank by their paired ratio against the default,
+        # else by their fit scores, or by the trials' medians when the deadline cut the
+        # rounds before each had a fit reading.
         fine = [r for r in finalists if _key(r.params) not in failed_fit]
-        if all(_key(r.params) in scores for r in fine):
+        if comparisons:
+            fine.sort(key=lambda r: (comparisons[_key(r.params)]["beats_default"],
+                                     comparisons[_key(r.params)]["median_ratio"] or 0.0),
+                      reverse=True)
+        elif all(_key(r.params) in scores for r in fine):
             fine.sort(key=lambda r: scores[_key(r.params)], reverse=True)
         else:
             logger.info("finalist rounds incomplete; ranking by the trials' medians")
         finalists = fine + [r for r in finalists if _key(r.params) in failed_fit]
-    finalist_table = [
-        {**r.params,
-         "trial_examples_per_s": r.examples_per_s,
-         "fit_examples_per_s": [round(readings[_key(r.params)], 2)
-                                for readings in round_readings.values()
-                                if _key(r.params) in readings],
-         "relative_score": (round(scores[_key(r.params)], 4) if _key(r.params) in scores
-                            else None),
-         "failed_under_fit": _key(r.params) in failed_fit}
-        for r in finalists
-    ]
+    elif default is not None:
+        compare_all()
+
+    def table_row(record: TrialRecord) -> dict[str, Any]:
+        key = _key(record.params)
+        row = {**record.params,
+               "trial_examples_per_s": record.examples_per_s,
+               "fit_examples_per_s": [round(readings[key], 2)
+                                      for readings in round_readings.values() if key in readings],
+               "relative_score": round(scores[key], 4) if key in scores else None,
+               "failed_under_fit": key in failed_fit,
+               "is_default": record is default}
+        if key in comparisons:
+            row["versus_default"] = comparisons[key]
+        return row
+
+    finalist_table = [table_row(r) for r in finalists]
+    if default is not None:
+        finalist_table.append(table_row(default))
 
     last: ProbeResult | None = None
-    # After the finalists, the other measured points (best first), then the lean ceiling
-    # settings a step below: a long run can need more memory than a short probe (a memory
-    # cache fills, buffers grow), and a batch that failed rules out every larger one.
-    backups = [r for r in sorted(pooled.values(), key=lambda r: r.examples_per_s or 0,
-                                 reverse=True) if r not in finalists]
     lean = {**_settings_params(PipelineSettings(num_parallel_calls=1, prefetch=1)),
             "jit_compile": False}
+    if default is not None:
+        # Only candidates that beat the default in the paired rounds may replace it; the
+        # default itself is the fallback (its batch was measured to fit at the baseline).
+        candidates = [r for r in finalists if comparisons[_key(r.params)]["beats_default"]]
+        candidates.append(default)
+    else:
+        # After the finalists, the other measured points (best first), then the lean ceiling
+        # settings a step below: a long run can need more memory than a short probe (a
+        # memory cache fills, buffers grow), and a batch that failed rules out every larger.
+        backups = [r for r in sorted(pooled.values(), key=lambda r: r.examples_per_s or 0,
+                                     reverse=True) if r not in finalists]
+        candidates = list(finalists) + backups
     failed_batch = math.inf
-    candidates = list(finalists) + backups
     attempts = 0
     while candidates and attempts < VERIFY_ATTEMPTS:
         record = candidates.pop(0)
@@ -1024,7 +1160,9 @@ def _verify(
         if fresh:
             runner.restart()
         fresh = fresh or runner.worker_max_batch == 0
+        what = "the untuned default" if record is default else f"batch {batch}"
         emit("verify", f"long run of batch {batch}"
+             f"{' (the untuned default)' if record is default else ''}"
              f"{' in a fresh worker' if fresh else ' (peak is an upper bound)'}")
         # The long run's limit follows its own expected length (a worker start, tracing, a
         # cache fill and the steps at the trial's speed), not the time left: the winner must
@@ -1042,9 +1180,11 @@ def _verify(
             emit("verify", f"verified batch {record.params['batch_size']}: "
                  f"{rate:.1f} examples/s, peak {_mib(peak)}",
                  best=value, result=result)
-            return record, float(rate or value), result, fresh, finalist_table
-        logger.warning("winner batch %s failed verification (%s); trying the next",
-                       record.params["batch_size"],
+            versus = None
+            if default is not None:
+                versus = _decision(record, default, comparisons, finalists, round_readings)
+            return record, float(rate or value), result, fresh, finalist_table, versus
+        logger.warning("%s failed verification (%s); trying the next", what,
                        result.outcome if not result.ok else
                        f"peak {_mib(peak)} over the search budget "
                        f"{_mib(runner.search_budget_bytes)}")
@@ -1061,6 +1201,37 @@ def _verify(
         f"no finalist passed the verify run (last: {last.outcome if last else 'none'}); "
         "re-run with a larger --memory-budget or --force"
     )
+
+
+def _decision(winner: TrialRecord, default: TrialRecord,
+              comparisons: dict[tuple[Any, ...], dict[str, Any]],
+              finalists: list[TrialRecord],
+              round_readings: dict[int, dict[tuple[Any, ...], float]]) -> dict[str, Any]:
+    """The plan's ``measured.versus_default``: which won and how sure the win is."""
+    rounds = len(round_readings)
+    if winner is not default:
+        comparison = comparisons[_key(winner.params)]
+        return {"decision": "tuned", **comparison,
+                "reason": (f"beat the untuned default in {comparison['rounds']} interleaved "
+                           f"model.fit rounds by {comparison['low']:.2f}-"
+                           f"{comparison['high']:.2f}x (median {comparison['median_ratio']:.2f}x)")}
+    # The default is the plan: report the best candidate's comparison as what it lost.
+    best = next((comparisons[_key(r.params)] for r in finalists
+                 if comparisons.get(_key(r.params), {}).get("median_ratio")), None)
+    if best is None:
+        reason = ("no candidate was measured side by side with the default "
+                  f"({rounds} rounds fit the time budget)" if rounds
+                  else "no candidate was measured side by side with the default")
+        best = compare_with_default({}, None, None)
+    elif best["rounds"] < FINALIST_ROUNDS:
+        reason = (f"only {best['rounds']} paired rounds fit the time budget; "
+                  f"{FINALIST_ROUNDS} are needed to replace the default")
+    elif best["median_ratio"] > 1 + WIN_MARGIN:
+        reason = (f"the best candidate read {best['median_ratio']:.2f}x the default (median) "
+                  f"but {best['low']:.2f}x in its worst round: not beyond the noise")
+    else:
+        reason = f"no candidate beat the default (best median {best['median_ratio']:.2f}x)"
+    return {"decision": "default", **best, "beats_default": False, "reason": reason}
 
 
 def _settings_params(settings: PipelineSettings) -> dict[str, Any]:
