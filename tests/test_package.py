@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -16,8 +17,9 @@ EXPECTED_PUBLIC = {
 }
 
 
-def _run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+def _run(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
 
 
 def test_public_surface_is_pinned() -> None:
@@ -66,3 +68,39 @@ def test_unknown_attribute_raises() -> None:
         assert "no_such_name" in str(exc)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_startup_noise_filter_recognises_tensorflow_lines() -> None:
+    from autobatch._quiet import is_startup_noise
+
+    assert is_startup_noise("I0000 00:00:1796230865.448927    5603 cudart_stub.cc:31] Could not "
+                            "find cuda drivers on your machine, GPU will not be used.")
+    assert is_startup_noise("E0000 00:00:1796230873.975294    5603 cuda_platform.cc:52] failed "
+                            "call to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)")
+    assert is_startup_noise("WARNING: All log messages before absl::InitializeLog() is called "
+                            "are written to STDERR")
+    assert not is_startup_noise("Traceback (most recent call last):")
+    assert not is_startup_noise("ValueError: I0000 is not a line start")
+
+
+def test_fd2_filter_keeps_what_is_not_noise() -> None:
+    proc = _run("import os\nfrom autobatch._quiet import _fd2_filtered\nwith _fd2_filtered():\n"
+                "    os.write(2, b'I0000 00:00:17.5  12 cudart_stub.cc:31] noise\\n')\n"
+                "    os.write(2, b'a real message\\n')\n"
+                "os.write(2, b'after\\n')")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "a real message\nafter\n"
+
+
+def test_cli_keeps_tensorflow_startup_lines_off_stderr() -> None:
+    # The CLI's main() installs the hook (without importing TensorFlow for env); the
+    # first TensorFlow import and device set-up then write nothing to the terminal.
+    proc = _run("import os, sys\nfrom autobatch._cli import main\nmain(['env', '--json'])\n"
+                "assert 'tensorflow' not in sys.modules\n"
+                "assert os.environ['TF_CPP_MIN_LOG_LEVEL'] == '3'\n"
+                "import tensorflow as tf\ntf.config.list_physical_devices()\n"
+                "print(int(tf.constant(2) + 1))",
+                env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("3")
+    assert proc.stderr == "", proc.stderr
