@@ -278,19 +278,31 @@ def find_ceiling(
     def run(batch: int) -> bool:
         # own_peak: the runner starts a fresh worker before a batch smaller than one its
         # worker already ran (that worker would read the larger probe's memory).
-        result = runner.run(
-            ProbeRequest(
-                batch_size=batch,
-                settings=settings,
-                steps=steps,
-                warmup_steps=warmup_steps,
-                jit_compile=jit_compile,
-                timeout_s=timeout_s,
-                own_peak=True,
-            )
+        request = ProbeRequest(
+            batch_size=batch,
+            settings=settings,
+            steps=steps,
+            warmup_steps=warmup_steps,
+            jit_compile=jit_compile,
+            timeout_s=timeout_s,
+            own_peak=True,
         )
+        result = runner.run(request)
         if on_probe is not None:
             on_probe(result)
+        if result.outcome == "crash":
+            # A worker that died for a reason other than memory (killed from outside, a
+            # crash at start-up) says nothing about whether the batch fits: the probe runs
+            # again in a fresh worker, and only a second crash counts against the batch.
+            logger.warning("ceiling probe batch %d crashed (%s); retrying in a fresh worker",
+                           batch, (result.error or "").strip().splitlines()[-1:])
+            probes.append(result)
+            restart = getattr(runner, "restart", None)
+            if callable(restart):
+                restart()
+            result = runner.run(request)
+            if on_probe is not None:
+                on_probe(result)
         return record(result)
 
     def record(result: ProbeResult) -> bool:

@@ -376,6 +376,83 @@ def run_trial(
     import optuna
 
     trial = study.ask(space.distributions())
+    told = False
+    try:
+        return _run_asked_trial(study, trial, runner, best=best, steps=steps,
+                                warmup_steps=warmup_steps, timeout_s=timeout_s,
+                                on_result=on_result, min_time_s=min_time_s,
+                                num_examples=num_examples)
+    except BaseException:
+        told = True
+        raise
+    finally:
+        # An interrupt at any moment (inside a probe, or between the result and the tell)
+        # leaves no trial RUNNING: whatever was not told is told as failed.
+        if told and trial.number in _unfinished(study):
+            try:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            except Exception:  # noqa: BLE001 - already told, or the storage is gone
+                logger.debug("could not mark trial %d failed", trial.number)
+
+
+def _unfinished(study: Any) -> set[int]:
+    import optuna
+
+    return {t.number for t in study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+
+
+OWNER_ATTR = "owner"
+"""Trial user attribute naming the process that runs it: ``{host, pid, started}``."""
+
+
+def _process_identity(pid: int | None = None) -> dict[str, Any]:
+    import socket
+
+    import psutil
+
+    process = psutil.Process(pid)
+    return {"host": socket.gethostname(), "pid": process.pid,
+            "started": round(process.create_time(), 2)}
+
+
+def fail_stale_trials(study: Any) -> list[int]:
+    """Fail the RUNNING trials whose process is gone (killed with SIGKILL, a lost session).
+
+    Only trials owned by a process on this host can be checked; trials of live processes
+    and of other hosts are left alone. Returns the trial numbers failed.
+    """
+    import socket
+
+    import optuna
+    import psutil
+
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(OWNER_ATTR) or {}
+        if owner.get("host") != host:
+            continue
+        try:
+            alive = _process_identity(int(owner["pid"]))["started"] == owner.get("started")
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            alive = False
+        if alive:
+            continue
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        failed.append(trial.number)
+        logger.warning("trial %d was left RUNNING by a process that is gone (pid %s); marked "
+                       "failed", trial.number, owner.get("pid"))
+    return failed
+
+
+def _run_asked_trial(study: Any, trial: Any, runner: Any, *, best: float | None, steps: int,
+                     warmup_steps: int, timeout_s: float,
+                     on_result: Callable[[ProbeResult], None] | None, min_time_s: float,
+                     num_examples: int | None) -> TrialRecord:
+    import optuna
+
+    trial.set_user_attr(OWNER_ATTR, _process_identity())
     params = dict(trial.params)
     started = time.perf_counter()
     record = TrialRecord(number=trial.number, state="RUNNING", params=params)
