@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_problem_files(data_dir: Path) -> None:
-    """The silent losses of the background note, so the audit has something to say."""
+    """Files Keras' loader skips or fails on silently (empty, truncated, AppleDouble, a
+    stray file at the root, a format it does not read), so the audit has something to say."""
     first_class = sorted(p for p in data_dir.iterdir() if p.is_dir())[0]
     sample = next(first_class.glob("*.jpg"))
     (first_class / "empty.jpg").write_bytes(b"")
@@ -70,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
     out.print(f"[bold]3/5[/] tuning {args.model} at {args.image_size} px "
               f"(about {args.time_budget:.0f} s) ...")
     plan_path = work / "plan.json"
-    plan = autobatch.tune(args.model, data_dir, image_size=args.image_size,
-                          time_budget_s=args.time_budget, output=plan_path)
+    from autobatch._progress import tune_display
+
+    with tune_display("auto") as on_event:
+        plan = autobatch.tune(args.model, data_dir, image_size=args.image_size,
+                              time_budget_s=args.time_budget, output=plan_path,
+                              on_event=on_event)
     rate = plan.measured["examples_per_s"]
     out.print(f"      batch size {plan.batch_size}, {rate:.1f} examples/s; "
               f"plan written to {plan_path}")

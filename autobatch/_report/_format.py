@@ -82,6 +82,13 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+def fmt_setting(value: Any) -> str:
+    """A tf.data count where -1 is ``tf.data.AUTOTUNE``: ``4`` or ``AUTOTUNE``."""
+    if is_number(value) and int(value) == -1:
+        return "AUTOTUNE"
+    return fmt_value(value)
+
+
 def fmt_list(value: Any) -> str:
     """Lists of names (GPUs, classes): ``a, b``; an empty list is ``none``."""
     if not isinstance(value, (list, tuple)):
@@ -98,6 +105,7 @@ FORMATTERS = {
     "factor": fmt_factor,
     "value": fmt_value,
     "list": fmt_list,
+    "setting": fmt_setting,
 }
 
 

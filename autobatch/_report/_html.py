@@ -22,6 +22,7 @@ from autobatch._report._format import (
     is_number,
     lookup,
 )
+from autobatch._report._plots import search_budget
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -31,6 +32,7 @@ h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
 .sub { color: #666; margin-top: 0; }
 .summary { background: #f4f8fb; border-left: 4px solid #1f77b4; padding: 0.8rem 1rem; }
 .verdict { font-weight: 600; }
+.headline { font-size: 1.15rem; margin-top: 0; }
 .input-bound { color: #b35900; } .compute-bound { color: #2c7a2c; }
 table { border-collapse: collapse; margin: 0.5rem 0; }
 td, th { padding: 0.25rem 0.8rem; border-bottom: 1px solid #eee; text-align: left;
@@ -86,16 +88,79 @@ def _figure(png: bytes, alt: str, caption: str, plot_id: str) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def _speedup(plan: dict[str, Any]) -> str:
+def _derived(name: str, value: float, text: str) -> str:
+    return (f'<span class="num" data-derived="{_esc(name)}" '
+            f"data-value='{_esc(json.dumps(value))}'>{_esc(text)}</span>")
+
+
+def _budget_key(plan: dict[str, Any]) -> str:
+    """The plan key of the one memory budget the page names (see ``memory_budget``)."""
+    if is_number(lookup(plan, "measured.memory_budget_bytes")):
+        return "measured.memory_budget_bytes"
+    return "ceiling.budget_bytes"
+
+
+def _default_reference(plan: dict[str, Any]) -> str:
+    if not is_number(lookup(plan, "baseline.batch_size")):
+        return "the untuned default (AUTOTUNE)"
+    return (f"the untuned default (batch {_num(plan, 'baseline.batch_size', 'count')}, "
+            "AUTOTUNE)")
+
+
+def _headline(plan: dict[str, Any]) -> str:
+    """The result against the untuned default, first on the page.
+
+    From ``measured.versus_default`` (the tuned pick and the default measured side by side
+    in interleaved ``model.fit`` rounds): the median paired ratio with its spread, or, when
+    the tune kept the default, that no candidate beat it beyond the noise. A plan from
+    before that comparison falls back to the two separate readings. A slowdown is never
+    reported as the result.
+    """
+    versus = lookup(plan, "measured.versus_default")
+    if isinstance(versus, dict):
+        median = versus.get("median_ratio")
+        key = "measured.versus_default"
+        if versus.get("decision") == "tuned" and is_number(median) and median > 1:
+            spread = ""
+            if is_number(versus.get("low")) and is_number(versus.get("high")):
+                spread = (f", spread {_num(plan, f'{key}.low', 'factor')}–"
+                          f"{_num(plan, f'{key}.high', 'factor')}")
+            rounds = ""
+            if is_number(versus.get("rounds")):
+                rounds = (f" over {_num(plan, f'{key}.rounds', 'count')} interleaved "
+                          "model.fit rounds")
+            text = (f"<b>{_num(plan, f'{key}.median_ratio', 'factor')}</b> the training "
+                    f"speed of {_default_reference(plan)}: the median of the tuned pick's "
+                    f"paired ratios to the default{rounds}{spread}.")
+            return f'<p id="headline" class="headline">{text}</p>'
+        reason = versus.get("reason")
+        why = f" ({_esc(reason)})" if reason else ""
+        if versus.get("decision") == "tuned":  # a pick that did not read faster
+            return ('<p id="headline" class="headline">No speed-up over '
+                    f"{_default_reference(plan)} beyond the noise{why}.</p>")
+        return ('<p id="headline" class="headline">Kept the untuned default: no candidate '
+                f"beat it beyond the noise{why}.</p>")
     tuned = lookup(plan, "measured.examples_per_s")
     base = lookup(plan, "baseline.examples_per_s")
     if not (is_number(tuned) and is_number(base) and base > 0):
         return ""
     ratio = tuned / base
-    return (f' That is <span class="num" data-derived="speedup" '
-            f"data-value='{json.dumps(ratio)}'>{_esc(fmt_factor(ratio))}</span> the throughput "
-            f"of the untuned default (batch {_num(plan, 'baseline.batch_size', 'count')}, "
-            f"AUTOTUNE), which reached {_num(plan, 'baseline.examples_per_s', 'rate')}.")
+    if ratio > 1:
+        text = (f"{_derived('speedup', ratio, fmt_factor(ratio))} the throughput of "
+                f"{_default_reference(plan)} (separate runs: this plan predates the "
+                "side-by-side comparison).")
+    else:
+        text = (f"No speed-up over {_default_reference(plan)} was measured (this plan "
+                "predates the side-by-side comparison).")
+    return f'<p id="headline" class="headline">{text}</p>'
+
+
+def _baseline_sentence(plan: dict[str, Any]) -> str:
+    if not is_number(lookup(plan, "baseline.examples_per_s")):
+        return ""
+    text = _default_reference(plan)
+    return (f" {text[0].upper()}{text[1:]} ran at "
+            f"{_num(plan, 'baseline.examples_per_s', 'rate')} in its own probe.")
 
 
 def _summary(plan: dict[str, Any]) -> str:
@@ -103,13 +168,14 @@ def _summary(plan: dict[str, Any]) -> str:
     sentence = input_bound_sentence(wait)
     css = sentence.split(":", 1)[0].replace(" ", "-")
     parts = [
+        _headline(plan),
         f"<p>Train with batch size <b>{_num(plan, 'batch_size', 'count')}</b>: "
         f"{_num(plan, 'steps_per_epoch', 'count')} steps per epoch cover all "
         f"{_num(plan, 'num_examples', 'count')} examples once per epoch. "
         f"It ran at {_num(plan, 'measured.examples_per_s', 'rate')} with a peak of "
-        f"{_num(plan, 'measured.peak_memory_bytes', 'bytes')} against a budget of "
-        f"{_num(plan, 'measured.memory_budget_bytes', 'bytes')}; the largest batch verified to "
-        f"fit is {_num(plan, 'ceiling_batch_size', 'count')}.{_speedup(plan)}</p>",
+        f"{_num(plan, 'measured.peak_memory_bytes', 'bytes')} against the memory budget of "
+        f"{_num(plan, _budget_key(plan), 'bytes')}; the largest batch verified to "
+        f"fit is {_num(plan, 'ceiling_batch_size', 'count')}.{_baseline_sentence(plan)}</p>",
         f'<p id="input-wait" class="verdict {_esc(css)}">{_esc(sentence)}</p>',
     ]
     return '<section class="summary">' + "".join(parts) + "</section>"
@@ -119,8 +185,15 @@ def _memory_caption(plan: dict[str, Any]) -> str:
     probes = lookup(plan, "ceiling.probes") or []
     ooms = sum(1 for p in probes if isinstance(p, dict) and p.get("outcome") == "oom")
     text = f"{len(probes)} ceiling probe(s), {ooms} out of memory."
-    if is_number(lookup(plan, "ceiling.budget_bytes")):
-        text += f" Budget {_num(plan, 'ceiling.budget_bytes', 'bytes')}."
+    if is_number(lookup(plan, _budget_key(plan))):
+        text += f" Memory budget {_num(plan, _budget_key(plan), 'bytes')}"
+        if search_budget(plan) is not None:
+            text += (f"; the probes were held to a search budget of "
+                     f"{_num(plan, 'ceiling.budget_bytes', 'bytes')}")
+            if is_number(lookup(plan, "ceiling.fit_allowance_bytes")):
+                text += (f", which keeps {_num(plan, 'ceiling.fit_allowance_bytes', 'bytes')}"
+                         " for model.fit's own memory")
+        text += "."
     if is_number(lookup(plan, "ceiling.memory_model.slope_bytes_per_example")):
         text += (f" Memory model: {_num(plan, 'ceiling.memory_model.intercept_bytes', 'bytes')}"
                  f" + {_num(plan, 'ceiling.memory_model.slope_bytes_per_example', 'bytes')} "
@@ -159,7 +232,8 @@ def _settings(plan: dict[str, Any]) -> str:
     pipeline = plan.get("pipeline") or {}
     for name, label in _PIPELINE_ROWS:
         if name in pipeline:
-            rows.append((label, _num(plan, f"pipeline.{name}")))
+            kind = "setting" if name in ("num_parallel_calls", "prefetch") else "value"
+            rows.append((label, _num(plan, f"pipeline.{name}", kind)))
     rows += [
         ("throughput", _num(plan, "measured.examples_per_s", "rate")),
         ("median step time", _num(plan, "measured.step_time_s", "seconds")),
@@ -174,32 +248,55 @@ def _settings(plan: dict[str, Any]) -> str:
 
 def _finalists(plan: dict[str, Any]) -> str:
     """The trials' best points, re-measured side by side with ``model.fit``: why this plan."""
-    finalists = lookup(plan, "measured.finalists") or []
+    finalists = [f for f in lookup(plan, "measured.finalists") or [] if isinstance(f, dict)]
     if len(finalists) < 2:
         return _none("No finalists were compared: one point was measured, or the plan "
                      "predates the comparison.")
+    with_versus = any(isinstance(f.get("versus_default"), dict) for f in finalists)
     head = ("<tr><th>rank</th><th>batch</th><th>parallel map calls</th><th>prefetch</th>"
-            "<th>cache</th><th>trials (step loop)</th><th>model.fit, each round</th></tr>")
+            "<th>cache</th><th>trials (step loop)</th><th>model.fit, each round</th>"
+            "<th>relative score</th>"
+            + ("<th>against the default (median)</th>" if with_versus else "") + "</tr>")
     rows = []
+    unmeasured = 0
     for index, entry in enumerate(finalists):
         key = f"measured.finalists.{index}"
         readings = entry.get("fit_examples_per_s") or []
         if readings:
             fit = ", ".join(_num(plan, f"{key}.fit_examples_per_s.{j}", "rate")
                             for j in range(len(readings)))
+        elif entry.get("failed_under_fit"):
+            fit = _esc("failed under model.fit")
         else:
-            fit = _esc("failed under model.fit" if entry.get("failed_under_fit")
-                       else "not measured (time budget)")
-        cells = [str(index + 1), _num(plan, f"{key}.batch_size", "count"),
-                 _num(plan, f"{key}.num_parallel_calls"), _num(plan, f"{key}.prefetch"),
+            unmeasured += 1
+            fit = '<span class="none">no round</span>'
+        score = (_num(plan, f"{key}.relative_score", "factor")
+                 if is_number(entry.get("relative_score")) else "-")
+        rank = str(index + 1) + (" (untuned default)" if entry.get("is_default") else "")
+        cells = [_esc(rank), _num(plan, f"{key}.batch_size", "count"),
+                 _num(plan, f"{key}.num_parallel_calls", "setting"),
+                 _num(plan, f"{key}.prefetch", "setting"),
                  _num(plan, f"{key}.cache"), _num(plan, f"{key}.trial_examples_per_s", "rate"),
-                 fit]
+                 fit, score]
+        if with_versus:
+            median = lookup(entry, "versus_default.median_ratio")
+            cells.append(_num(plan, f"{key}.versus_default.median_ratio", "factor")
+                         if is_number(median) else "-")
         rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     note = ("Ranked by the model.fit readings (the way the plan trains; the trials' bare "
             "step loop reads differently), each relative to the geometric mean of its round, so "
             "that the machine's drift between rounds cancels. The first to pass the long "
             "verify run in a fresh worker is the plan.")
-    return f'<table id="finalists">{head}{"".join(rows)}</table><p class="sub">{_esc(note)}</p>'
+    parts = [f'<table id="finalists">{head}{"".join(rows)}</table>',
+             f'<p class="sub">{_esc(note)}</p>']
+    if unmeasured:
+        everyone = unmeasured == len(finalists)
+        parts.insert(0, '<p id="finalists-unmeasured">'
+                     + _esc(("No finalist" if everyone else f"{unmeasured} finalist(s)")
+                            + " got a model.fit round: the time budget ran out after the study, "
+                            "so the ranking is the trials' (step loop). A larger --time-budget "
+                            "leaves room for the side-by-side rounds.") + "</p>")
+    return "".join(parts)
 
 
 def _learning_rate(plan: dict[str, Any]) -> str:
@@ -269,7 +366,7 @@ def _audit(plan: dict[str, Any]) -> str:
 def _hardware(plan: dict[str, Any]) -> str:
     rows = [
         ("device", _num(plan, "measured.device")),
-        ("memory budget", _num(plan, "measured.memory_budget_bytes", "bytes")),
+        ("memory budget", _num(plan, _budget_key(plan), "bytes")),
     ]
     hardware = plan.get("hardware")
     if isinstance(hardware, dict):
@@ -289,22 +386,56 @@ def _hardware(plan: dict[str, Any]) -> str:
     return _rows(rows)
 
 
-def dashboard_command(storage: Any) -> str | None:
-    """The shell command that opens the plan's study in optuna-dashboard."""
+DEFAULT_STORAGE_LABEL = "default (user cache SQLite)"
+"""What plans written before the tune recorded its real URL hold for the default storage."""
+
+
+def storage_url(storage: Any) -> str | None:
+    """The Optuna storage URL a plan's ``study.storage`` stands for (None: no storage).
+
+    The label of the default storage is this machine's default URL (the user cache's
+    SQLite file); a file path becomes an ``sqlite:///`` URL.
+    """
     if not storage:
         return None
-    url = str(storage)
-    if "://" not in url:
-        url = f"sqlite:///{url}"
+    text = str(storage).strip()
+    if text.startswith("default"):
+        from autobatch._search._study import default_storage_url
+
+        return default_storage_url()
+    if "://" not in text:
+        from pathlib import Path
+
+        return f"sqlite:///{Path(text).expanduser().absolute()}"
+    return text
+
+
+def dashboard_command(storage: Any) -> str | None:
+    """The shell command that opens the plan's study in optuna-dashboard, as it runs."""
+    url = storage_url(storage)
+    if url is None:
+        return None
+    # A password the tune redacted ("user:***@host") is for the reader to put back.
+    url = url.replace(":***@", ":PASSWORD@")
     return f"optuna-dashboard {shlex.quote(url)}"
 
 
 def _study(plan: dict[str, Any]) -> str:
-    command = dashboard_command(lookup(plan, "study.storage"))
+    storage = lookup(plan, "study.storage")
+    command = dashboard_command(storage)
     if command is None:
         return _none("The search kept no Optuna storage for this plan.")
-    return (f"<p>Study {_num(plan, 'study.study_name')} in {_num(plan, 'study.storage')}. "
-            f"Browse every trial with:</p><pre id=\"dashboard-command\">{_esc(command)}</pre>")
+    where = _num(plan, "study.storage")
+    if str(storage).startswith("default"):
+        where = f"the default storage, {_esc(storage_url(storage))} on this machine"
+    note = ""
+    if ":PASSWORD@" in command:
+        note = " (put the database password in place of PASSWORD)"
+    return (f"<p>Study {_num(plan, 'study.study_name')} in {where}. "
+            f"Browse every trial with{note}:</p>"
+            f"<pre id=\"dashboard-command\">{_esc(command)}</pre>"
+            '<p class="sub">optuna-dashboard is a separate package: '
+            "<code>pip install optuna-dashboard</code>.</p>")
 
 
 def render_html(plan: dict[str, Any], memory_png: bytes, throughput_png: bytes) -> str:
