@@ -389,10 +389,7 @@ def _cache(ds: tf.data.Dataset, settings: PipelineSettings,
     if settings.cache == "memory":
         return ds.cache()
     if settings.cache == "disk":
-        import tempfile
-
-        folder = os.fspath(cache_dir) if cache_dir is not None else tempfile.mkdtemp(
-            prefix="autobatch-cache-")
+        folder = os.fspath(cache_dir) if cache_dir is not None else _private_cache_folder()
         os.makedirs(folder, exist_ok=True)
         return ds.cache(_disk_cache_prefix(folder))
     return ds
@@ -401,6 +398,17 @@ def _cache(ds: tf.data.Dataset, settings: PipelineSettings,
 _FILLING: dict[str, int] = {}
 """Disk-cache folders this process may fill, by path: the open file that holds the lock."""
 _CACHE_PREFIX = "tfdata"
+
+
+def _private_cache_folder() -> str:
+    """A temporary folder for a disk cache of this process's own, removed when it exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="autobatch-cache-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def _disk_cache_prefix(folder: str) -> str:
@@ -427,9 +435,7 @@ def _disk_cache_prefix(folder: str) -> str:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(handle)
-        import tempfile
-
-        private = tempfile.mkdtemp(prefix="autobatch-cache-")
+        private = _private_cache_folder()
         logger.warning("another process is filling the disk cache in %s; this one caches in "
                        "%s instead", folder, private)
         return os.path.join(private, _CACHE_PREFIX)
