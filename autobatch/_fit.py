@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,7 @@ def fit(
     num_examples: int | None = None,
     batched: bool | None = None,
     on_epoch: Any = None,
+    verbose: int | str = "auto",
     **fit_kwargs: Any,
 ) -> Any:
     """Tune (or reuse a plan), build the tuned pipeline and train with coverage accounting.
@@ -92,21 +94,28 @@ def fit(
             (default: the plan's, 32 unless tuned otherwise).
         tune_options: keyword arguments for ``autobatch.tune`` when no plan is given.
         image_size: input size for a built-in model SPEC (ignored for a built model).
-        num_examples: examples in one pass of a generator, when it has no end or length.
+        num_examples: examples in one pass of a generator. Required for a generator
+            object (it cannot be counted without using it up) and for an endless
+            generator function; a generator function without it is counted in one extra
+            pass before training (a pass that does not end is a ``UsageError``).
         batched: for a generator function: True when it yields batches, False for single
             examples, None to detect from the model's input rank.
         on_epoch: optional ``callable(EpochCoverage)`` called after each epoch.
-        **fit_kwargs: passed to ``model.fit`` (``verbose``, ``steps_per_epoch``, ...).
+        verbose: Keras' meaning (``"auto"``, 0, 1, 2), for the tune's progress display
+            (``autobatch._progress``) and for ``model.fit``.
+        **fit_kwargs: passed to ``model.fit`` (``steps_per_epoch``, ...).
 
     Returns:
         The Keras ``History``, with ``history.plan`` (the plan used), ``history.coverage``
         (a ``CoverageReport``), ``history.learning_rate`` (the scaling and whether it was
-        applied), ``history.steps_per_epoch`` and ``history.history["examples_seen"]``
-        (per epoch).
+        applied), ``history.steps_per_epoch``, ``history.tune_time_s`` (seconds spent
+        getting the plan: tuning, or the cache look-up) and
+        ``history.history["examples_seen"]`` (per epoch).
 
     Raises:
-        UsageError: a pre-flight check failed (shapes, classes, label encoding) or an
-            argument the plan owns was passed.
+        UsageError: a pre-flight check failed (shapes, classes, label encoding), an
+            argument the plan owns was passed, a folder has one class (or one image), or a
+            generator's length is unknown (see ``num_examples``).
     """
     for name in _PLAN_OWNED:
         if name in fit_kwargs:
@@ -116,24 +125,38 @@ def fit(
             )
     if epochs < 1:
         raise UsageError(f"epochs must be >= 1, got {epochs}")
-    tune_options = dict(tune_options or {})
-    source = _with_generator_hints(resolve_source(data), num_examples, batched)
-    if isinstance(source, GeneratorSource) and _is_one_shot(source):
-        from autobatch._generators import PeekableIterator
+    from autobatch._sources import check_learnable
 
+    tune_options = dict(tune_options or {})
+    user_steps = fit_kwargs.get("steps_per_epoch")
+    source = _with_generator_hints(resolve_source(data), num_examples, batched)
+    check_learnable(source)
+    if isinstance(source, GeneratorSource) and _is_one_shot(source):
+        from autobatch._generators import PeekableIterator, ensure_known_length
+
+        if user_steps is None:
+            ensure_known_length(source)  # a one-shot stream of unknown length: an error
         # Several checks peek at the first element; a one-shot stream must not lose it.
         source = dataclasses.replace(source, generator=PeekableIterator(source.generator))
+    model_spec = model if isinstance(model, (str, os.PathLike)) else None
     model = _resolve_model(model, source, image_size=image_size or tune_options.get("image_size"))
     if isinstance(source, GeneratorSource) and source.batched is None:
         source = dataclasses.replace(source, batched=_detect_batched(model, source))
+    if isinstance(source, GeneratorSource) and user_steps is None:
+        from autobatch._generators import ensure_known_length
+
+        # Before any tuning or training: an endless generator would never end an epoch.
+        source = ensure_known_length(source)
 
     train_source, val_source = split_source(source, validation_split, seed)
     spec = preflight(model, train_source)
-    plan = _obtain_plan(model, train_source, spec, plan, tune_options, reference_batch_size)
+    tune_started = time.perf_counter()
+    plan = _obtain_plan(model, train_source, spec, plan, tune_options, reference_batch_size,
+                        model_spec=model_spec, verbose=verbose)
+    tune_time_s = time.perf_counter() - tune_started
     plan = _plan_for(plan, spec)
     plan = _pixels_for(plan, model, train_source)
 
-    user_steps = fit_kwargs.get("steps_per_epoch")
     # Image folders and arrays train from one endless iterator: the next epoch's first batches
     # are prepared while the last ones train (each pass still exactly one epoch).
     endless = (user_steps is None and isinstance(train_source, (FileSource, ArraySource))
@@ -173,7 +196,7 @@ def fit(
         logger.info("training with jit_compile=True for this fit, as the plan measured")
 
     noun = "images" if isinstance(train_source, FileSource) else "examples"
-    fit_kwargs.setdefault("verbose", "auto")
+    fit_kwargs["verbose"] = verbose
     with counting_train_step(model) as counter, warnings.catch_warnings():
         if user_steps is None:
             # A generator's length is unknown to Keras until its first pass ends; Keras then
@@ -194,6 +217,7 @@ def fit(
     history.plan = plan
     history.coverage = report
     history.learning_rate = lr_info
+    history.tune_time_s = tune_time_s
     history.steps_per_epoch = (
         user_steps if user_steps is not None
         else (info.steps_per_epoch if info is not None and info.batched
@@ -206,7 +230,8 @@ def fit(
 
 
 def dataset(data: Any, plan: Any = None, *, shuffle: bool = True, seed: int | None = None,
-            model: Any = None, **tune_options: Any) -> Any:
+            model: Any = None, repeat: bool = False,
+            image_size: int | tuple[int, int] | None = None, **tune_options: Any) -> Any:
     """The tuned, batched ``tf.data.Dataset`` for ``data``, for custom training loops.
 
     Args:
@@ -215,6 +240,8 @@ def dataset(data: Any, plan: Any = None, *, shuffle: bool = True, seed: int | No
         shuffle: reshuffle every epoch.
         seed: shuffle seed.
         model: the model to tune for when no plan is given.
+        repeat: endless whole epochs, for ``model.fit(..., **plan.fit_kwargs())``.
+        image_size: resize images to this instead of the plan's image size.
         **tune_options: passed to ``autobatch.tune`` when tuning.
 
     Returns:
@@ -227,7 +254,7 @@ def dataset(data: Any, plan: Any = None, *, shuffle: bool = True, seed: int | No
 
         plan = tune(model, data, **tune_options)
     plan = _load_plan(plan)
-    return plan.dataset(data, shuffle=shuffle, seed=seed)
+    return plan.dataset(data, shuffle=shuffle, seed=seed, repeat=repeat, image_size=image_size)
 
 
 # ---------------------------------------------------------------- model and plan
@@ -259,23 +286,31 @@ def _load_plan(plan: Any) -> Any:
 
 
 def _obtain_plan(model: Any, source: Any, spec: InputSpec, plan: Any,
-                 tune_options: dict[str, Any], reference_batch_size: int | None) -> Any:
+                 tune_options: dict[str, Any], reference_batch_size: int | None, *,
+                 model_spec: Any = None, verbose: int | str = "auto") -> Any:
     if plan is not None:
         plan = _load_plan(plan)
         if plan.num_examples != (source.num_examples or plan.num_examples):
             logger.info("the plan was tuned on %d examples, training on %s: steps recomputed",
                         plan.num_examples, source.num_examples)
     elif isinstance(source, GeneratorSource):
-        plan = _generator_plan(model, source, spec, tune_options)
+        plan = _generator_plan(model, source, spec, tune_options, verbose=verbose)
     else:
+        from autobatch._api import tune_events
         from autobatch._search import tune
 
         options = dict(tune_options)
+        # The size and channels the model takes, as tune reads them from the model when
+        # not given: the same fingerprints, so fit finds the plan tune made (and the SPEC
+        # the user gave, not the model built from it: a .keras file fingerprints by its
+        # bytes, a built-in by its name).
         if spec.image_size is not None:
             options.setdefault("image_size", spec.image_size)
         if spec.channels is not None:
             options.setdefault("channels", spec.channels)
-        plan = tune(model, source, **options)
+        with tune_events(verbose, options.pop("on_event", None)) as on_event:
+            plan = tune(model_spec if model_spec is not None else model, source,
+                        on_event=on_event, **options)
     lr = plan.learning_rate
     optimizer_name = _optimizer_name(model)
     wanted_ref = reference_batch_size or lr.reference_batch_size
@@ -297,7 +332,7 @@ def _copy_plan(plan: Any, **changes: Any) -> Any:
 
 
 def _generator_plan(model: Any, source: GeneratorSource, spec: InputSpec,
-                    tune_options: dict[str, Any]) -> Any:
+                    tune_options: dict[str, Any], *, verbose: int | str = "auto") -> Any:
     """A plan for a generator, which cannot be sent to the probe worker.
 
     Batched generators keep their own batch size (it is in the user's code). Single-example
@@ -324,10 +359,13 @@ def _generator_plan(model: Any, source: GeneratorSource, spec: InputSpec,
             data={"kind": "generator", "path": None, "class_names": None},
             measured={"note": "generator batch size taken as given; not tuned"},
         )
+    from autobatch._api import tune_events
     from autobatch._search import tune
 
     x, y = sample_arrays(source, max_examples=GENERATOR_SAMPLE_EXAMPLES)
-    tuned = tune(model, (x, y), **tune_options)
+    options = dict(tune_options)
+    with tune_events(verbose, options.pop("on_event", None)) as on_event:
+        tuned = tune(model, (x, y), on_event=on_event, **options)
     return _copy_plan(tuned, num_examples=source.num_examples or 0,
                       data={"kind": "generator", "path": None, "class_names": None})
 
@@ -512,6 +550,12 @@ def _subset(source: Any, idx: Any) -> Any:
 
 
 # ---------------------------------------------------------------- pre-flight checks
+
+
+def model_input_shape_or_none(model: Any) -> tuple[int | None, ...] | None:
+    """The model's per-example input shape, or None where it declares none yet (a
+    subclassed model not built); a model autobatch cannot tune raises ``ModelError``."""
+    return _input_shape(model)
 
 
 def _input_shape(model: Any) -> tuple[int | None, ...] | None:

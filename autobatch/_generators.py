@@ -21,6 +21,7 @@ What a generator means to autobatch (documented in the README's "Generators" sec
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -250,6 +251,65 @@ def inspect_generator(source: GeneratorSource, *, batch_size: int,
         first_element=first,
     )
     return info, stream
+
+
+COUNT_MAX_ELEMENTS = 1_000_000
+COUNT_MAX_S = 30.0
+"""Limits of the counting pass over a generator function of unknown length: a pass that
+has not ended by then is taken for an endless (``while True``) generator."""
+
+
+def ensure_known_length(source: GeneratorSource, *, max_elements: int = COUNT_MAX_ELEMENTS,
+                        max_s: float = COUNT_MAX_S) -> GeneratorSource:
+    """The source with its epoch length known, before any tuning or training starts.
+
+    An epoch of a generator ends when the generator does; an endless one (``while True``,
+    as tutorials write it) without ``num_examples`` would make the first epoch last
+    forever. So:
+
+    * a ``PyDataset``, or a source with ``num_examples_hint``, is returned as it is;
+    * a **one-shot** generator (a generator object) cannot be counted without using up
+      the examples it is meant to train on, so its length must be given: ``UsageError``;
+    * a **generator function** is called once more and its fresh pass counted (examples,
+      or the examples in its batches when ``source.batched``), in this process, without
+      training; a pass longer than ``max_elements`` elements or ``max_s`` seconds is taken
+      for an endless generator: ``UsageError``.
+
+    Raises:
+        UsageError: the length cannot be known without ``num_examples=``.
+        DataError: the generator yields nothing.
+    """
+    import time
+
+    from autobatch._errors import UsageError
+
+    gen = source.generator
+    if source.num_examples_hint is not None or is_py_dataset(gen):
+        return source
+    if not callable(gen):
+        raise UsageError(
+            "a generator object can be read only once, so its length cannot be counted and, "
+            "if it loops forever, the first epoch would never end; pass num_examples=N "
+            "(examples per epoch), or pass the generator function itself"
+        )
+    started = time.perf_counter()
+    count = elements = 0
+    for element in iter(gen()):
+        elements += 1
+        count += _batch_length(_as_numpy(element)) if source.batched else 1
+        if elements >= max_elements or (
+                elements % 1024 == 0 and time.perf_counter() - started > max_s):
+            raise UsageError(
+                f"the generator did not end within {elements} elements "
+                f"({time.perf_counter() - started:.1f} s): it looks endless (a 'while True' "
+                "generator), so an epoch would never end; pass num_examples=N (examples "
+                "per epoch)"
+            )
+    if count == 0:
+        raise DataError("the generator yielded nothing; check that it has data")
+    logger.info("counted %d examples in one pass of the generator (%.1f s); pass "
+                "num_examples= to skip the count", count, time.perf_counter() - started)
+    return dataclasses.replace(source, num_examples_hint=count)
 
 
 def _signature(element: Any, *, batched: bool) -> Any:

@@ -136,6 +136,37 @@ class GeneratorSource:
 DataSource = FileSource | ArraySource | GeneratorSource
 
 
+def check_learnable(source: Any) -> None:
+    """Refuse an image folder that gives a classifier nothing to learn, before any work.
+
+    A labelled folder whose usable images all sit in one class (or a folder with a single
+    usable image) trains to a loss of 0 at once, and a tune on it measures batch sizes no
+    real training will use (one image caps the batch at 1). That is a mistake in the data,
+    so it is an error (one line, with the fix), not a warning after minutes of tuning.
+    Unlabeled folders (no class folders) with two or more images pass: their labels are
+    the user's business. Arrays and generators are not checked.
+
+    Raises:
+        DataError: the folder has one usable image, or usable images in one class only.
+    """
+    if not isinstance(source, FileSource):
+        return
+    where = f"{source.root!r}" if source.root else "the image folder"
+    if source.num_examples < 2:
+        raise DataError(
+            f"{where} holds 1 usable image: there is nothing to tune or learn on; add images "
+            "(at least two classes, one sub-folder each); 'autobatch audit' lists what is skipped"
+        )
+    if source.class_names:
+        used = sorted(set(source.labels))
+        if len(used) < 2:
+            name = source.class_names[used[0]] if used else "?"
+            raise DataError(
+                f"{where} has usable images in one class only ({name!r}): a classifier learns "
+                "nothing from one class; add a sub-folder of images per class (two or more)"
+            )
+
+
 def resolve_source(data: Any) -> DataSource:
     """Turn what a user passes (a folder, ``(x, y)``, a generator, a PyDataset) into a source."""
     if isinstance(data, (FileSource, ArraySource, GeneratorSource)):

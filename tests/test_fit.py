@@ -123,7 +123,7 @@ def test_real_tune_path_then_full_coverage(tmp_path: Path, monkeypatch: pytest.M
     model.compile("adam", "sparse_categorical_crossentropy")
     history = autobatch.fit(
         model, (x, y), epochs=2, verbose=0,
-        tune_options={"trials": 2, "time_budget_s": 30, "measure_baseline": False,
+        time_budget=30, tune_options={"trials": 2, "measure_baseline": False,
                       "try_xla": False, "max_batch_size": 64},
     )
     assert history.plan.fingerprints  # a real, tuned plan
@@ -303,13 +303,13 @@ def test_single_example_generator_is_tuned_on_a_sample(
     model.compile("sgd", "sparse_categorical_crossentropy")
     history = autobatch.fit(
         model, lambda: zip(x, y, strict=True), epochs=2, verbose=0,
-        tune_options={"trials": 2, "time_budget_s": 30, "measure_baseline": False,
+        time_budget=30, tune_options={"trials": 2, "measure_baseline": False,
                       "try_xla": False, "max_batch_size": 64},
     )
     assert history.plan.data["kind"] == "generator"
     assert history.plan.fingerprints  # tuned in the worker, on arrays drawn from the generator
     assert history.history["examples_seen"] == [150, 150]
-    assert history.coverage.expected_examples is None  # length learnt from the first pass
+    assert history.coverage.expected_examples == 150  # counted in a pass before training
 
 
 def test_plan_xla_is_used_for_the_fit_and_the_users_flag_restored(plan: Plan) -> None:

@@ -125,8 +125,10 @@ def test_load_missing_file(tmp_path: Path) -> None:
 
 def test_fit_and_compile_kwargs() -> None:
     plan = sample_plan()
-    assert plan.fit_kwargs() == {"steps_per_epoch": 21}
-    assert plan.fit_kwargs(num_examples=100) == {"steps_per_epoch": 3}
+    # shuffle=False: the dataset reshuffles each epoch itself (Keras would warn otherwise).
+    assert plan.fit_kwargs() == {"steps_per_epoch": 21, "shuffle": False}
+    assert plan.fit_kwargs(num_examples=100) == {"steps_per_epoch": 3, "shuffle": False}
+    assert "epochs" not in plan.fit_kwargs()  # the caller's
     assert plan.compile_kwargs() == {"jit_compile": True}
     assert plan.learning_rate_factor == pytest.approx(1.5)
     assert plan.speedup_over_baseline == pytest.approx(812.5 / 500.0)

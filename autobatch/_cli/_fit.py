@@ -12,19 +12,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "fit",
         help="train with the tuned plan; print a coverage line per epoch",
+        usage=("%(prog)s DATA_DIR --model SPEC [--image-size N] [--epochs N] [options]\n"
+               "       %(prog)s DATA_DIR --plan PLAN.json [--epochs N] [options]\n"
+               "       (--image-size N is required when SPEC is a built-in model; a plan "
+               "gives the model and its size)"),
         description=(
             "Tune (or reuse the cached plan / --plan), train with Keras' progress bar, and "
             "count inside the training step the images trained on each epoch, compared with "
-            "the usable images the audit found."
+            "the usable images the audit found. With --plan, the model SPEC and image size "
+            "come from the plan unless given."
         ),
     )
     parser.add_argument("data_dir", metavar="DATA_DIR",
                         help="image folder, one sub-folder per class")
-    parser.add_argument("--model", required=True, metavar="SPEC",
+    parser.add_argument("--model", metavar="SPEC",
                         help="a .keras file or a built-in: small_cnn, mobilenet_v2, resnet50, "
-                             "efficientnet_b0")
+                             "efficientnet_b0 (default with --plan: the plan's model)")
     parser.add_argument("--epochs", type=int, default=1, metavar="N", help="epochs (default 1)")
-    parser.add_argument("--plan", metavar="PATH", help="use this plan JSON instead of tuning")
+    parser.add_argument("--plan", metavar="PATH",
+                        help="use this plan JSON instead of tuning (it names the model and "
+                             "image size)")
     parser.add_argument("--validation-split", type=float, metavar="F",
                         help="hold out this fraction (0..1) for validation, split by class")
     parser.add_argument("--save", metavar="PATH", help="save the trained model (.keras)")
@@ -35,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "root for Adam-family); otherwise it is only reported")
     parser.add_argument("--seed", type=int, help="seed of the validation split and shuffle")
     parser.add_argument("--image-size", type=int, metavar="N",
-                        help="input size of a built-in model (a .keras model's own size is used)")
+                        help="input size of a built-in model: required for one, unless --plan "
+                             "gives it (a .keras model's own size is used)")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS",
                         help="tuning time limit when no plan is given or cached")
     parser.add_argument("--memory-budget", metavar="SIZE",
@@ -55,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     if args.validation_split is not None and not 0.0 < args.validation_split < 1.0:
         raise UsageError(f"--validation-split must be between 0 and 1, got {args.validation_split}")
 
+    from autobatch._cli._tune import require_folder, require_image_size
+
+    require_folder(args.data_dir)
+    model, image_size, plan = _model_and_size(args)
+    require_image_size(model, image_size)
+
     from autobatch._audit import audit
 
     out = console()
@@ -63,14 +77,6 @@ def run(args: argparse.Namespace) -> int:
 
     import autobatch
 
-    tune_options: dict[str, Any] = {}
-    if args.time_budget is not None:
-        tune_options["time_budget_s"] = args.time_budget
-    if args.memory_budget is not None:
-        tune_options["memory_budget"] = args.memory_budget
-    if args.pixels is not None:
-        tune_options["pixels"] = args.pixels
-    plan: Any = args.plan
     lines: list[str] = []
 
     def on_epoch(entry: Any) -> None:
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         out.print(f"[{style}]{line}[/]")
 
     history = autobatch.fit(
-        args.model,
+        model,
         args.data_dir,
         epochs=args.epochs,
         plan=plan,
@@ -88,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         scale_lr=args.scale_lr,
         reference_batch_size=args.reference_batch_size,
-        tune_options=tune_options,
-        image_size=args.image_size,
+        time_budget=args.time_budget,
+        memory_budget=args.memory_budget,
+        pixels=args.pixels,
+        image_size=image_size,
         on_epoch=on_epoch,
         verbose=1,
     )
@@ -114,6 +122,31 @@ def run(args: argparse.Namespace) -> int:
             "[bold red]coverage: some epochs did not train on every usable image[/]")
         return 1
     return 0
+
+
+def _model_and_size(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(model SPEC, image size, plan)``: the flags, else what ``--plan`` records."""
+    from autobatch._errors import UsageError
+
+    if args.plan is None:
+        if args.model is None:
+            raise UsageError("give --model SPEC (or --plan PATH of a plan that names its model)")
+        return args.model, args.image_size, None
+    from autobatch._plan import Plan
+
+    plan = Plan.load(args.plan)
+    model = args.model
+    if model is None:
+        model = (plan.model or {}).get("spec")
+        if not model:
+            raise UsageError(
+                f"the plan {args.plan} was tuned on a keras.Model in Python and names no model "
+                "file; pass --model SPEC (a .keras file or a built-in)"
+            )
+    image_size = args.image_size
+    if image_size is None and plan.image_size is not None:
+        image_size = plan.image_size
+    return model, image_size, plan
 
 
 def _save(model: Any, path: str) -> None:

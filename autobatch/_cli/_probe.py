@@ -17,6 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "probe",
         help="dry-run a model at one batch size in an isolated worker (outcome, speed, memory)",
+        usage=("%(prog)s DATA_DIR --model SPEC [--image-size N] --batch-size B [options]\n"
+               "       %(prog)s DATA_DIR --model SPEC --plan PLAN.json [options]\n"
+               "       (--image-size N is required when SPEC is a built-in model, unless "
+               "--plan gives it)"),
         description=(
             "Train a few real steps of MODEL at --batch-size on DATA_DIR in a child process and "
             "report the outcome (ok, oom, timeout, crash), examples/s and peak memory. "
@@ -29,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, metavar="B",
                         help="batch size to probe (required unless --plan gives it)")
     parser.add_argument("--image-size", type=int, metavar="N",
-                        help="resize images to NxN (default: the model's input size)")
+                        help="resize images to NxN: required for a built-in model unless --plan "
+                             "gives it (default: a .keras model's input size)")
     parser.add_argument("--memory-budget", metavar="SIZE",
                         help="e.g. 3GiB or 0.5 (share of the effective limit); default: 90%% of "
                              "the free memory (GPU) or host headroom")
@@ -105,10 +110,12 @@ def _request_from(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from autobatch._cli._tune import require_folder, require_image_size
     from autobatch._errors import UsageError
     from autobatch._probe import SubprocessProbeRunner
     from autobatch._sizes import parse_memory_size
 
+    require_folder(args.data_dir)
     if args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
     if not args.min_time >= 0:
@@ -125,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             host_budget = parse_memory_size(args.memory_budget,
                                             limit_bytes=env.host.memory_limit_bytes)
     request, image_size = _request_from(args)
+    require_image_size(args.model, image_size)
     with SubprocessProbeRunner(args.model, args.data_dir, image_size=image_size,
                                host_memory_budget_bytes=host_budget,
                                device_memory_budget_bytes=device_budget,

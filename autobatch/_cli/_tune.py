@@ -12,6 +12,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tune",
         help="tune batch size and tf.data settings with isolated probes; write a plan JSON",
+        usage=("%(prog)s DATA_DIR --model SPEC [--image-size N] [--memory-budget SIZE] "
+               "[--time-budget S] [--trials N] [options]\n"
+               "       (--image-size N is required when SPEC is a built-in model; a .keras "
+               "model's own input size is the default)"),
         description=(
             "Find the largest batch that fits the memory budget (verified by a probe), then "
             "search batch size and tf.data settings jointly for the most examples/s with an "
@@ -24,8 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, metavar="SPEC",
                         help="a .keras file or a built-in: small_cnn, mobilenet_v2, resnet50, "
                              "efficientnet_b0")
-    parser.add_argument("--image-size", type=int, metavar="N", help="resize images to N x N")
-    parser.add_argument("--channels", type=int, default=3, help="image channels (default 3)")
+    parser.add_argument("--image-size", type=int, metavar="N",
+                        help="resize images to N x N: required for a built-in model (default "
+                             "for a .keras file: its input size)")
+    parser.add_argument("--channels", type=int,
+                        help="image channels (default: the model's input channels, else 3)")
     parser.add_argument("--memory-budget", metavar="SIZE",
                         help="peak memory the training may use: 3GiB, 800MB or a fraction such "
                              "as 0.8 (GPU memory when there is a GPU, host memory otherwise)")
@@ -56,7 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from autobatch._search._tune import tune, validate_options
 
-    # Cheap checks first so that a typo costs no probe.
+    # Cheap checks first so that a typo costs no probe: the folder, then what the model
+    # needs of it, then the options.
+    require_folder(args.data_dir)
+    require_image_size(args.model, args.image_size)
     validate_options(trials=args.trials, time_budget_s=args.time_budget, seed=args.seed,
                      pixels=args.pixels)
     from autobatch._progress import tune_display
@@ -68,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             channels=args.channels,
             memory_budget=args.memory_budget,
-            time_budget_s=args.time_budget,
+            time_budget=args.time_budget,
             trials=args.trials,
             storage=args.storage,
             output=args.output,
@@ -90,6 +100,27 @@ def run(args: argparse.Namespace) -> int:
     if report_files is not None:
         console().print(f"report: {report_files.html}")
     return 0
+
+
+def require_folder(data_dir: str) -> None:
+    """A one-line ``DataError`` when DATA_DIR is missing or not a folder (checked first)."""
+    import os
+
+    from autobatch._errors import DataError
+
+    if not os.path.exists(data_dir):
+        raise DataError(f"data folder {data_dir!r} does not exist; pass an image folder")
+    if not os.path.isdir(data_dir):
+        raise DataError(f"{data_dir!r} is not a folder; pass a folder of class sub-folders")
+
+
+def require_image_size(model: Any, image_size: Any) -> None:
+    """A built-in model SPEC has no input size of its own: ``--image-size`` is required."""
+    from autobatch._errors import ModelError
+    from autobatch._models import is_builtin
+
+    if is_builtin(model) and image_size is None:
+        raise ModelError(f"built-in model {model!r} needs an image size; pass --image-size N")
 
 
 def summary_table(plan: Any) -> Any:

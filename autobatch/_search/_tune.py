@@ -321,9 +321,9 @@ def tune(
     data: Any,
     *,
     image_size: int | tuple[int, int] | None = None,
-    channels: int = 3,
+    channels: int | None = None,
     memory_budget: str | int | None = None,
-    time_budget_s: float | None = None,
+    time_budget: float | None = None,
     trials: int | None = None,
     storage: str | None = None,
     output: str | os.PathLike[str] | None = None,
@@ -341,6 +341,7 @@ def tune(
     use_cache: bool = True,
     search_space: SearchSpace | None = None,
     pixels: str = "auto",
+    time_budget_s: float | None = None,
 ) -> Plan:
     """Find the fastest batch size and tf.data settings that fit the memory budget.
 
@@ -348,12 +349,13 @@ def tune(
         model: a built-in name (``small_cnn``, ``mobilenet_v2``, ...), a ``.keras`` path,
             or a ``keras.Model``.
         data: an image folder, ``(x, y)`` arrays, or a generator (with ``num_examples``).
-        image_size: ``N`` or ``(height, width)``: images are resized to it.
-        channels: image channels.
+        image_size: ``N`` or ``(height, width)``: images are resized to it; default the
+            model's own input size (required for a built-in SPEC).
+        channels: image channels; default the model's input channels, else 3.
         memory_budget: ``"3GiB"``, bytes, or a fraction such as ``"0.8"``; bounds the GPU
             when there is one, the host otherwise. None: the probe runner's default.
-        time_budget_s: wall-clock limit for the whole tune (default 120 s unless ``trials``
-            is given). Honoured within about 10%.
+        time_budget: wall-clock limit for the whole tune in seconds (default 120 s unless
+            ``trials`` is given). Honoured within about 10%.
         trials: number of throughput trials in the study (resumed trials count).
         storage: an Optuna storage URL; default an SQLite file in the user cache folder.
         output: write the plan JSON here too (atomically).
@@ -375,6 +377,7 @@ def tune(
             uint8 as for float32 input (checked in the probe worker), else float32.
             ``"uint8"`` insists (an error where it cannot apply); ``"float32"`` keeps
             Keras' own pixel values exactly.
+        time_budget_s: deprecated name of ``time_budget`` (a ``DeprecationWarning``).
 
     Returns:
         The verified ``Plan`` (``plan.cache_hit`` tells whether it came from the cache).
@@ -383,6 +386,15 @@ def tune(
         UsageError: bad options, unknown model, unusable data, or no batch fits the budget.
     """
     started = time.perf_counter()
+    if time_budget_s is not None:
+        import warnings
+
+        if time_budget is not None:
+            raise UsageError("pass time_budget= only (time_budget_s= is its deprecated name)")
+        warnings.warn("time_budget_s= is deprecated; pass time_budget= (seconds)",
+                      DeprecationWarning, stacklevel=2)
+        time_budget = time_budget_s
+    time_budget_s = time_budget
     validate_options(trials=trials, time_budget_s=time_budget_s, seed=seed, pixels=pixels)
     if time_budget_s is None and trials is None:
         time_budget_s = DEFAULT_TIME_BUDGET_S
@@ -391,19 +403,26 @@ def tune(
 
     from autobatch._env import environment
     from autobatch._models import BUILTIN_MODELS, is_builtin
-    from autobatch._pipeline import normalize_image_size
-    from autobatch._sources import resolve_source
+    from autobatch._plan import tune_geometry
+    from autobatch._sources import check_learnable, resolve_source
 
     if isinstance(model, str) and not is_builtin(model) and not os.path.exists(model):
         raise ModelError(
             f"unknown model {model!r}: pass a .keras file or one of {', '.join(BUILTIN_MODELS)}"
         )
-    size = normalize_image_size(image_size)
+    if isinstance(model, (str, os.PathLike)) and not is_builtin(model) and os.path.isfile(model):
+        model = os.path.abspath(model)  # the plan names a file that any folder can find
+    # The data first: a missing folder is the first thing to say, and one class (or one
+    # image) has nothing to tune for.
+    source = resolve_source(data)
+    check_learnable(source)
+    # The size and channels from the model when not given, as fit computes them: the two
+    # must fingerprint alike for fit to find tune's plan in the cache.
+    size, channels = tune_geometry(model, image_size, channels)
     if is_builtin(model) and size is None:
         raise ModelError(f"built-in model {model!r} needs an image size; pass --image-size N")
     env = environment()
     host_budget, device_budget, _ = resolve_budgets(memory_budget, env)
-    source = resolve_source(data)
     count = source.num_examples if source.num_examples is not None else num_examples
     if not count:
         raise UsageError("the number of examples per epoch is unknown; pass num_examples=N")
