@@ -165,32 +165,37 @@ class _LiveDisplay:
 
     # rich calls this at each refresh, so the clock runs between events.
     def __rich__(self) -> Any:
+        from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.spinner import Spinner
         from rich.table import Table
+        from rich.text import Text
 
         event = self._event
         grid = Table.grid(padding=(0, 1))
         if event is None:
-            grid.add_row(Spinner("dots"), "autobatch tune: starting")
+            grid.add_row(Spinner("dots"), Text("autobatch tune: starting"))
             return grid
         elapsed = event.elapsed_s + (time.perf_counter() - self._event_at)
         phase = _PHASE_TITLES.get(event.phase, event.phase)
-        cells: list[Any] = [Spinner("dots"), f"[bold]{phase}[/bold]"]
+        # Text, not markup strings: a print with markup=False renders this footer too.
+        cells: list[Any] = [Spinner("dots"), Text(phase, style="bold")]
         if event.time_budget_s:
             cells.append(ProgressBar(total=float(event.time_budget_s),
                                      completed=min(elapsed, float(event.time_budget_s)),
                                      width=20))
-        cells.append(_elapsed_text(elapsed, event.time_budget_s))
+        cells.append(Text(_elapsed_text(elapsed, event.time_budget_s)))
         trial = _trial_text(event)
         if trial:
-            cells.append(trial)
+            cells.append(Text(trial))
         best = _best_text(event)
         if best:
-            cells.append(best)
+            cells.append(Text(best))
         grid.add_row(*cells)
-        grid.add_row("", f"[dim]{event.message}[/dim]")
-        return grid
+        # The message on a line of its own, cut to the terminal's width (a grid cell would
+        # wrap it into the narrow column under the phase name).
+        message = Text("  " + event.message, style="dim", no_wrap=True, overflow="ellipsis")
+        return Group(grid, message)
 
     def on_event(self, event: TuneEvent) -> None:
         previous = self._event
@@ -200,7 +205,9 @@ class _LiveDisplay:
         self._event = event
         self._event_at = time.perf_counter()
         # Every step is printed above the footer too, so the terminal keeps the story.
-        self.console.print(event_line(event), markup=False)
+        from rich.text import Text
+
+        self.console.print(Text(event_line(event)), soft_wrap=True)
         if self._live is not None:
             self._live.refresh()
 

@@ -63,3 +63,20 @@ def test_live_display_keeps_a_line_per_step() -> None:
     text = out.getvalue()
     for event in _events():
         assert event.message in text
+
+
+def test_live_footer_on_a_terminal_shows_styles_not_markup() -> None:
+    from rich.console import Console
+
+    from autobatch._progress import _LiveDisplay
+
+    out = io.StringIO()
+    display = _LiveDisplay(out)
+    display.console = Console(file=out, force_terminal=True, width=60, highlight=False)
+    with display:
+        for event in _events():
+            display.on_event(event)
+    text = out.getvalue()
+    assert "\x1b[" in text  # drawn live, with styles
+    assert "[bold]" not in text and "[dim]" not in text
+    assert "1m05s/2m00s" in text and "best 900.1 examples/s (batch 128)" in text
