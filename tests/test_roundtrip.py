@@ -116,7 +116,8 @@ def test_fit_right_after_tune_reuses_the_plan(tuned: Any,
                             tune_options=FIT_TUNE)
     assert history.plan.cache_hit
     assert history.tune_time_s < 2.0, history.tune_time_s
-    print(f"fit after tune: {history.tune_time_s:.3f} s getting the plan")
+    with capsys.disabled():
+        print(f"\nfit after tune: {history.tune_time_s:.3f} s getting the plan")
     assert tuned["tune_s"] > 2.0  # the first tune really tuned
     assert history.plan.batch_size == tuned["plan"].batch_size
     assert history.history["examples_seen"] == [N]
