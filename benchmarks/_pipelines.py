@@ -1,7 +1,7 @@
 """The input pipelines users write, as the benchmark runs them side by side.
 
 Each builder returns ``(dataset_or_generator, fit_kwargs)`` for ``model.fit``. They are the
-three situations of the background note (arrays in RAM, a tf.data file pipeline, a Python
+three situations users meet (arrays in RAM, a tf.data file pipeline, a Python
 generator) plus Keras' own loader, written the way users write them, with the silent label
 bugs of the note fixed so that every pipeline trains on the same task.
 """
@@ -39,7 +39,7 @@ def keras_default(data_dir: Path, image_size: int):
 
 
 def classic_file_pipeline(data_dir: Path, image_size: int):
-    """The classic answer's tf.data pipeline: map(AUTOTUNE), batch 32, prefetch(AUTOTUNE)."""
+    """The hand-written tf.data pipeline users copy: map(AUTOTUNE), batch 32, prefetch(AUTOTUNE)."""
     import tensorflow as tf
 
     paths, labels, _ = list_files(data_dir)

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print("tuning ...", flush=True)
     started = time.perf_counter()
     plan = tune("small_cnn", data, image_size=32, trials=args.trials, seed=args.seed,
-                time_budget_s=args.time_budget,
+                time_budget=args.time_budget,
                 force=True, measure_baseline=False, try_xla=False, trial_steps=PROBE_STEPS,
                 search_space=space, use_cache=False)
     tune_wall = time.perf_counter() - started

@@ -124,8 +124,8 @@ def _measure_child(conn: Any, *args: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--time-budget", type=float, default=60.0)
     parser.add_argument("--no-load", action="store_true", help="skip the busy-core process")
     parser.add_argument("--out", default=str(HERE / "results" / "never_slower.json"))
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             for run in range(args.runs):
                 started = time.perf_counter()
                 plan = autobatch.tune("small_cnn", data_dir, image_size=64,
-                                      time_budget_s=args.time_budget, force=True,
+                                      time_budget=args.time_budget, force=True,
                                       output=root / f"plan-{run}.json")
                 tune_s = time.perf_counter() - started
                 parent, child = ctx.Pipe()
@@ -158,12 +158,17 @@ def main(argv: list[str] | None = None) -> int:
                 measured = parent.recv()
                 proc.join()
                 versus = plan.measured.get("versus_default") or {}
+                # A plan that kept the default trains the very pipeline it is compared with:
+                # its measured ratio shows this machine's noise floor, not a difference.
+                identical = (plan.batch_size == 32 and plan.pipeline.uses_autotune
+                             and not plan.jit_compile)
                 row = {
                     "run": run + 1,
                     "tune_s": round(tune_s, 1),
                     "batch_size": plan.batch_size,
                     "pipeline": plan.pipeline.to_dict(),
                     "decision": versus.get("decision"),
+                    "identical_to_default": identical,
                     "tune_rounds": versus.get("rounds"),
                     "tune_paired_ratios": versus.get("paired_ratios"),
                     "headline_speedup": plan.speedup_over_baseline,
@@ -172,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 results.append(row)
                 print(json.dumps({k: row.get(k) for k in (
-                    "run", "tune_s", "batch_size", "decision", "headline_speedup",
+                    "run", "tune_s", "batch_size", "decision", "identical_to_default",
+                    "headline_speedup",
                     "median_ratio", "min_ratio", "error")}), flush=True)
         finally:
             stop.set()
@@ -180,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                 burner.join(timeout=10)
     ok = all("error" not in r and r["median_ratio"] >= TARGET
              and (r["headline_speedup"] or 0) >= 1.0 for r in results)
+    # The same with the plans that are the default itself counted as 1 by construction.
+    ok_distinct = all("error" not in r and (r["identical_to_default"] or
+                                            r["median_ratio"] >= TARGET)
+                      and (r["headline_speedup"] or 0) >= 1.0 for r in results)
     summary = {
         "target_median_ratio": TARGET,
         "load": not args.no_load,
@@ -188,11 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "runs": results,
         "met": ok,
+        "met_counting_identical_plans_as_1": ok_distinct,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(f"{'met' if ok else 'MISSED'}: median paired ratio plan/default per run: "
           + ", ".join(f"{r.get('median_ratio', float('nan')):.3f}" for r in results))
+    if not ok and ok_distinct:
+        print("every miss is a plan identical to the default (noise floor of the measurement)")
     return 0 if ok else 1
 
 

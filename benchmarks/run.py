@@ -274,7 +274,7 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
     plan_path = work / f"plan-{name}.json"
     with _stats.Timer() as tune_timer:
         plan = autobatch.tune(spec, data_dir, image_size=image_size, memory_budget=memory_budget,
-                              time_budget_s=tune_budget_s, force=True, output=plan_path)
+                              time_budget=tune_budget_s, force=True, output=plan_path)
     logger.info("[%s] plan: batch %d, %s (tuning took %.0f s)", name, plan.batch_size,
                 plan.pipeline.to_dict(), tune_timer.elapsed_s)
 

@@ -3,7 +3,7 @@
 Run: python examples/arrays_in_memory.py   (CPU, about a minute)
 
 The arrays are crops of scikit-image's sample photos (three classes). The "before" is
-Example 1 of the background note with the step count many scripts add for a repeated
+the arrays-in-RAM pipeline users write, with the step count many scripts add for a repeated
 dataset: ``steps_per_epoch = len(x) // batch_size``. The "after" is ``autobatch.fit``,
 whose plan also decides whether the arrays go in as one tensor or are streamed in slices.
 """
@@ -65,7 +65,7 @@ def main() -> None:
     print(f"arrays: {len(x)} examples of {x.shape[1:]}")
     print(f"before: one epoch trained on {before(x, y)} of {len(x)} examples, without a word")
     history = autobatch.fit(small_cnn(), (x, y), epochs=2, verbose=0,
-                            tune_options={"time_budget_s": 20, "max_batch_size": 256})
+                            tune_options={"time_budget": 20, "max_batch_size": 256})
     for entry in history.coverage.epochs:
         print("after:", entry.line("examples"))
     plan = history.plan

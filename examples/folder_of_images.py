@@ -4,7 +4,7 @@ Run: python examples/folder_of_images.py   (CPU, about a minute)
 
 Builds a Keras-style folder from scikit-image's sample photos in which some files are
 saved as .jpeg/.png and one PNG is named .jpg, as real folders are. The "before" is
-Example 2 of docs' background note (glob '*/*.jpg', decode_jpeg, folder-name labels made
+the pipeline users write by hand (glob '*/*.jpg', decode_jpeg, folder-name labels made
 usable with a lookup): it trains on the .jpg files only, and says nothing.
 """
 
@@ -75,7 +75,7 @@ def main() -> None:
     report = autobatch.audit(data_dir)
     print(f"audit: {report.summary_sentence()}")
     history = autobatch.fit(small_cnn(len(report.class_names)), data_dir, epochs=2, verbose=0,
-                            tune_options={"time_budget_s": 20, "max_batch_size": 128})
+                            tune_options={"time_budget": 20, "max_batch_size": 128})
     for entry in history.coverage.epochs:
         print("after:", entry.line("images"))
     print(f"plan: batch size {history.plan.batch_size}, {history.steps_per_epoch} steps per epoch")

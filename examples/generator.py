@@ -1,4 +1,4 @@
-"""A Python generator: Example 3 of the background note, and the same generator handed to
+"""A Python generator: the generator users write, and the same generator handed to
 ``autobatch.fit`` with its length.
 
 Run: python examples/generator.py   (CPU, about a minute)

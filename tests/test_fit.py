@@ -235,7 +235,7 @@ def test_user_steps_per_epoch_is_reported_with_its_cause(
 def test_one_shot_batched_generator_like_the_tutorial(plan: Plan) -> None:
     x, y = _arrays(100)
 
-    def image_generator(batch_size: int):  # Example 3 of the background note, fixed up
+    def image_generator(batch_size: int):  # the generator users write, fixed up
         while True:
             for i in range(0, len(x), batch_size):
                 yield x[i:i + batch_size], y[i:i + batch_size]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -62,12 +63,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = _on_sigterm_raise()
     try:
         return int(args.func(args) or 0)
     except AutobatchError as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"autobatch {args.command}: error: {message}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"autobatch {args.command}: terminated (SIGTERM); a rerun resumes",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"autobatch {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every clean-up on the interrupt path runs (the
+    running trial is told failed, workers and temporary folders are removed)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _on_sigterm_raise() -> object | None:
+    """Route SIGTERM to ``Terminated`` while a command runs (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)

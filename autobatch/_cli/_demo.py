@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     with tune_display("auto") as on_event:
         plan = autobatch.tune(args.model, data_dir, image_size=args.image_size,
-                              time_budget_s=args.time_budget, output=plan_path,
+                              time_budget=args.time_budget, output=plan_path,
                               on_event=on_event)
     rate = plan.measured["examples_per_s"]
     out.print(f"      batch size {plan.batch_size}, {rate:.1f} examples/s; "

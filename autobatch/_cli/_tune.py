@@ -153,9 +153,21 @@ def summary_table(plan: Any) -> Any:
     table.add_row("peak memory", f"{format_bytes(peak)} of {format_bytes(budget)}",
                   format_bytes(base.get("peak_memory_bytes")))
     table.add_row("ceiling batch (verified)", str(plan.ceiling_batch_size), "")
-    if plan.speedup_over_baseline:
+    versus = plan.versus_default
+    if versus is not None and versus.get("decision") == "default":
+        # Never a slowdown as the result: the plan is the default itself.
+        table.add_row("speed-up", "kept the default", "1.00x")
+    elif versus is not None and versus.get("median_ratio"):
+        table.add_row("speed-up", f"{versus['median_ratio']:.2f}x "
+                      f"({versus['low']:.2f}-{versus['high']:.2f}x, {versus['rounds']} rounds)",
+                      "1.00x")
+    elif plan.speedup_over_baseline:
         table.add_row("speed-up", f"{plan.speedup_over_baseline:.2f}x", "1.00x")
-    if plan.path:
-        table.caption = f"plan: {plan.path}"
+    notes = [f"plan: {plan.path}"] if plan.path else []
+    if versus is not None and versus.get("reason"):
+        notes.append(("kept the untuned default: " if versus.get("decision") == "default"
+                      else "") + str(versus["reason"]))
+    if notes:
+        table.caption = "\n".join(notes)
     return table
 
