@@ -1,12 +1,14 @@
 """``audit --deep``: decode every usable file with TensorFlow, in worker processes.
 
-Each worker is ``python -m autobatch._audit_decode LIST START``: it decodes the files of a
-list (one hex-encoded path per line, so any file name survives) from index START on, and
-prints one line per file: ``ok <channels>`` or ``err <message>``. Worker processes, not
-threads, because a decoder can take the whole process down: TF 2.21 corrupts its heap on
-an animated WebP and aborts on a later decode (measured). When a worker dies, the file it
-was on is retried first in a fresh worker; only a file that kills a fresh worker as its
-first decode is blamed, so an earlier file's heap damage never condemns an innocent one.
+Each worker runs this module with ``LIST START`` (started by
+``autobatch._isolated.python_command``: isolated, so nothing in the current folder is
+imported): it decodes the files of a list (one hex-encoded path per line, so any file name
+survives) from index START on, and prints one line per file: ``ok <channels>`` or
+``err <message>``. Worker processes, not threads, because a decoder can take the whole
+process down: TF 2.21 corrupts its heap on an animated WebP and aborts on a later decode
+(measured). When a worker dies, the file it was on is retried first in a fresh worker; only
+a file that kills a fresh worker as its first decode is blamed, so an earlier file's heap
+damage never condemns an innocent one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+
+from autobatch._isolated import python_command
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +91,7 @@ def _drive_worker(list_path: str, count: int, results: list[DecodeResult], offse
         while start < count:
             first = start
             proc = subprocess.Popen(
-                [sys.executable, "-m", "autobatch._audit_decode", list_path, str(start)],
+                python_command("autobatch._audit_decode", [list_path, str(start)]),
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_worker_env(),
             )
             assert proc.stdout is not None

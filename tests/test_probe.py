@@ -226,9 +226,13 @@ def test_budget_below_idle_footprint_is_a_clear_oom(data_root: Path) -> None:
     assert "idle footprint" in (result.error or "")
 
 
-def test_unsaveable_model_is_a_model_error(data_root: Path) -> None:
+def test_unsaveable_model_is_a_model_error_and_leaves_no_work_dir(
+        data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
     import keras
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp makes its folder
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Lambda(lambda t: t / 255.0, name="scale_lambda")(inputs)
     outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))
@@ -236,6 +240,13 @@ def test_unsaveable_model_is_a_model_error(data_root: Path) -> None:
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     with pytest.raises(ModelError, match="scale_lambda.*Lambda"):
         SubprocessProbeRunner(model, folder_source(data_root))
+    assert not list(tmp_path.glob("autobatch-probe-*"))
+    # A runner that made its own work dir removes it on close.
+    runner = SubprocessProbeRunner("small_cnn", folder_source(data_root), image_size=32,
+                                   host_memory_budget_bytes=16 << 30)
+    assert runner.work_dir.parent == tmp_path and runner.work_dir.is_dir()
+    runner.close()
+    assert not list(tmp_path.glob("autobatch-probe-*"))
 
 
 def test_builtin_needs_an_image_size(data_root: Path) -> None:

@@ -72,7 +72,7 @@ class InProcessProbeRunner(ProbeRunner):
         keras_model = resolve_model(model, num_classes=_num_classes(source) or 0,
                                     image_size=size, channels=channels or 3,
                                     custom_objects_module=custom_objects_module)
-        shape = model_input_shape(keras_model)
+        shape = model_input_shape(keras_model) or ()
         worker = Worker.__new__(Worker)
         worker.config = {}
         worker.source = source

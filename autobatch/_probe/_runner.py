@@ -17,7 +17,6 @@ import queue
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +26,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from autobatch._errors import DataError, ModelError, ProbeError
+from autobatch._isolated import python_command
 from autobatch._probe._types import ProbeRequest, ProbeResult
 from autobatch._settings import PipelineSettings
 from autobatch._sizes import format_bytes
@@ -228,9 +228,11 @@ class SubprocessProbeRunner(ProbeRunner):
     """Probes in a reused child process, with the host budget enforced by a watchdog.
 
     Args:
-        model: a compiled ``keras.Model`` (saved to a ``.keras`` file for the worker), a
-            path to a ``.keras`` file, or a built-in name (built inside the worker, so the
-            parent never imports TensorFlow).
+        model: a compiled ``keras.Model`` (saved to a ``.keras`` file for the worker, which
+            imports the modules that define its custom objects first), a path to a
+            ``.keras`` file, a model-building function (``"module:function"`` or a
+            module-level callable, called in the worker) or a built-in name (built inside the
+            worker, so the parent never imports TensorFlow).
         data: anything ``resolve_source`` takes.
         image_size: ``N`` or ``(height, width)``; by default the model's input size.
         channels: by default the model's input channels (3 for built-ins).
@@ -241,7 +243,7 @@ class SubprocessProbeRunner(ProbeRunner):
         safety_fraction: share of the measured headroom used as the default budgets.
         custom_objects_module: importable module that registers the model's custom objects.
         work_dir: folder for the model file, data index and worker logs (a temp folder,
-            removed on ``close``, when None).
+            removed on ``close`` and when this constructor fails, when None).
         worker_env: extra environment variables for the worker (``CUDA_VISIBLE_DEVICES``...).
         startup_timeout_s: wall limit for starting the worker (TF import, model load).
         fresh_worker_for_smaller_batch: the default of ``ProbeRequest.own_peak``: restart
@@ -273,48 +275,54 @@ class SubprocessProbeRunner(ProbeRunner):
         self._own_work_dir = work_dir is None
         self.work_dir = Path(tempfile.mkdtemp(prefix="autobatch-probe-")) if work_dir is None \
             else Path(work_dir)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.worker_env = dict(worker_env or {})
-        self.startup_timeout_s = float(startup_timeout_s)
-        self.fresh_worker_for_smaller_batch = fresh_worker_for_smaller_batch
-        self.custom_objects_module = custom_objects_module
-        self.worker_starts = 0
-        self.probes_run = 0
-        self.last_ready: dict[str, Any] | None = None
-        """The worker's ready message: pid, device, import_s, load_s, idle_rss_bytes."""
-
-        if host_memory_budget_bytes is None or device_memory_budget_bytes is None:
-            host_default, device_default = default_budgets(safety_fraction)
-            if host_memory_budget_bytes is None:
-                host_memory_budget_bytes = host_default
-            if device_memory_budget_bytes is None:
-                device_memory_budget_bytes = device_default
-            self.device = "GPU:0" if device_default is not None else "cpu"
-        self.host_memory_budget_bytes = int(host_memory_budget_bytes)
-        self.device_memory_budget_bytes = (None if device_memory_budget_bytes is None
-                                           else int(device_memory_budget_bytes))
-
-        from autobatch._pipeline import normalize_image_size
-
-        self.image_size = normalize_image_size(image_size)
-        self.channels = channels
-        self.model_description = self._describe_model(model)
-        self.data_description = write_data_description(self.source, self.work_dir)
-        self.config_path = self.work_dir / "worker_config.json"
-        _write_atomic(self.config_path, json.dumps({
-            "model": self.model_description,
-            "data": self.data_description,
-            "image_size": list(self.image_size) if self.image_size else None,
-            "channels": self.channels,
-            "seed": seed,
-            "cache_dir": str(self.work_dir / "cache"),
-        }).encode())
-
         self._process: subprocess.Popen[bytes] | None = None
+        self._watchdog: _Watchdog | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._log_path: Path | None = None
-        self._watchdog: _Watchdog | None = None
         self._largest_batch = 0
+        self.worker_modules: list[str] = []
+        """Modules the worker imports for the model: their folders join its import path."""
+        try:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self.worker_env = dict(worker_env or {})
+            self.startup_timeout_s = float(startup_timeout_s)
+            self.fresh_worker_for_smaller_batch = fresh_worker_for_smaller_batch
+            self.custom_objects_module = custom_objects_module
+            self.worker_starts = 0
+            self.probes_run = 0
+            self.last_ready: dict[str, Any] | None = None
+            """The worker's ready message: pid, device, import_s, load_s, idle_rss_bytes."""
+
+            if host_memory_budget_bytes is None or device_memory_budget_bytes is None:
+                host_default, device_default = default_budgets(safety_fraction)
+                if host_memory_budget_bytes is None:
+                    host_memory_budget_bytes = host_default
+                if device_memory_budget_bytes is None:
+                    device_memory_budget_bytes = device_default
+                self.device = "GPU:0" if device_default is not None else "cpu"
+            self.host_memory_budget_bytes = int(host_memory_budget_bytes)
+            self.device_memory_budget_bytes = (None if device_memory_budget_bytes is None
+                                               else int(device_memory_budget_bytes))
+
+            from autobatch._pipeline import normalize_image_size
+
+            self.image_size = normalize_image_size(image_size)
+            self.channels = channels
+            self.model_description = self._describe_model(model)
+            self.data_description = write_data_description(self.source, self.work_dir)
+            self.config_path = self.work_dir / "worker_config.json"
+            _write_atomic(self.config_path, json.dumps({
+                "model": self.model_description,
+                "data": self.data_description,
+                "image_size": list(self.image_size) if self.image_size else None,
+                "channels": self.channels,
+                "seed": seed,
+                "cache_dir": str(self.work_dir / "cache"),
+            }).encode())
+        except BaseException:
+            # A model or data the worker cannot take: no temp folder is left behind.
+            self.close()
+            raise
 
     @property
     def worker_largest_batch(self) -> int:  # type: ignore[override]
@@ -322,7 +330,7 @@ class SubprocessProbeRunner(ProbeRunner):
 
     # ---- describing the model for the worker
     def _describe_model(self, model: Any) -> dict[str, Any]:
-        from autobatch._models import BUILTIN_MODELS, is_builtin
+        from autobatch._models import BUILTIN_MODELS, is_builtin, model_function_spec
 
         if is_builtin(model):
             if self.image_size is None:
@@ -336,28 +344,61 @@ class SubprocessProbeRunner(ProbeRunner):
                 self.channels = 3
             return {"builtin": model, "num_classes": num_classes,
                     "image_size": list(self.image_size), "channels": self.channels}
+        # A model-building function ("module:function" or a callable), or a model one built
+        # (resolve_model tags it): the worker calls the function itself.
+        function = model_function_spec(model) or getattr(model, "_autobatch_model_function",
+                                                         None)
+        if isinstance(function, str):
+            self.worker_modules = [function.partition(":")[0]]
+            return {"function": function}
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
             if path.suffix != ".keras":
-                raise ModelError(f"model SPEC {str(model)!r} is neither a .keras file nor a "
-                                 f"built-in; use one of {', '.join(BUILTIN_MODELS)}")
+                raise ModelError(f"model SPEC {str(model)!r} is neither a .keras file, a "
+                                 "model-building function (module:function) nor a built-in; "
+                                 f"use one of {', '.join(BUILTIN_MODELS)}")
             if not path.is_file():
                 raise ModelError(f"model file {str(model)!r} does not exist; check the path")
+            if self.custom_objects_module:
+                self.worker_modules = [self.custom_objects_module]
             return {"path": str(path.resolve()),
                     "custom_objects_module": self.custom_objects_module}
         if _looks_like_keras_model(model):
-            from autobatch._models import model_input_shape, save_for_worker
+            from autobatch._models import model_input_shape, save_model_for_worker
 
             shape = model_input_shape(model)
-            if self.image_size is None and len(shape) == 3 and shape[0] and shape[1]:
-                self.image_size = (int(shape[0]), int(shape[1]))
-            if self.channels is None and len(shape) == 3 and shape[-1]:
-                self.channels = int(shape[-1])
-            path = save_for_worker(model, self.work_dir / "model.keras",
-                                   self.custom_objects_module)
-            return {"path": str(path), "custom_objects_module": self.custom_objects_module}
+            if shape is None:
+                # A subclassed model not built yet: it is built on the data in the worker.
+                self._geometry_from_data()
+            else:
+                if self.image_size is None and len(shape) == 3 and shape[0] and shape[1]:
+                    self.image_size = (int(shape[0]), int(shape[1]))
+                if self.channels is None and len(shape) == 3 and shape[-1]:
+                    self.channels = int(shape[-1])
+            path, imports = save_model_for_worker(model, self.work_dir / "model.keras",
+                                                  self.custom_objects_module)
+            self.worker_modules = list(imports["modules"])
+            return {"path": str(path), "custom_objects_module": self.custom_objects_module,
+                    **imports}
         raise ModelError(f"cannot probe a model of type {type(model).__name__}: pass a compiled "
-                         f"keras.Model, a .keras path or one of {', '.join(BUILTIN_MODELS)}")
+                         "keras.Model, a .keras path, a model-building function or one of "
+                         f"{', '.join(BUILTIN_MODELS)}")
+
+    def _geometry_from_data(self) -> None:
+        """Image size and channels of a model that declares no input shape yet: the images'
+        own size when they all share it (the audit measured them)."""
+        if self.image_size is not None or not isinstance(self.source, FileSource):
+            return
+        sizes = getattr(self.source.audit, "image_sizes", None) or {}
+        width, height = sizes.get("width") or {}, sizes.get("height") or {}
+        if width and height and width.get("min") == width.get("max") and \
+                height.get("min") == height.get("max"):
+            self.image_size = (int(height["min"]), int(width["min"]))
+            return
+        raise ModelError(
+            "the model declares no input shape yet (a subclassed model not built) and the "
+            "images differ in size; pass image_size=N (--image-size N) or build the model "
+            "first: model.build((None, H, W, C))")
 
     # ---- worker life cycle
     @property
@@ -380,17 +421,17 @@ class SubprocessProbeRunner(ProbeRunner):
         self.worker_starts += 1
         self._log_path = self.work_dir / f"worker-{self.worker_starts}.log"
         env = dict(os.environ)
-        # Whatever the parent can import, the worker can (custom objects, test helpers).
-        paths = [p for p in sys.path if p and os.path.isdir(p)]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths + [env.get("PYTHONPATH", "")]))
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env.update(self.worker_env)
+        # Isolated: the current folder is never on the worker's import path (a numpy.py there
+        # would run in it); the caller's own path is, so whatever the caller imports (custom
+        # objects, a model-building function, test helpers), the worker can.
+        command = python_command("autobatch._probe._worker", [str(self.config_path)],
+                                 extra_modules=self.worker_modules)
         log = open(self._log_path, "wb")
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "autobatch._probe._worker", str(self.config_path)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
-                cwd=os.getcwd(),
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
             )
         except OSError as exc:
             raise ProbeError(f"cannot start the probe worker: {exc}") from exc
@@ -407,6 +448,11 @@ class SubprocessProbeRunner(ProbeRunner):
         if message is not None and message.get("event") == "ready":
             self.last_ready = message
             self.device = message.get("device", "cpu")
+            if self.image_size is None and message.get("image_size"):
+                # The worker's model told (a model-building function, a .keras file).
+                self.image_size = tuple(int(v) for v in message["image_size"])  # type: ignore[assignment]
+            if self.channels is None and message.get("channels"):
+                self.channels = int(message["channels"])
             config = json.loads(self.config_path.read_text())
             if "accepts_uint8" not in config:
                 # The model and data do not change between workers: later ones skip the check.

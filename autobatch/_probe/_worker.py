@@ -1,7 +1,8 @@
 """The probe worker: a long-lived child that imports TensorFlow and loads the model and the
 data once, then serves probes.
 
-Protocol (JSON lines): the parent starts ``python -m autobatch._probe._worker CONFIG.json``;
+Protocol (JSON lines): the parent runs this module with ``CONFIG.json``, isolated from its
+current folder (``autobatch._isolated.python_command``) and with its own import path;
 the worker answers ``{"event": "ready", ...}`` (or ``{"event": "error", ...}`` and exits),
 then reads ``{"cmd": "probe", "request": {...}}`` lines from stdin and answers each with
 ``{"event": "result", "result": {...}}``. stdout carries nothing else: the worker moves fd 1
@@ -126,7 +127,7 @@ class Worker:
         self.model = load_model(config["model"], self.source)
         from autobatch._models import model_input_shape
 
-        shape = model_input_shape(self.model)
+        shape = model_input_shape(self.model) or ()
         self.image_size = config.get("image_size") or (
             (shape[0], shape[1]) if len(shape) == 3 and shape[0] and shape[1] else None)
         self.channels = config.get("channels") or (shape[-1] if len(shape) == 3 else None)
@@ -469,13 +470,25 @@ def load_source(data: dict[str, Any]) -> Any:
 
 
 def load_model(model: dict[str, Any], source: Any) -> Any:
-    from autobatch._models import resolve_model
+    """Build or load the model the parent described: a built-in, a model-building function
+    (imported and called here), or a ``.keras`` file after importing the modules that define
+    its custom objects (``autobatch._models.save_model_for_worker`` recorded them)."""
+    from autobatch._models import (
+        build_model_from_function,
+        import_custom_objects_for_worker,
+        load_model_file,
+        resolve_model,
+    )
 
     if model.get("builtin"):
         return resolve_model(model["builtin"], num_classes=int(model["num_classes"]),
                              image_size=model["image_size"], channels=int(model["channels"]))
-    return resolve_model(model["path"], num_classes=0, image_size=None,
-                         custom_objects_module=model.get("custom_objects_module"))
+    if model.get("function"):
+        return build_model_from_function(model["function"])
+    custom_objects = import_custom_objects_for_worker(model.get("modules"),
+                                                      model.get("custom_objects"))
+    return load_model_file(model["path"], custom_objects=custom_objects,
+                           custom_objects_module=model.get("custom_objects_module"))
 
 
 # ---------------------------------------------------------------- main loop
