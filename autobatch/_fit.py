@@ -559,21 +559,11 @@ def model_input_shape_or_none(model: Any) -> tuple[int | None, ...] | None:
 
 
 def _input_shape(model: Any) -> tuple[int | None, ...] | None:
+    # One helper for every caller: a subclassed model gives the shape it was built with,
+    # None when it is not built yet (shapes are learnt from the data).
     from autobatch._models import model_input_shape
 
-    try:
-        return model_input_shape(model)
-    except (AttributeError, ValueError) as exc:
-        if isinstance(exc, ModelError):
-            raise
-        # A subclassed model has no input_shape; after model.build((None, H, W, C)) Keras
-        # keeps the shape it was built with (the error message asks users to build it).
-        built = getattr(model, "_build_shapes_dict", None) or {}
-        if len(built) == 1:
-            shape = next(iter(built.values()))
-            if isinstance(shape, (tuple, list)) and len(shape) >= 2:
-                return tuple(None if d is None else int(d) for d in shape[1:])
-        return None  # a subclassed model not built yet: shapes are learnt from the data
+    return model_input_shape(model)
 
 
 def _output_units(model: Any) -> int | None:

@@ -570,6 +570,12 @@ def model_fingerprint(model: Any, *, num_classes: int | None = None,
         text = os.fspath(model)
         if os.path.isfile(text):
             return _short_hash(_canonical({"file": file_fingerprint(text), **shape_args}))
+        from autobatch._models import model_function_file
+
+        source = model_function_file(text)  # "module:function": edits to it count
+        if source is not None and os.path.isfile(source):
+            return _short_hash(_canonical({"spec": text, "source": file_fingerprint(source),
+                                           **shape_args}))
         return _short_hash(_canonical({"spec": text, **shape_args}))
     to_json = getattr(model, "to_json", None)
     if callable(to_json):

@@ -44,6 +44,7 @@ from autobatch._search._study import (
     decoded_dataset_bytes,
     epoch_efficiency,
     epoch_rate,
+    fail_stale_trials,
     memory_cache_fits,
     open_study,
     params_to_settings,
@@ -75,7 +76,7 @@ WIN_MARGIN = 0.02
 """A candidate replaces the untuned default only when its paired ratio against the default
 exceeds ``1 + WIN_MARGIN`` in every round (one round may be lost from six rounds on)."""
 TRIAL_MIN_TIME_S = 1.0
-FINALIST_MIN_TIME_S = 2.0
+FINALIST_MIN_TIME_S = 1.5
 VERIFY_MIN_TIME_S = 3.0
 """Timed seconds a trial / a finalist's re-measurement / the winner's long run takes at
 least (more steps for a fast model). Five steps of a small model last a fraction of a
@@ -402,11 +403,14 @@ def tune(
     emit = _Emitter(on_event, started, time_budget_s)
 
     from autobatch._env import environment
-    from autobatch._models import BUILTIN_MODELS, is_builtin
+    from autobatch._models import BUILTIN_MODELS, is_builtin, model_function_spec
     from autobatch._plan import tune_geometry
     from autobatch._sources import check_learnable, resolve_source
 
-    if isinstance(model, str) and not is_builtin(model) and not os.path.exists(model):
+    # A model-building function travels (and fingerprints) as "module:function".
+    model = model_function_spec(model) or model
+    if isinstance(model, str) and not is_builtin(model) and not os.path.exists(model) \
+            and model_function_spec(model) is None:
         raise ModelError(
             f"unknown model {model!r}: pass a .keras file or one of {', '.join(BUILTIN_MODELS)}"
         )
@@ -468,6 +472,9 @@ def tune(
     study_keys = {**fingerprints, "options": options_fingerprint(options)}
     study_name = study_name_for(study_keys)
     study = _open(storage, study_name, seed=seed, force=force)
+    stale = fail_stale_trials(study)
+    if stale:
+        emit("search", f"marked {len(stale)} trial(s) failed that a killed tune left running")
     study.set_user_attr("model", model_summary(model, image_size=size, channels=channels,
                                                num_classes=num_classes))
     study.set_user_attr("data", {**data_summary(source), "num_examples": count})
@@ -614,12 +621,18 @@ def _search(
     if measure_baseline and baseline is None:
         batch = min(DEFAULT_REFERENCE_BATCH_SIZE, count, max_batch_size)
         emit("baseline", f"untuned default: batch {batch}, AUTOTUNE")
-        result = runner.run(
-            ProbeRequest(batch_size=batch, settings=PipelineSettings.keras_default(),
-                         steps=trial_steps, warmup_steps=1,
-                         timeout_s=_probe_timeout(deadline)),
-            need_memory=True,
-        )
+        request = ProbeRequest(batch_size=batch, settings=PipelineSettings.keras_default(),
+                               steps=trial_steps, warmup_steps=1,
+                               timeout_s=_probe_timeout(deadline))
+        result = runner.run(request, need_memory=True)
+        if result.outcome == "crash":
+            # Killed from outside or crashed at start-up: no verdict on speed or memory.
+            # Measured again in a fresh worker; a second failure is not stored, so that a
+            # resumed tune measures it again rather than trusting a broken reading.
+            logger.warning("the untuned default's probe crashed; retrying in a fresh worker")
+            emit("baseline", "the worker died during the untuned default; measuring again")
+            runner.restart()
+            result = runner.run(request, need_memory=True)
         baseline = {
             "batch_size": batch,
             # Over an epoch, as the trials are scored (the last batch is partial).
@@ -629,14 +642,23 @@ def _search(
             "outcome": result.outcome,
             "settings": "keras default (AUTOTUNE)",
         }
-        study.set_user_attr("baseline", baseline)
-        if result.worker_started or not result.ok:
+        if result.ok:
+            study.set_user_attr("baseline", baseline)
+        if result.ok and result.worker_started:
             prior.append(result)
+        elif result.outcome in ("oom", "timeout"):
+            prior.append(result)  # a memory verdict: batch 32 does not fit (or swaps)
+        elif not result.ok:
+            logger.warning("the untuned default failed twice (%s); it is not stored and the "
+                           "plan cannot be compared with it", result.outcome)
+            runner.restart()
         emit("baseline", f"untuned default: {result.examples_per_s or 0:.1f} examples/s, "
              f"peak {_mib(result.peak_memory_bytes)}", result=result)
 
     # Phase 2: the memory ceiling (stored on the study so that a resumed tune skips it).
-    if "ceiling" in attrs:
+    if "ceiling" in attrs and _crash_bound(attrs["ceiling"]):
+        emit("ceiling", "the stored ceiling was bounded by a crashed probe; measuring again")
+    if "ceiling" in attrs and not _crash_bound(attrs["ceiling"]):
         ceiling_dict = attrs["ceiling"]
         ceiling_batch = int(ceiling_dict["batch_size"])
         emit("ceiling", f"resumed: ceiling batch {ceiling_batch}")
@@ -667,8 +689,12 @@ def _search(
         ceiling_dict["fit_allowance_bytes"] = runner.fit_allowance_bytes
         ceiling_batch = ceiling.batch_size
         study.set_user_attr("ceiling", ceiling_dict)
+        if _crash_bound(ceiling_dict):
+            logger.warning("the ceiling batch %d is bounded by a probe that crashed twice (not "
+                           "a memory verdict); a later tune measures it again", ceiling_batch)
         emit("ceiling", f"ceiling batch {ceiling_batch} ({len(ceiling.probes)} probes)")
     first_probe_s = _first_probe_wall_s(ceiling_dict)
+    retrace_s = _retrace_wall_s(ceiling_dict, first_probe_s)
 
     # Phase 2b: does the model compile with XLA? Tried once; dropped if it fails.
     xla_ok = bool(attrs.get("xla_ok", False))
@@ -726,11 +752,14 @@ def _search(
     if not study.trials:
         for params in seed_points(space, limit=max(2, min(6, target // 3))):
             study.enqueue_trial(params, skip_if_exists=True)
-    # The verify phase adapts to the time it gets (finalist rounds stop at the deadline), so
-    # its reserve never takes more than 40% of what the study has: trials are worth more.
-    reserve_cap_s = 0.4 * max(0.0, _remaining(deadline))
+    # The verify phase adapts to the time it gets (fewer finalists, rounds that stop at the
+    # deadline), but its rounds against the untuned default decide whether the tune ships
+    # anything at all, so they may take up to 70% of what the study has.
+    reserve_cap_s = 0.7 * max(0.0, _remaining(deadline))
+    fit_traces = 1 if pixel_choice["dtype"] == "float32" or not measure_baseline else 2
     verify_reserve_s = min(reserve_cap_s, _verify_reserve(records, first_probe_s, verify_steps,
-                                                          trial_steps))
+                                                          trial_steps, fit_traces,
+                                                          retrace_s))
     while len(records) < target:
         typical_s = _typical_trial_s(records, first_probe_s)
         if time.perf_counter() + typical_s + verify_reserve_s > deadline:
@@ -743,7 +772,8 @@ def _search(
         records.append(record)
         best = _best_value(records)
         verify_reserve_s = min(reserve_cap_s, _verify_reserve(records, first_probe_s,
-                                                              verify_steps, trial_steps))
+                                                              verify_steps, trial_steps,
+                                                              fit_traces, retrace_s))
         emit("search", f"trial {record.number}: {record.state.lower()} "
              f"{record.examples_per_s or 0:.1f} examples/s", trial=len(records),
              trials_total=target, best=best, best_params=_best_params(records))
@@ -752,7 +782,8 @@ def _search(
     # for a longer window.
     winner, measured, verify_result, fresh, finalist_table, versus = _verify(
         runner, records, space, ceiling_batch, deadline=deadline, trial_steps=trial_steps,
-        verify_steps=verify_steps, first_probe_s=first_probe_s, emit=emit, num_examples=count,
+        verify_steps=verify_steps, first_probe_s=first_probe_s, retrace_s=retrace_s,
+        emit=emit, num_examples=count,
         default=_default_record(baseline if measure_baseline else None, ceiling_batch),
     )
     if versus is not None:
@@ -789,6 +820,16 @@ def _search(
         ceiling=ceiling_dict,
         trials=[r.to_plan_dict() for r in records],
     )
+
+
+def _crash_bound(ceiling_dict: dict[str, Any]) -> bool:
+    """Whether the ceiling's first failing batch failed by crashing (a killed or broken
+    worker), not by memory: such a ceiling is not a measurement to resume from."""
+    failing = ceiling_dict.get("first_failing_batch_size")
+    if failing is None:
+        return False
+    at_failing = [p for p in ceiling_dict.get("probes") or [] if p.get("batch_size") == failing]
+    return bool(at_failing) and at_failing[-1].get("outcome") == "crash"
 
 
 def _default_record(baseline: dict[str, Any] | None, ceiling_batch: int) -> TrialRecord | None:
@@ -852,6 +893,18 @@ def _first_probe_wall_s(ceiling_dict: dict[str, Any]) -> float:
     return float(max(walls)) if walls else 10.0
 
 
+def _retrace_wall_s(ceiling_dict: dict[str, Any], first_probe_s: float) -> float:
+    """Cost of tracing a train step again in a running worker (a new batch shape, or
+    Keras' own train function in ``model.fit``): the longest ceiling probe that reused its
+    worker, at most half a worker start (its share of tracing when nothing was read)."""
+    probes = ceiling_dict.get("probes") or []
+    reused = [p.get("wall_time_s") or 0.0 for p in probes
+              if not p.get("worker_started") and p.get("outcome") == "ok"]
+    if reused:
+        return float(min(max(reused), first_probe_s / 2))
+    return first_probe_s / 2
+
+
 def _typical_trial_s(records: list[TrialRecord], first_probe_s: float) -> float:
     recent = [r.duration_s for r in records[-5:] if r.duration_s > 0]
     if recent:
@@ -860,8 +913,13 @@ def _typical_trial_s(records: list[TrialRecord], first_probe_s: float) -> float:
 
 
 def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_steps: int,
-                    trial_steps: int) -> float:
-    """Time kept for phase 4: finalists re-measured, a worker restart, the long run."""
+                    trial_steps: int, fit_traces: int = 1,
+                    retrace_s: float | None = None) -> float:
+    """Time kept for phase 4: finalists and the default re-measured, the long run.
+
+    ``fit_traces``: how many input dtypes the rounds train (Keras traces its train function
+    once for each: the untuned default reads float32 where the study's points read uint8).
+    """
     typical = _typical_trial_s(records, first_probe_s)
     one_probe = typical / 1.5  # a trial is 1-2 probes
     long_run = one_probe * max(1.0, verify_steps / max(1, trial_steps))
@@ -870,8 +928,11 @@ def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_ste
     rounds = FINALIST_ROUNDS * entrants
     # Finalist probes run model.fit: an untimed epoch each, and Keras traces its own train
     # function once (about half a worker start); then a fresh worker for the long run.
-    fit_trace_s = first_probe_s / 2 if rounds else 0.0
-    return rounds * (one_probe + 1.5) + fit_trace_s + first_probe_s + long_run
+    retrace_s = first_probe_s / 2 if retrace_s is None else retrace_s
+    fit_trace_s = fit_traces * retrace_s if rounds else 0.0
+    # The long run's fresh worker is not reserved: it runs when time is left, and without
+    # it the peak read is an upper bound; the rounds against the default come first.
+    return rounds * (one_probe + 1.5) + fit_trace_s + long_run
 
 
 def _probe_cost_s(record: TrialRecord, steps: int, min_time_s: float = 0.0, *,
@@ -1011,6 +1072,7 @@ def _verify(
     emit: _Emitter,
     num_examples: int | None = None,
     default: TrialRecord | None = None,
+    retrace_s: float | None = None,
 ) -> tuple[TrialRecord, float, ProbeResult, bool, list[dict[str, Any]], dict[str, Any] | None]:
     """Pick the winner: the trials' best few re-measured side by side with ``model.fit``
     (interleaved rounds) together with the untuned ``default`` when given, then run it
@@ -1038,13 +1100,30 @@ def _verify(
     finalists = sorted(pooled.values(), key=lambda r: r.examples_per_s or 0, reverse=True)
     if not finalists and default is None:
         # No trial finished (tiny budget) and no default to fall back on: the ceiling's own
-        # lean settings at the ceiling.
+        # lean settings at Keras' default batch (or the ceiling below it), measured by the
+        # long run below; never the ceiling batch itself, which no trial judged.
         lean_default = PipelineSettings(num_parallel_calls=1, prefetch=1)
-        params = {"batch_size": ceiling_batch, **_settings_params(lean_default),
-                  "jit_compile": False}
+        params = {"batch_size": min(ceiling_batch, DEFAULT_REFERENCE_BATCH_SIZE),
+                  **_settings_params(lean_default), "jit_compile": False}
         finalists = [TrialRecord(number=-1, state="COMPLETE", params=params)]
     finalists = pick_finalists(finalists)
     default_key = _key(default.params) if default is not None else None
+    retrace_s = first_probe_s / 2 if retrace_s is None else retrace_s
+    long_run_reserve_s = _probe_cost_s(finalists[0] if finalists else default, verify_steps,
+                                       VERIFY_MIN_TIME_S)
+
+    def rounds_cost_s(entrants: list[TrialRecord]) -> float:
+        """``FINALIST_ROUNDS`` rounds of ``entrants``, with one trace per input dtype."""
+        traces = len({r.params.get("pixels", "float32") for r in entrants})
+        return traces * retrace_s + FINALIST_ROUNDS * sum(
+            _probe_cost_s(r, trial_steps, FINALIST_MIN_TIME_S, fit=True) for r in entrants)
+
+    if default is not None:
+        # Fewer finalists rather than fewer rounds: a candidate needs its rounds against the
+        # default to replace it at all.
+        while len(finalists) > 1 and (rounds_cost_s(finalists + [default]) + long_run_reserve_s
+                                      > _remaining(deadline)):
+            finalists = finalists[:-1]
     entrants = finalists + ([default] if default is not None else [])
     # The finalists are judged the way the plan will train: epochs of ``model.fit``, not the
     # trials' bare step loop (Keras' per-step work competes with the input pipeline's
@@ -1067,9 +1146,9 @@ def _verify(
              f"{' and the untuned default' if default is not None else ''} side by side "
              "with model.fit")
         # The long run must fit after the re-measurements: they stop where one more would
-        # leave it too little time. Keras traces its own train function on the first one.
-        long_run_reserve_s = _probe_cost_s(entrants[0], verify_steps, VERIFY_MIN_TIME_S)
-        first_fit_extra_s = first_probe_s
+        # leave it too little time. Keras traces its own train function on the first probe
+        # of each input dtype.
+        traced: set[str] = set()
         out_of_time = False
         max_rounds = MAX_FINALIST_ROUNDS if default is not None else FINALIST_ROUNDS
         for round_index in range(max_rounds):
@@ -1086,8 +1165,9 @@ def _verify(
             for record in order:
                 if _key(record.params) in failed_fit:
                     continue
-                cost_s = _probe_cost_s(record, trial_steps, FINALIST_MIN_TIME_S,
-                                       fit=True) + first_fit_extra_s
+                dtype = record.params.get("pixels", "float32")
+                cost_s = _probe_cost_s(record, trial_steps, FINALIST_MIN_TIME_S, fit=True) + (
+                    0.0 if dtype in traced else retrace_s)
                 if _remaining(deadline) - cost_s < long_run_reserve_s:
                     out_of_time = True
                     break
@@ -1095,7 +1175,7 @@ def _verify(
                                             warmup_steps=1, timeout_s=_probe_timeout(deadline),
                                             min_time_s=FINALIST_MIN_TIME_S, mode="fit")
                 result = runner.run(request)
-                first_fit_extra_s = 0.0
+                traced.add(dtype)
                 if result.ok and result.examples_per_s:
                     round_readings.setdefault(round_index, {})[_key(record.params)] = float(
                         epoch_rate(result, num_examples) or 0.0)
