@@ -71,8 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autobatch {args.command}: error: {message}", file=sys.stderr)
         return exc.exit_code
     except Terminated:
-        print(f"autobatch {args.command}: terminated (SIGTERM); a rerun resumes",
-              file=sys.stderr)
+        resumes = "; a rerun resumes" if args.command == "tune" else ""
+        print(f"autobatch {args.command}: terminated (SIGTERM){resumes}", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
         print(f"autobatch {args.command}: interrupted", file=sys.stderr)

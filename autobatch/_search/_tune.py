@@ -491,14 +491,20 @@ def tune(
         from autobatch._probe import SubprocessProbeRunner
 
         work_dir = tempfile.mkdtemp(prefix="autobatch-tune-")
-        runner = SubprocessProbeRunner(
-            model, source, image_size=size, channels=channels,
-            host_memory_budget_bytes=host_budget, device_memory_budget_bytes=device_budget,
-            custom_objects_module=custom_objects_module, work_dir=work_dir,
-            # The search decides when a memory figure needs a fresh worker; throughput
-            # trials at smaller batches do not.
-            fresh_worker_for_smaller_batch=False,
-        )
+        try:
+            runner = SubprocessProbeRunner(
+                model, source, image_size=size, channels=channels,
+                host_memory_budget_bytes=host_budget, device_memory_budget_bytes=device_budget,
+                custom_objects_module=custom_objects_module, work_dir=work_dir,
+                # The search decides when a memory figure needs a fresh worker; throughput
+                # trials at smaller batches do not.
+                fresh_worker_for_smaller_batch=False,
+            )
+        except BaseException:
+            # A model the worker cannot take (a Lambda layer, a __main__ class): the runner
+            # does not own this folder, so it is removed here.
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise
     tracked = _TrackedRunner(runner)
     try:
         plan = _search(
@@ -649,7 +655,7 @@ def _search(
         elif result.outcome in ("oom", "timeout"):
             prior.append(result)  # a memory verdict: batch 32 does not fit (or swaps)
         elif not result.ok:
-            logger.warning("the untuned default failed twice (%s); it is not stored and the "
+            logger.warning("the untuned default failed (%s); it is not stored and the "
                            "plan cannot be compared with it", result.outcome)
             runner.restart()
         emit("baseline", f"untuned default: {result.examples_per_s or 0:.1f} examples/s, "
@@ -756,10 +762,11 @@ def _search(
     # deadline), but its rounds against the untuned default decide whether the tune ships
     # anything at all, so they may take up to 70% of what the study has.
     reserve_cap_s = 0.7 * max(0.0, _remaining(deadline))
-    fit_traces = 1 if pixel_choice["dtype"] == "float32" or not measure_baseline else 2
+    default = _default_record(baseline if measure_baseline else None, ceiling_batch)
+    fit_traces = 1 if pixel_choice["dtype"] == "float32" or default is None else 2
     verify_reserve_s = min(reserve_cap_s, _verify_reserve(records, first_probe_s, verify_steps,
                                                           trial_steps, fit_traces,
-                                                          retrace_s))
+                                                          retrace_s, default is not None))
     while len(records) < target:
         typical_s = _typical_trial_s(records, first_probe_s)
         if time.perf_counter() + typical_s + verify_reserve_s > deadline:
@@ -773,7 +780,8 @@ def _search(
         best = _best_value(records)
         verify_reserve_s = min(reserve_cap_s, _verify_reserve(records, first_probe_s,
                                                               verify_steps, trial_steps,
-                                                              fit_traces, retrace_s))
+                                                              fit_traces, retrace_s,
+                                                              default is not None))
         emit("search", f"trial {record.number}: {record.state.lower()} "
              f"{record.examples_per_s or 0:.1f} examples/s", trial=len(records),
              trials_total=target, best=best, best_params=_best_params(records))
@@ -783,8 +791,7 @@ def _search(
     winner, measured, verify_result, fresh, finalist_table, versus = _verify(
         runner, records, space, ceiling_batch, deadline=deadline, trial_steps=trial_steps,
         verify_steps=verify_steps, first_probe_s=first_probe_s, retrace_s=retrace_s,
-        emit=emit, num_examples=count,
-        default=_default_record(baseline if measure_baseline else None, ceiling_batch),
+        emit=emit, num_examples=count, default=default,
     )
     if versus is not None:
         emit("verify", ("kept the untuned default: " if versus["decision"] == "default"
@@ -914,7 +921,7 @@ def _typical_trial_s(records: list[TrialRecord], first_probe_s: float) -> float:
 
 def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_steps: int,
                     trial_steps: int, fit_traces: int = 1,
-                    retrace_s: float | None = None) -> float:
+                    retrace_s: float | None = None, with_default: bool = True) -> float:
     """Time kept for phase 4: finalists and the default re-measured, the long run.
 
     ``fit_traces``: how many input dtypes the rounds train (Keras traces its train function
@@ -923,9 +930,10 @@ def _verify_reserve(records: list[TrialRecord], first_probe_s: float, verify_ste
     typical = _typical_trial_s(records, first_probe_s)
     one_probe = typical / 1.5  # a trial is 1-2 probes
     long_run = one_probe * max(1.0, verify_steps / max(1, trial_steps))
-    # The finalists and the untuned default, measured side by side.
-    entrants = max(1, min(TOP_K_VERIFY, len(records))) + 1
-    rounds = FINALIST_ROUNDS * entrants
+    # The finalists and the untuned default, measured side by side (no rounds for a lone
+    # finalist without a default).
+    entrants = max(1, min(TOP_K_VERIFY, len(records))) + (1 if with_default else 0)
+    rounds = FINALIST_ROUNDS * entrants if entrants > 1 else 0
     # Finalist probes run model.fit: an untimed epoch each, and Keras traces its own train
     # function once (about half a worker start); then a fresh worker for the long run.
     retrace_s = first_probe_s / 2 if retrace_s is None else retrace_s
@@ -1156,7 +1164,8 @@ def _verify(
                 compare_all()
                 live = [comparisons[_key(r.params)] for r in finalists
                         if _key(r.params) not in failed_fit]
-                if not any(undecided(c) for c in live):
+                # No pair can be added once the default itself failed under fit.
+                if default_key in failed_fit or not any(undecided(c) for c in live):
                     break
                 emit("verify", f"round {round_index + 1}: the rounds so far do not settle "
                      "the comparison with the default; measuring another")
@@ -1234,7 +1243,9 @@ def _verify(
     if default is not None:
         # Only candidates that beat the default in the paired rounds may replace it; the
         # default itself is the fallback (its batch was measured to fit at the baseline).
-        candidates = [r for r in finalists if comparisons[_key(r.params)]["beats_default"]]
+        # A finalist that failed under fit is out, even after earlier wins.
+        candidates = [r for r in finalists if comparisons[_key(r.params)]["beats_default"]
+                      and _key(r.params) not in failed_fit]
         candidates.append(default)
     else:
         # After the finalists, the other measured points (best first), then the lean ceiling
@@ -1248,7 +1259,9 @@ def _verify(
     while candidates and attempts < VERIFY_ATTEMPTS:
         record = candidates.pop(0)
         batch = int(record.params["batch_size"])
-        if batch >= failed_batch:
+        # The default's batch fit at the baseline: a candidate's failure (its cache, its
+        # threads) does not rule it out.
+        if batch >= failed_batch and record is not default:
             continue
         attempts += 1
         long_run_s = verify_steps * batch / max(1e-9, record.examples_per_s or 1.0) + 2.0
@@ -1308,6 +1321,11 @@ def _decision(winner: TrialRecord, default: TrialRecord,
               round_readings: dict[int, dict[tuple[Any, ...], float]]) -> dict[str, Any]:
     """The plan's ``measured.versus_default``: which won and how sure the win is."""
     rounds = len(round_readings)
+    if winner is not default and _key(winner.params) not in comparisons:
+        # A step below at lean settings, after the default itself failed its long run.
+        return {"decision": "tuned", **compare_with_default({}, None, None),
+                "reason": "replaced the untuned default, which failed its long run: a "
+                          "smaller batch at lean settings passed"}
     if winner is not default:
         comparison = comparisons[_key(winner.params)]
         return {"decision": "tuned", **comparison,
@@ -1322,6 +1340,9 @@ def _decision(winner: TrialRecord, default: TrialRecord,
                   f"({rounds} rounds fit the time budget)" if rounds
                   else "no candidate was measured side by side with the default")
         best = compare_with_default({}, None, None)
+    elif best["beats_default"]:
+        reason = ("the candidates that beat the default failed later, under model.fit or "
+                  f"in their long run (best median {best['median_ratio']:.2f}x)")
     elif best["rounds"] < FINALIST_ROUNDS:
         reason = (f"only {best['rounds']} paired rounds fit the time budget; "
                   f"{FINALIST_ROUNDS} are needed to replace the default")
