@@ -541,9 +541,27 @@ def model_function_file(spec: str) -> str | None:
     return found.origin if found is not None and found.has_location else None
 
 
-def build_model_from_function(spec: str, *, jit_compile: bool | str = False) -> keras.Model:
+def rebuildable_class_spec(model: Any) -> str | None:
+    """``"module:Class"`` when ``model``'s class lives at module level of an importable
+    module and can be constructed with no arguments (TensorFlow's quickstart model:
+    ``__init__(self)``, layers made inside), so that the worker can build it by calling the
+    class, as a model-building function, where Keras cannot revive it from its config."""
+    cls = type(model)
+    if not _is_custom(_module_of(cls)):
+        return None
+    try:
+        spec = model_function_spec(cls)
+        inspect.signature(cls).bind()
+    except (ModelError, TypeError, ValueError):
+        return None
+    return spec
+
+
+def build_model_from_function(spec: str, *, jit_compile: bool | str = False,
+                              compile_config: dict[str, Any] | None = None) -> keras.Model:
     """Import ``"module:function"``, call it with no arguments and return the model,
-    compiled with the built-ins' defaults when the function did not compile it.
+    compiled as ``compile_config`` says (a caller's ``model.get_compile_config()``), else
+    with the built-ins' defaults when the function did not compile it.
 
     Raises:
         ModelError: (one line) the module does not import, has no such function, the call
@@ -565,6 +583,13 @@ def build_model_from_function(spec: str, *, jit_compile: bool | str = False) -> 
     if not isinstance(model, keras.Model):
         raise ModelError(f"the model-building function {spec!r} returned "
                          f"{type(model).__name__}, not a keras.Model; return the model")
+    if not model.compiled and compile_config:
+        try:
+            model.compile_from_config(compile_config)
+        except Exception as exc:  # noqa: BLE001 - the defaults below still train it
+            logger.warning("could not compile %s as its caller did (%s: %s); using Adam and "
+                           "sparse categorical crossentropy", spec, type(exc).__name__,
+                           _first_line(exc))
     if not model.compiled:
         _compile(model, jit_compile)
     # The probe worker builds the model with the same function (a .keras file may not

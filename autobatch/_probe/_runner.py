@@ -375,8 +375,21 @@ class SubprocessProbeRunner(ProbeRunner):
                     self.image_size = (int(shape[0]), int(shape[1]))
                 if self.channels is None and len(shape) == 3 and shape[-1]:
                     self.channels = int(shape[-1])
-            path, imports = save_model_for_worker(model, self.work_dir / "model.keras",
-                                                  self.custom_objects_module)
+            try:
+                path, imports = save_model_for_worker(model, self.work_dir / "model.keras",
+                                                      self.custom_objects_module)
+            except ModelError:
+                from autobatch._models import rebuildable_class_spec
+
+                # Keras cannot revive it (a subclassed model whose __init__ takes nothing),
+                # but its class builds it: the worker calls the class, compiled as here.
+                spec = rebuildable_class_spec(model) if model.compiled else None
+                if spec is None:
+                    raise
+                logger.info("model %s is rebuilt in the worker by calling %s()",
+                            getattr(model, "name", "?"), spec)
+                self.worker_modules = [spec.partition(":")[0]]
+                return {"function": spec, "compile_config": model.get_compile_config()}
             self.worker_modules = list(imports["modules"])
             return {"path": str(path), "custom_objects_module": self.custom_objects_module,
                     **imports}

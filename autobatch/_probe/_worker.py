@@ -484,7 +484,8 @@ def load_model(model: dict[str, Any], source: Any) -> Any:
         return resolve_model(model["builtin"], num_classes=int(model["num_classes"]),
                              image_size=model["image_size"], channels=int(model["channels"]))
     if model.get("function"):
-        return build_model_from_function(model["function"])
+        return build_model_from_function(model["function"],
+                                         compile_config=model.get("compile_config"))
     custom_objects = import_custom_objects_for_worker(model.get("modules"),
                                                       model.get("custom_objects"))
     return load_model_file(model["path"], custom_objects=custom_objects,

@@ -376,19 +376,19 @@ def run_trial(
     import optuna
 
     trial = study.ask(space.distributions())
-    told = False
+    needs_fail = False
     try:
         return _run_asked_trial(study, trial, runner, best=best, steps=steps,
                                 warmup_steps=warmup_steps, timeout_s=timeout_s,
                                 on_result=on_result, min_time_s=min_time_s,
                                 num_examples=num_examples)
     except BaseException:
-        told = True
+        needs_fail = True
         raise
     finally:
         # An interrupt at any moment (inside a probe, or between the result and the tell)
         # leaves no trial RUNNING: whatever was not told is told as failed.
-        if told and trial.number in _unfinished(study):
+        if needs_fail and trial.number in _unfinished(study):
             try:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             except Exception:  # noqa: BLE001 - already told, or the storage is gone
@@ -439,7 +439,7 @@ def fail_stale_trials(study: Any) -> list[int]:
             alive = False
         if alive:
             continue
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         failed.append(trial.number)
         logger.warning("trial %d was left RUNNING by a process that is gone (pid %s); marked "
                        "failed", trial.number, owner.get("pid"))
