@@ -521,6 +521,12 @@ def tune(
             # whether the tune finished, failed or was interrupted.
             shutil.rmtree(work_dir, ignore_errors=True)
 
+    if plan.image_size is None and getattr(runner, "image_size", None) and source_is_folder(
+            source):
+        # A model-building function declares no size before the worker builds it: the plan
+        # records the size the worker trained at, so plan.dataset(folder) works.
+        plan.image_size = tuple(runner.image_size)
+        plan.channels = int(getattr(runner, "channels", None) or plan.channels)
     plan.fingerprints = fingerprints
     from autobatch._search._study import default_storage_url
 
@@ -544,6 +550,10 @@ def tune(
     emit("done", f"batch {plan.batch_size}: {plan.examples_per_s or 0:.1f} examples/s",
          best=plan.examples_per_s)
     return plan
+
+
+def source_is_folder(source: Any) -> bool:
+    return getattr(source, "kind", None) == "directory"
 
 
 def _redact(url: str) -> str:
