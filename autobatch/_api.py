@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -310,15 +309,9 @@ def dataset(
 
 def _time_budget(time_budget: float | None, time_budget_s: float | None) -> float | None:
     """``time_budget``, or its deprecated name ``time_budget_s`` with a warning."""
-    if time_budget_s is None:
-        return time_budget
-    from autobatch._errors import UsageError
+    from autobatch._search._tune import resolve_time_budget
 
-    if time_budget is not None:
-        raise UsageError("pass time_budget= only (time_budget_s= is its deprecated name)")
-    warnings.warn("time_budget_s= is deprecated; pass time_budget= (seconds)",
-                  DeprecationWarning, stacklevel=3)
-    return time_budget_s
+    return resolve_time_budget(time_budget, time_budget_s, stacklevel=4)
 
 
 @contextlib.contextmanager
@@ -328,13 +321,8 @@ def tune_events(verbose: Verbose,
     the caller's own callback; ``"auto"`` with a callback given draws nothing."""
     if on_event is not None and verbose == "auto":
         verbose = 0
-    try:
-        from autobatch._progress import tune_display
-    except ImportError:  # pragma: no cover - the display module ships with autobatch
-        tune_display = None
-    if tune_display is None:
-        yield on_event
-        return
+    from autobatch._progress import tune_display
+
     with tune_display(verbose) as display:
         if display is None or on_event is None:
             yield display or on_event

@@ -128,6 +128,21 @@ def validate_options(*, trials: int | None, time_budget_s: float | None, seed: i
         raise UsageError(f"--seed must be >= 0, got {seed}")
 
 
+def resolve_time_budget(time_budget: float | None, time_budget_s: float | None, *,
+                        stacklevel: int = 3) -> float | None:
+    """``time_budget``, or its deprecated name ``time_budget_s`` with a warning (both: a
+    usage error)."""
+    if time_budget_s is None:
+        return time_budget
+    if time_budget is not None:
+        raise UsageError("pass time_budget= only (time_budget_s= is its deprecated name)")
+    import warnings
+
+    warnings.warn("time_budget_s= is deprecated; pass time_budget= (seconds)",
+                  DeprecationWarning, stacklevel=stacklevel)
+    return time_budget_s
+
+
 def resolve_budgets(memory_budget: Any, env: Any) -> tuple[int | None, int | None, str]:
     """The host and device budgets in bytes from what the user asked.
 
@@ -387,15 +402,7 @@ def tune(
         UsageError: bad options, unknown model, unusable data, or no batch fits the budget.
     """
     started = time.perf_counter()
-    if time_budget_s is not None:
-        import warnings
-
-        if time_budget is not None:
-            raise UsageError("pass time_budget= only (time_budget_s= is its deprecated name)")
-        warnings.warn("time_budget_s= is deprecated; pass time_budget= (seconds)",
-                      DeprecationWarning, stacklevel=2)
-        time_budget = time_budget_s
-    time_budget_s = time_budget
+    time_budget_s = resolve_time_budget(time_budget, time_budget_s)
     validate_options(trials=trials, time_budget_s=time_budget_s, seed=seed, pixels=pixels)
     if time_budget_s is None and trials is None:
         time_budget_s = DEFAULT_TIME_BUDGET_S
