@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +12,13 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Every temporary folder the suite's tunes, fits, probes and audits make (in this process and
+# in the workers it starts) goes into one folder of the session's own; at the end no
+# ``autobatch-*`` folder may be left in it, whatever was interrupted or failed on the way.
+_SESSION_TMP = tempfile.mkdtemp(prefix="autobatch-test-session-")
+os.environ["TMPDIR"] = _SESSION_TMP
+tempfile.tempdir = _SESSION_TMP
 
 
 def write_image(path: Path, *, size: tuple[int, int] = (40, 48), mode: str = "RGB",
@@ -68,3 +77,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="no GPU visible to NVML")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a tune, fit, probe or audit left a temporary folder behind."""
+    left = sorted(p.name for p in Path(_SESSION_TMP).glob("autobatch-*"))
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"temporary folders left behind by the suite: {', '.join(left)}",
+                                red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
