@@ -139,16 +139,24 @@ def test_a_signal_mid_trial_ends_in_one_line_and_fails_the_trial(
 
     data = make_image_folder(tmp_path / "data", IMAGES, size=(32, 32))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
+    # The CLI as users run it, with trials made long (8 s of timed steps each) so that the
+    # signal lands inside one however loaded the machine is.
+    child = ("import sys\n"
+             "import autobatch._search._tune as tune_module\n"
+             "tune_module.TRIAL_MIN_TIME_S = 8.0\n"
+             "from autobatch._cli import main\n"
+             f"sys.exit(main(['tune', {str(data)!r}, '--model', 'small_cnn', '--image-size', "
+             f"'32', '--trials', '20', '--no-xla', '--storage', {storage!r}, "
+             f"'--output', {str(tmp_path / 'plan.json')!r}]))\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "autobatch", "tune", str(data), "--model", "small_cnn",
-         "--image-size", "32", "--trials", "20", "--no-xla", "--storage", storage,
-         "--output", str(tmp_path / "plan.json")],
+        [sys.executable, "-c", child],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "AUTOBATCH_CACHE_DIR": str(cache), "TMPDIR": str(tmp_path)})
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
             if Path(tmp_path / "study.db").exists() and _running_trials(storage):
+                time.sleep(1.0)  # well inside the trial's 8 s
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the tune ended before a trial ran"
