@@ -91,6 +91,8 @@ def test_a_tune_killed_mid_trial_leaves_no_running_trial_after_a_rerun(
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     code = (
         "import sys\n"
+        "import autobatch._search._tune as tune_module\n"
+        "tune_module.TRIAL_MIN_TIME_S = 8.0\n"  # long trials: the kill lands inside one
         "from autobatch._search._tune import tune\n"
         "def on_event(e):\n"
         "    if e.phase == 'search' and e.trial == 1:\n"
@@ -114,6 +116,7 @@ def test_a_tune_killed_mid_trial_leaves_no_running_trial_after_a_rerun(
         while time.monotonic() < deadline and not _running_trials(storage):
             time.sleep(0.1)
         assert _running_trials(storage), "no trial was running to be killed"
+        time.sleep(1.0)  # well inside the trial's 8 s
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -10,6 +10,7 @@ path).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -375,7 +376,10 @@ def run_trial(
     """
     import optuna
 
-    trial = study.ask(space.distributions())
+    with _interrupts_deferred():
+        # An interrupt inside ask (the trial row exists, its number is not ours yet) would
+        # leave a trial RUNNING that nobody can tell: it waits until ask has returned.
+        trial = study.ask(space.distributions())
     needs_fail = False
     try:
         return _run_asked_trial(study, trial, runner, best=best, steps=steps,
@@ -393,6 +397,35 @@ def run_trial(
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             except Exception:  # noqa: BLE001 - already told, or the storage is gone
                 logger.debug("could not mark trial %d failed", trial.number)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the block and deliver them after it, to the handlers that
+    were in place (main thread only; elsewhere signals do not arrive anyway)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in watched}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in pending[:1]:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                signal.raise_signal(signum)  # the default action: end the process
 
 
 def _unfinished(study: Any) -> set[int]:
