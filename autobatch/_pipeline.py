@@ -400,15 +400,28 @@ _FILLING: dict[str, int] = {}
 _CACHE_PREFIX = "tfdata"
 
 
+_PRIVATE_FOLDERS: list[str] = []
+"""Disk-cache folders of this process's own, removed when it exits."""
+
+
 def _private_cache_folder() -> str:
     """A temporary folder for a disk cache of this process's own, removed when it exits."""
     import atexit
-    import shutil
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="autobatch-cache-")
-    atexit.register(shutil.rmtree, folder, True)
+    if not _PRIVATE_FOLDERS:
+        atexit.register(remove_private_cache_folders)
+    _PRIVATE_FOLDERS.append(folder)
     return folder
+
+
+def remove_private_cache_folders() -> None:
+    """Remove the private disk-cache folders (at exit; a test session calls it earlier)."""
+    import shutil
+
+    while _PRIVATE_FOLDERS:
+        shutil.rmtree(_PRIVATE_FOLDERS.pop(), ignore_errors=True)
 
 
 def _disk_cache_prefix(folder: str) -> str:
