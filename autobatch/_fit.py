@@ -20,6 +20,7 @@ from typing import Any
 
 from autobatch._coverage import CoverageReport, counting_train_step, make_coverage_callback
 from autobatch._errors import DataError, ModelError, UsageError
+from autobatch._models import model_input_shape
 from autobatch._sources import ArraySource, FileSource, GeneratorSource, resolve_source
 
 logger = logging.getLogger(__name__)
@@ -552,20 +553,6 @@ def _subset(source: Any, idx: Any) -> Any:
 # ---------------------------------------------------------------- pre-flight checks
 
 
-def model_input_shape_or_none(model: Any) -> tuple[int | None, ...] | None:
-    """The model's per-example input shape, or None where it declares none yet (a
-    subclassed model not built); a model autobatch cannot tune raises ``ModelError``."""
-    return _input_shape(model)
-
-
-def _input_shape(model: Any) -> tuple[int | None, ...] | None:
-    # One helper for every caller: a subclassed model gives the shape it was built with,
-    # None when it is not built yet (shapes are learnt from the data).
-    from autobatch._models import model_input_shape
-
-    return model_input_shape(model)
-
-
 def _output_units(model: Any) -> int | None:
     from autobatch._models import model_output_units
 
@@ -632,7 +619,7 @@ def preflight(model: Any, source: Any) -> InputSpec:
     Raises:
         DataError: the model cannot take the data; the message says how to fix it.
     """
-    shape = _input_shape(model)
+    shape = model_input_shape(model)
     units = _output_units(model)
     loss_kind = loss_label_kind(model)
     if isinstance(source, FileSource):
@@ -788,7 +775,7 @@ def _detect_batched(model: Any, source: GeneratorSource) -> bool:
 
     if is_py_dataset(source.generator):
         return True
-    shape = _input_shape(model)
+    shape = model_input_shape(model)
     if shape is None:
         return False
     info, _ = inspect_generator(dataclasses.replace(source, batched=False), batch_size=1)

@@ -544,9 +544,9 @@ def tune_geometry(model: Any, image_size: Any = None,
         if text.endswith(".keras") and os.path.isfile(text):
             shape = keras_file_input_shape(text)
     elif callable(getattr(model, "to_json", None)):  # a keras.Model: TensorFlow is loaded
-        from autobatch._fit import model_input_shape_or_none
+        from autobatch._models import model_input_shape
 
-        shape = model_input_shape_or_none(model)
+        shape = model_input_shape(model)
     if shape is not None and len(shape) == 3:
         if size is None and shape[0] and shape[1]:
             size = (int(shape[0]), int(shape[1]))
