@@ -22,9 +22,25 @@ class AutobatchError(Exception):
 
 
 class UsageError(AutobatchError, ValueError):
-    """The caller passed something autobatch cannot use (exit code 2)."""
+    """The caller passed something autobatch cannot use (exit code 2).
+
+    A message about one argument names it as ``{param}``; ``parameter`` is the Python name.
+    ``str(error)`` reads ``{param}`` as the Python name (what an API caller typed); the CLI
+    renders it with the flag instead (``error.message_for("--time-budget")``).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *, parameter: str | None = None) -> None:
+        self.template = message
+        self.parameter = parameter
+        super().__init__(self.message_for(parameter))
+
+    def message_for(self, name: str | None) -> str:
+        """The message with the argument called ``name`` (a parameter or a CLI flag)."""
+        if self.parameter is None or "{param}" not in self.template:
+            return self.template
+        return self.template.replace("{param}", name or self.parameter)
 
 
 class SizeParseError(UsageError):

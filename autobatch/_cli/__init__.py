@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AutobatchError as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = _cli_message(exc)
         print(f"autobatch {args.command}: error: {message}", file=sys.stderr)
         return exc.exit_code
     except Terminated:
@@ -80,6 +80,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+# Python parameter -> CLI flag where the flag is not ``--`` + the name with dashes.
+FLAG_FOR_PARAMETER: dict[str, str] = {"data": "DATA", "model": "--model"}
+
+
+def flag_for(parameter: str) -> str:
+    """The CLI flag a Python parameter is given by (``time_budget`` -> ``--time-budget``)."""
+    return FLAG_FOR_PARAMETER.get(parameter, "--" + parameter.replace("_", "-"))
+
+
+def _cli_message(exc: AutobatchError) -> str:
+    """One line; a message about a parameter names the CLI flag instead (the CLI translates)."""
+    from autobatch._errors import UsageError
+
+    text = str(exc)
+    if isinstance(exc, UsageError) and exc.parameter:
+        text = exc.message_for(flag_for(exc.parameter))
+    text = text.strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Terminated(KeyboardInterrupt):
