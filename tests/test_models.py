@@ -126,3 +126,49 @@ def test_uint8_input_check_tells_casting_models_from_raw_arithmetic() -> None:
     assert not model_accepts_uint8(RawScale(), (24, 24), 3)
     assert not model_accepts_uint8(Wrapping(), (24, 24), 3)
     assert not model_accepts_uint8(small, None, 3)  # unknown input size: no claim
+
+
+def test_optimizer_name_without_tensorflow_for_specs(tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    from autobatch._models import optimizer_name
+
+    assert optimizer_name("small_cnn") == "Adam"
+    assert optimizer_name("some_module:build") is None
+    assert optimizer_name(tmp_path / "missing.keras") is None
+    saved = {
+        "plain.keras": {"compile_config": {"optimizer": {"class_name": "SGD"}}},
+        "string.keras": {"compile_config": {"optimizer": "rmsprop"}},
+        "scaled.keras": {"compile_config": {"optimizer": {
+            "class_name": "LossScaleOptimizer",
+            "config": {"inner_optimizer": {"class_name": "AdamW"}}}}},
+        "uncompiled.keras": {"compile_config": None},
+    }
+    for name, config in saved.items():
+        with zipfile.ZipFile(tmp_path / name, "w") as archive:
+            archive.writestr("config.json", json.dumps(config))
+    (tmp_path / "broken.keras").write_text("not a zip")
+    assert optimizer_name(tmp_path / "plain.keras") == "SGD"
+    assert optimizer_name(str(tmp_path / "string.keras")) == "rmsprop"
+    assert optimizer_name(tmp_path / "scaled.keras") == "AdamW"
+    assert optimizer_name(tmp_path / "uncompiled.keras") is None
+    assert optimizer_name(tmp_path / "broken.keras") is None
+
+
+def test_optimizer_name_of_a_live_model_and_its_file(tmp_path: Path) -> None:
+    import keras
+
+    from autobatch._models import optimizer_name
+
+    model = resolve_model("small_cnn", num_classes=3, image_size=16)
+    model.compile(optimizer=keras.optimizers.SGD(), loss="sparse_categorical_crossentropy")
+    assert optimizer_name(model) == "SGD"
+    assert optimizer_name(save_for_worker(model, tmp_path / "m")) == "SGD"
+    scaled = resolve_model("small_cnn", num_classes=3, image_size=16)
+    scaled.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.AdamW()),
+                   loss="sparse_categorical_crossentropy")
+    assert optimizer_name(scaled) == "AdamW"
+    assert optimizer_name(save_for_worker(scaled, tmp_path / "s")) == "AdamW"
+    uncompiled = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert optimizer_name(uncompiled) is None
