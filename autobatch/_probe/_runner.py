@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from autobatch._errors import DataError, ModelError, ProbeError
 from autobatch._isolated import python_command
+from autobatch._probe._budgets import DEFAULT_SAFETY_FRACTION, default_budgets
 from autobatch._probe._types import ProbeRequest, ProbeResult
 from autobatch._settings import PipelineSettings
 from autobatch._sizes import format_bytes
@@ -34,28 +35,8 @@ from autobatch._sources import ArraySource, FileSource, GeneratorSource, resolve
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SAFETY_FRACTION = 0.9
 WATCHDOG_INTERVAL_S = 0.025
 _LOG_TAIL_LINES = 12
-
-
-# ---------------------------------------------------------------- budgets (pure)
-
-
-def default_budgets(safety_fraction: float = DEFAULT_SAFETY_FRACTION,
-                    env: Any = None) -> tuple[int, int | None]:
-    """(host budget, device budget or None): headroom / free GPU memory x ``safety_fraction``.
-
-    The host headroom is the effective limit (RAM or cgroup) minus what is in use now; the
-    device figure is the free memory of GPU 0 as NVML reports it.
-    """
-    if env is None:
-        from autobatch._env import environment
-
-        env = environment()
-    host = int(env.host.memory_headroom_bytes * safety_fraction)
-    device = int(env.gpus[0].memory_free_bytes * safety_fraction) if env.gpus else None
-    return host, device
 
 
 # ---------------------------------------------------------------- the contract
