@@ -270,7 +270,12 @@ def test_class_from_main_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
         save_for_worker(model, tmp_path / "m.keras")
     message = str(info.value)
     assert "\n" not in message and "ScriptLayer" in message and "__main__" in message
-    assert "--model module:function" in message
+    assert "give model a function that builds the compiled model" in message
+    assert "'module:function'" in message
+    # The CLI names the flag instead of the parameter.
+    from autobatch._cli import _cli_message
+
+    assert "give --model a function that builds the compiled model" in _cli_message(info.value)
     assert not (tmp_path / "m.keras").exists()
 
 
