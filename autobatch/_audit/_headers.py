@@ -15,37 +15,21 @@ import hashlib
 import os
 import stat
 import struct
-from dataclasses import dataclass
 
-# The skip reasons a file's content can earn (the audit adds the file-system ones).
-CORRUPT = "corrupt"
-UNSUPPORTED = "unsupported_format"
-NOT_AN_IMAGE = "not_an_image"
-EMPTY = "empty"
-UNREADABLE = "unreadable"
-
-DECODABLE_FORMATS = ("jpeg", "png", "gif", "bmp", "webp")
-
-# The head is read in one call; for most training images it is the whole file, which also
-# gives the duplicate check a full-content digest for free.
-HEAD_BYTES = 64 * 1024
-# Where the end-of-file markers are looked for (trailing padding after them is legal).
-TAIL_BYTES = 64 * 1024
-
-# Extension -> format it promises; used for the extension-mismatch warning.
-EXTENSION_FORMATS = {
-    ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "jpeg", ".pjpeg": "jpeg",
-    ".png": "png", ".apng": "png", ".gif": "gif", ".bmp": "bmp", ".dib": "bmp",
-    ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".heic": "heif", ".heif": "heif",
-    ".avif": "avif", ".jp2": "jpeg2000", ".j2k": "jpeg2000", ".jpf": "jpeg2000",
-    ".jpx": "jpeg2000", ".jxl": "jpegxl", ".ico": "ico", ".cur": "ico", ".psd": "psd",
-    ".svg": "svg", ".pbm": "pnm", ".pgm": "pnm", ".ppm": "pnm", ".pnm": "pnm", ".pam": "pnm",
-    ".exr": "openexr", ".dds": "dds", ".qoi": "qoi", ".hdr": "radiance_hdr", ".dcm": "dicom",
-}
-
-# ISO base media file format brands (the 'ftyp' box) that hold still images.
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
-_AVIF_BRANDS = {b"avif", b"avis"}
+from autobatch._audit._kinds import (
+    CORRUPT,
+    DECODABLE_FORMATS,
+    EMPTY,
+    HEAD_BYTES,
+    NOT_AN_IMAGE,
+    TAIL_BYTES,
+    UNREADABLE,
+    UNSUPPORTED,
+    ImageInfo,
+    Reader,
+    corrupt,
+    sniff,
+)
 
 # JPEG start-of-frame markers. Lossless and hierarchical ones are beyond TF's 8-bit decoder.
 _SOF_SUPPORTED = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive",
@@ -54,107 +38,11 @@ _SOF_UNSUPPORTED = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical 
                     0xC7: "hierarchical lossless", 0xCB: "lossless arithmetic",
                     0xCD: "hierarchical arithmetic", 0xCE: "hierarchical arithmetic",
                     0xCF: "hierarchical lossless arithmetic"}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"IEND\xaeB`\x82"
+
 # PNG colour type -> channels TF returns for channels=0 (palette with tRNS gives 4).
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 _PNG_DEPTHS = {0: {1, 2, 4, 8, 16}, 2: {8, 16}, 3: {1, 2, 4, 8}, 4: {8, 16}, 6: {8, 16}}
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What a file's header says.
-
-    ``problem`` is None for a file TensorFlow will decode, else a skip reason
-    (``corrupt``, ``unsupported_format``, ``not_an_image``, ``empty``, ``unreadable``)
-    explained by ``detail``. ``channels`` is what ``decode_image(channels=0)`` returns.
-    """
-
-    format: str | None
-    problem: str | None = None
-    detail: str = ""
-    width: int | None = None
-    height: int | None = None
-    channels: int | None = None
-    bit_depth: int | None = None
-    notes: tuple[str, ...] = ()
-    size_bytes: int = 0
-    digest: str | None = None
-    """blake2b of the first ``HEAD_BYTES`` (the whole file when it is that small)."""
-
-
-class _Reader:
-    """Random access to an open file, served from the head buffer when possible."""
-
-    def __init__(self, fd: int, size: int, head: bytes) -> None:
-        self.fd, self.size, self.head = fd, size, head
-
-    def read(self, offset: int, length: int) -> bytes:
-        if offset + length <= len(self.head):
-            return self.head[offset:offset + length]
-        if offset >= self.size:
-            return b""
-        return os.pread(self.fd, length, offset)
-
-    def tail(self, length: int) -> bytes:
-        start = max(0, self.size - length)
-        return self.read(start, self.size - start)
-
-
-def sniff(head: bytes) -> str | None:
-    """The format named by a file's first bytes, or None when no image format matches."""
-    if head[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if head[:8] == _PNG_SIGNATURE:
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:2] == b"BM" and len(head) >= 26:
-        return "bmp"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return _sniff_unsupported(head)
-
-
-def _sniff_unsupported(head: bytes) -> str | None:
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if head[4:8] == b"ftyp":
-        brands = {head[i:i + 4] for i in range(8, min(len(head), 64), 4)}
-        if brands & _AVIF_BRANDS:
-            return "avif"
-        if brands & _HEIF_BRANDS:
-            return "heif"
-        return None  # mp4/mov video and friends are not images
-    if head[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or head[:4] == b"\xff\x4f\xff\x51":
-        return "jpeg2000"
-    if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
-        return "jpegxl"
-    icon_magic = (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00")
-    if head[:4] in icon_magic and head[4:6] not in (b"", b"\x00\x00"):  # image count > 0
-        return "ico"
-    if head[:4] == b"8BPS":
-        return "psd"
-    if head[:8] == b"\x8aMNG\r\n\x1a\n":
-        return "mng"
-    if head[:4] == b"v/1\x01":
-        return "openexr"
-    if head[:4] == b"DDS ":
-        return "dds"
-    if head[:4] == b"qoif":
-        return "qoi"
-    if head[:10] == b"#?RADIANCE" or head[:6] == b"#?RGBE":
-        return "radiance_hdr"
-    if head[:15] == b"FUJIFILMCCD-RAW":
-        return "raw"
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom"
-    if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"1234567" and head[2:3] in b" \t\r\n":
-        return "pnm"
-    text = head[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
-        return "svg"
-    return None
 
 
 def inspect_file(path: str) -> ImageInfo:
@@ -182,7 +70,7 @@ def inspect_file(path: str) -> ImageInfo:
         if not head:
             return ImageInfo(None, EMPTY, "zero bytes (it shrank during the scan)")
         size = max(st.st_size, len(head))
-        reader = _Reader(fd, size, head)
+        reader = Reader(fd, size, head)
         info = _judge(reader)
         digest = hashlib.blake2b(head, digest_size=16).hexdigest()
         return _replace(info, size_bytes=size, digest=digest)
@@ -196,7 +84,7 @@ def inspect_bytes(data: bytes) -> ImageInfo:
     """Judge an in-memory file (tests and tools); same rules as ``inspect_file``."""
     if not data:
         return ImageInfo(None, EMPTY, "zero bytes")
-    reader = _Reader(-1, len(data), data)
+    reader = Reader(-1, len(data), data)
     info = _judge(reader)
     return _replace(info, size_bytes=len(data))
 
@@ -211,7 +99,7 @@ def _os_error_text(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def _judge(reader: _Reader) -> ImageInfo:
+def _judge(reader: Reader) -> ImageInfo:
     fmt = sniff(reader.head)
     if fmt is None:
         return ImageInfo(None, NOT_AN_IMAGE, "no known image signature")
@@ -225,42 +113,38 @@ def _judge(reader: _Reader) -> ImageInfo:
         return ImageInfo(fmt, CORRUPT, f"malformed {fmt} header ({exc})")
 
 
-def _corrupt(fmt: str, detail: str, **kw: object) -> ImageInfo:
-    return ImageInfo(fmt, CORRUPT, detail, **kw)  # type: ignore[arg-type]
-
-
-def _parse_jpeg(r: _Reader) -> ImageInfo:
+def _parse_jpeg(r: Reader) -> ImageInfo:
     pos = 2
     while True:
         marker_head = r.read(pos, 4)
         if len(marker_head) < 2:
-            return _corrupt("jpeg", "ends before a start-of-frame marker (truncated)")
+            return corrupt("jpeg", "ends before a start-of-frame marker (truncated)")
         if marker_head[0] != 0xFF:
-            return _corrupt("jpeg", f"expected a marker at byte {pos}")
+            return corrupt("jpeg", f"expected a marker at byte {pos}")
         marker = marker_head[1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
         if marker == 0xD9 or marker == 0xDA:
-            return _corrupt("jpeg", "no start-of-frame marker before the image data")
+            return corrupt("jpeg", "no start-of-frame marker before the image data")
         if 0xD0 <= marker <= 0xD7 or marker in (0x01, 0xD8):
             pos += 2
             continue
         if len(marker_head) < 4:
-            return _corrupt("jpeg", "truncated inside the header")
+            return corrupt("jpeg", "truncated inside the header")
         length = struct.unpack(">H", marker_head[2:4])[0]
         if length < 2:
-            return _corrupt("jpeg", f"bad segment length at byte {pos}")
+            return corrupt("jpeg", f"bad segment length at byte {pos}")
         if marker in _SOF_SUPPORTED or marker in _SOF_UNSUPPORTED:
             sof = r.read(pos + 4, 6)
             if len(sof) < 6:
-                return _corrupt("jpeg", "truncated inside the frame header")
+                return corrupt("jpeg", "truncated inside the frame header")
             precision, height, width, components = struct.unpack(">BHHB", sof)
             return _finish_jpeg(r, marker, precision, width, height, components, pos + 2 + length)
         pos += 2 + length
 
 
-def _finish_jpeg(r: _Reader, marker: int, precision: int, width: int, height: int,
+def _finish_jpeg(r: Reader, marker: int, precision: int, width: int, height: int,
                  components: int, frame_end: int) -> ImageInfo:
     dims = {"width": width, "height": height, "bit_depth": precision}
     if marker in _SOF_UNSUPPORTED:
@@ -270,14 +154,14 @@ def _finish_jpeg(r: _Reader, marker: int, precision: int, width: int, height: in
         return ImageInfo("jpeg", UNSUPPORTED, f"{precision}-bit JPEG; TensorFlow decodes 8-bit "
                          "only", **dims)  # type: ignore[arg-type]
     if components not in (1, 3, 4):
-        return _corrupt("jpeg", f"{components} colour components", **dims)
+        return corrupt("jpeg", f"{components} colour components", **dims)
     if width == 0 or height == 0:
-        return _corrupt("jpeg", f"zero image size {width}x{height}", **dims)
+        return corrupt("jpeg", f"zero image size {width}x{height}", **dims)
     # The end-of-image marker must follow the frame header; FF D9 cannot occur inside
     # entropy-coded data (0xFF is byte-stuffed there). TF refuses a JPEG without it.
     tail_start = max(frame_end, r.size - TAIL_BYTES)
     if r.read(tail_start, r.size - tail_start).rfind(b"\xff\xd9") < 0:
-        return _corrupt("jpeg", "no end-of-image marker: the file is truncated", **dims)
+        return corrupt("jpeg", "no end-of-image marker: the file is truncated", **dims)
     notes = [_SOF_SUPPORTED[marker]]
     if components == 4:
         notes.append("cmyk")
@@ -286,17 +170,17 @@ def _finish_jpeg(r: _Reader, marker: int, precision: int, width: int, height: in
     return ImageInfo("jpeg", None, "", width, height, channels, precision, tuple(notes))
 
 
-def _parse_png(r: _Reader) -> ImageInfo:
+def _parse_png(r: Reader) -> ImageInfo:
     ihdr = r.read(8, 25)
     if len(ihdr) < 25 or ihdr[4:8] != b"IHDR":
-        return _corrupt("png", "no IHDR chunk after the signature")
+        return corrupt("png", "no IHDR chunk after the signature")
     width, height, depth, color_type, _compression, _filter, interlace = struct.unpack(
         ">IIBBBBB", ihdr[8:21])
     dims = {"width": width, "height": height, "bit_depth": depth}
     if color_type not in _PNG_CHANNELS or depth not in _PNG_DEPTHS[color_type]:
-        return _corrupt("png", f"invalid colour type {color_type} / bit depth {depth}", **dims)
+        return corrupt("png", f"invalid colour type {color_type} / bit depth {depth}", **dims)
     if width == 0 or height == 0:
-        return _corrupt("png", f"zero image size {width}x{height}", **dims)
+        return corrupt("png", f"zero image size {width}x{height}", **dims)
     channels = _PNG_CHANNELS[color_type]
     notes: list[str] = []
     pos = 33
@@ -314,13 +198,13 @@ def _parse_png(r: _Reader) -> ImageInfo:
     if interlace:
         notes.append("interlaced")
     if _PNG_IEND not in r.tail(TAIL_BYTES):
-        return _corrupt("png", "no IEND chunk: the file is truncated", **dims)
+        return corrupt("png", "no IEND chunk: the file is truncated", **dims)
     return ImageInfo("png", None, "", width, height, channels, depth, tuple(notes))
 
 
-def _parse_gif(r: _Reader) -> ImageInfo:
+def _parse_gif(r: Reader) -> ImageInfo:
     if len(r.head) < 13:
-        return _corrupt("gif", "truncated inside the header")
+        return corrupt("gif", "truncated inside the header")
     width, height, flags = struct.unpack_from("<HHB", r.head, 6)
     dims = {"width": width, "height": height, "bit_depth": 8}
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
@@ -343,14 +227,14 @@ def _parse_gif(r: _Reader) -> ImageInfo:
             return ImageInfo("gif", None, "", width, height, 3, 8,
                              ("animated",) if r.read(pos, 1) not in (b";", b"") else ())
         else:
-            return _corrupt("gif", f"unexpected block 0x{introducer.hex() or 'EOF'} before "
+            return corrupt("gif", f"unexpected block 0x{introducer.hex() or 'EOF'} before "
                             "the first frame", **dims)
         if pos < 0:
             break
-    return _corrupt("gif", "ends inside the first frame: the file is truncated", **dims)
+    return corrupt("gif", "ends inside the first frame: the file is truncated", **dims)
 
 
-def _skip_gif_sub_blocks(r: _Reader, pos: int) -> int:
+def _skip_gif_sub_blocks(r: Reader, pos: int) -> int:
     """Position after the block terminator, or -1 when the file ends first."""
     while True:
         length = r.read(pos, 1)
@@ -361,13 +245,13 @@ def _skip_gif_sub_blocks(r: _Reader, pos: int) -> int:
             return pos
 
 
-def _parse_bmp(r: _Reader) -> ImageInfo:
+def _parse_bmp(r: Reader) -> ImageInfo:
     # Mirrors TF's DecodeBmpV2: it reads width/height/bpp at fixed offsets, ignores the
     # compression field, treats 8-bit as grayscale (the palette is ignored), and demands
     # that the file size be exactly header + padded rows.
     h = r.read(0, 54)
     if len(h) < 32:
-        return _corrupt("bmp", "truncated inside the header")
+        return corrupt("bmp", "truncated inside the header")
     offset, dib_size = struct.unpack_from("<II", h, 10)
     if dib_size == 12:
         return ImageInfo("bmp", UNSUPPORTED, "OS/2 BMP header is not decoded by TensorFlow")
@@ -381,7 +265,7 @@ def _parse_bmp(r: _Reader) -> ImageInfo:
         return ImageInfo("bmp", UNSUPPORTED, f"compressed BMP (method {compression}) is not "
                          "decoded by TensorFlow", **dims)  # type: ignore[arg-type]
     if width <= 0 or height == 0:
-        return _corrupt("bmp", f"bad image size {width}x{height}", **dims)
+        return corrupt("bmp", f"bad image size {width}x{height}", **dims)
     channels = bpp // 8
     if width * abs(height) >= (2**31 - 1) // 8:
         return ImageInfo("bmp", UNSUPPORTED, "too many pixels for TensorFlow's BMP decoder",
@@ -389,9 +273,9 @@ def _parse_bmp(r: _Reader) -> ImageInfo:
     row_bytes = (channels * width + 3) // 4 * 4
     size_diff = r.size - offset - row_bytes * abs(height)
     if size_diff < 0:
-        return _corrupt("bmp", f"{-size_diff} bytes short of the pixel data: truncated", **dims)
+        return corrupt("bmp", f"{-size_diff} bytes short of the pixel data: truncated", **dims)
     if size_diff > 0:
-        return _corrupt("bmp", f"{size_diff} bytes beyond the pixel data; TensorFlow's BMP "
+        return corrupt("bmp", f"{size_diff} bytes beyond the pixel data; TensorFlow's BMP "
                         "decoder demands an exact size", **dims)
     notes: tuple[str, ...] = ()
     if channels == 1 and not _bmp_palette_is_gray(r, 14 + dib_size, offset):
@@ -399,7 +283,7 @@ def _parse_bmp(r: _Reader) -> ImageInfo:
     return ImageInfo("bmp", None, "", width, abs(height), channels, 8, notes)
 
 
-def _bmp_palette_is_gray(r: _Reader, start: int, end: int) -> bool:
+def _bmp_palette_is_gray(r: Reader, start: int, end: int) -> bool:
     palette = r.read(start, max(0, min(end - start, 1024)))
     for i in range(0, len(palette) - 3, 4):
         b, g, red = palette[i], palette[i + 1], palette[i + 2]
@@ -408,23 +292,23 @@ def _bmp_palette_is_gray(r: _Reader, start: int, end: int) -> bool:
     return True
 
 
-def _parse_webp(r: _Reader) -> ImageInfo:
+def _parse_webp(r: Reader) -> ImageInfo:
     riff_size = struct.unpack_from("<I", r.head, 4)[0]
     chunk = r.read(12, 30)
     if len(chunk) < 18:
-        return _corrupt("webp", "truncated inside the header")
+        return corrupt("webp", "truncated inside the header")
     kind = chunk[:4]
     data = chunk[8:]
     alpha = False
     notes: list[str] = []
     if kind == b"VP8 ":
         if data[3:6] != b"\x9d\x01\x2a":
-            return _corrupt("webp", "bad VP8 frame start code")
+            return corrupt("webp", "bad VP8 frame start code")
         width, height = (v & 0x3FFF for v in struct.unpack_from("<HH", data, 6))
         notes.append("lossy")
     elif kind == b"VP8L":
         if data[0] != 0x2F:
-            return _corrupt("webp", "bad VP8L signature")
+            return corrupt("webp", "bad VP8L signature")
         bits = struct.unpack_from("<I", data, 1)[0]
         width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
         alpha = bool((bits >> 28) & 1)
@@ -441,14 +325,9 @@ def _parse_webp(r: _Reader) -> ImageInfo:
                              width=width, height=height, bit_depth=8, notes=("animated",))
         notes.append("extended")
     else:
-        return _corrupt("webp", f"unknown WebP chunk {kind!r}")
+        return corrupt("webp", f"unknown WebP chunk {kind!r}")
     dims = {"width": width, "height": height, "bit_depth": 8}
     if r.size < 8 + riff_size:
-        return _corrupt("webp", f"{8 + riff_size - r.size} bytes short of the RIFF size: "
+        return corrupt("webp", f"{8 + riff_size - r.size} bytes short of the RIFF size: "
                         "truncated", **dims)
     return ImageInfo("webp", None, "", width, height, 4 if alpha else 3, 8, tuple(notes))
-
-
-def expected_format(name: str) -> str | None:
-    """The format a file name's extension promises (lower-case match), or None."""
-    return EXTENSION_FORMATS.get(os.path.splitext(name)[1].lower())

@@ -26,8 +26,8 @@ from autobatch._isolated import python_command
 
 logger = logging.getLogger(__name__)
 
-_MIN_FILES_PER_WORKER = 200
 
+_MIN_FILES_PER_WORKER = 200
 DecodeResult = tuple[str | None, int | None]
 """``(error message or None, decoded channels or None)`` for one file."""
 
@@ -91,7 +91,7 @@ def _drive_worker(list_path: str, count: int, results: list[DecodeResult], offse
         while start < count:
             first = start
             proc = subprocess.Popen(
-                python_command("autobatch._audit_decode", [list_path, str(start)]),
+                python_command("autobatch._audit._decode", [list_path, str(start)]),
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_worker_env(),
             )
             assert proc.stdout is not None
