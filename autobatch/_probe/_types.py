@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from autobatch._errors import UsageError
 from autobatch._settings import PipelineSettings
 
 Outcome = Literal["ok", "oom", "timeout", "crash"]
@@ -37,9 +38,8 @@ class ProbeRequest:
             input-wait share, one trace for every batch size); ``"fit"`` trains with
             ``model.fit`` exactly as ``autobatch.fit`` does, epochs of ``steps`` steps after
             one untimed epoch, and times whole epochs. Keras' own per-step work runs
-            beside the input pipeline's threads there: on 2 cores the bare loop read
-            prefetch 0 and 4 alike while ``fit`` read prefetch 0 7% faster one day and
-            prefetch 4 11% faster another, so the tune judges its finalists in this mode.
+            beside the input pipeline's threads there, which the bare loop does not see,
+            so the tune judges its finalists in this mode.
     """
 
     batch_size: int
@@ -54,7 +54,8 @@ class ProbeRequest:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"probe mode must be one of {MODES}, got {self.mode!r}")
+            raise UsageError(f"probe {{param}} must be one of {MODES}, got {self.mode!r}",
+                             parameter="mode")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
