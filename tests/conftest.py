@@ -83,7 +83,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run when a tune, fit, probe or audit left a temporary folder behind."""
     import sys
 
-    pipeline = sys.modules.get("autobatch._pipeline")
+    pipeline = sys.modules.get("autobatch._data._tail")
     if pipeline is not None:
         # What the process removes at exit (atexit runs after this hook): its private
         # disk-cache folders.

@@ -8,10 +8,9 @@ import logging
 import numpy as np
 import pytest
 
+from autobatch._data import GeneratorSource, build_dataset
 from autobatch._errors import DataError
-from autobatch._generators import build_generator_dataset, inspect_generator
 from autobatch._settings import PipelineSettings
-from autobatch._sources import GeneratorSource
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -35,8 +34,7 @@ def test_generator_function_is_batched_without_dropping_the_last_partial_batch()
         for i in range(len(x)):
             yield x[i], y[i]
 
-    ds = build_generator_dataset(GeneratorSource(gen), batch_size=10,
-                                 settings=PipelineSettings())
+    ds = build_dataset(GeneratorSource(gen), batch_size=10, settings=PipelineSettings())
     assert _epoch_sizes(ds) == [[10, 10, 10, 10, 10, 3]] * 2  # a fresh pass every epoch
     first_x, first_y = next(iter(ds))
     assert first_x.dtype == tf.float32 and first_y.dtype == tf.int64
@@ -44,7 +42,6 @@ def test_generator_function_is_batched_without_dropping_the_last_partial_batch()
 
 
 def test_generator_dataset_keeps_the_autotuner_only_for_autotune_settings() -> None:
-    from autobatch._pipeline import build_dataset
     from autobatch._settings import AUTOTUNE
 
     x, y = _examples(12)
@@ -53,10 +50,10 @@ def test_generator_dataset_keeps_the_autotuner_only_for_autotune_settings() -> N
         for i in range(len(x)):
             yield x[i], y[i]
 
-    concrete = build_dataset(GeneratorSource(gen), batch_size=5,
-                             settings=PipelineSettings(prefetch=2))
+    source = GeneratorSource(gen)
+    concrete = build_dataset(source, batch_size=5, settings=PipelineSettings(prefetch=2))
     assert concrete.options().autotune.enabled is False
-    assert concrete.autobatch_info.batch_size == 5  # the epoch facts survive the options
+    assert source.epoch(5).batch_size == 5  # the epoch facts come from the source
     assert _epoch_sizes(concrete, 1) == [[5, 5, 2]]
     tuned = build_dataset(GeneratorSource(gen), batch_size=5,
                           settings=PipelineSettings(prefetch=AUTOTUNE))
@@ -71,9 +68,12 @@ def test_endless_generator_with_a_length_takes_exactly_one_pass_per_epoch() -> N
             for i in range(len(x)):
                 yield x[i], y[i]
 
-    ds = build_generator_dataset(GeneratorSource(endless, num_examples_hint=53), batch_size=16)
+    source = GeneratorSource(endless, num_examples_hint=53)
+    ds = build_dataset(source, batch_size=16, settings=PipelineSettings())
     assert [sum(e) for e in _epoch_sizes(ds, 3)] == [53, 53, 53]
-    assert ds.autobatch_info.uneven and ds.autobatch_info.last_batch_size == 5
+    epoch = source.epoch(16)
+    assert epoch.uneven and epoch.last_batch_size == 5 and epoch.steps == 4
+    assert "do not divide" in (epoch.note or "")
 
 
 def test_one_shot_batched_stream_continues_across_epochs_without_losing_the_peeked_batch() -> None:
@@ -86,8 +86,9 @@ def test_one_shot_batched_stream_continues_across_epochs_without_losing_the_peek
 
     stream = batches(20)  # a generator object: can be read only once
     source = GeneratorSource(stream, num_examples_hint=50, batched=True)
-    ds = build_generator_dataset(source, batch_size=64)
-    assert ds.autobatch_info.batch_size == 20  # the generator's own batch size is kept
+    ds = build_dataset(source, batch_size=64, settings=PipelineSettings())
+    assert source.epoch(64).batch_size == 20  # the generator's own batch size is kept
+    assert source.fixed_batch_size == 20
     labels = [np.concatenate([yb.numpy() for _, yb in ds]) for _ in range(2)]
     np.testing.assert_array_equal(labels[0], y)  # the first (peeked) batch was not lost
     np.testing.assert_array_equal(labels[1], y)
@@ -111,11 +112,12 @@ def test_py_dataset_uneven_length_is_reported(caplog: pytest.LogCaptureFixture) 
             self.epochs_ended += 1
 
     data = Batches()
-    with caplog.at_level(logging.WARNING, logger="autobatch._generators"):
-        ds = build_generator_dataset(GeneratorSource(data), batch_size=32)
-    info = ds.autobatch_info
-    assert (info.batched, info.batch_size, info.num_examples) == (True, 10, 53)
-    assert info.uneven and info.last_batch_size == 3
+    source = GeneratorSource(data)
+    with caplog.at_level(logging.WARNING, logger="autobatch._data"):
+        ds = build_dataset(source, batch_size=32, settings=PipelineSettings())
+    info = source.epoch(32)
+    assert (source.is_batched, info.batch_size, info.num_examples) == (True, 10, 53)
+    assert info.uneven and info.last_batch_size == 3 and info.steps == 6
     assert "do not divide" in caplog.text
     assert _epoch_sizes(ds) == [[10, 10, 10, 10, 10, 3]] * 2
     assert data.epochs_ended == 2
@@ -123,15 +125,34 @@ def test_py_dataset_uneven_length_is_reported(caplog: pytest.LogCaptureFixture) 
 
 def test_empty_generator_is_a_data_error() -> None:
     with pytest.raises(DataError, match="yielded nothing"):
-        inspect_generator(GeneratorSource(lambda: iter(())), batch_size=8)
+        build_dataset(GeneratorSource(lambda: iter(())), batch_size=8, settings=PipelineSettings())
 
 
 def test_sample_arrays_reads_a_fresh_pass() -> None:
-    from autobatch._generators import sample_arrays
-
     x, y = _examples(30)
-    xs, ys = sample_arrays(GeneratorSource(lambda: zip(x, y, strict=False)), max_examples=12)
+    sample = GeneratorSource(lambda: zip(x, y, strict=False)).sample_arrays(max_examples=12)
+    xs, ys = sample.x, sample.y
     assert xs.shape == (12, 4, 4, 1) and xs.dtype == np.float32
     np.testing.assert_array_equal(ys, y[:12])
     with pytest.raises(DataError, match="one-shot"):
-        sample_arrays(GeneratorSource(itertools.islice(zip(x, y, strict=False), 5)))
+        GeneratorSource(itertools.islice(zip(x, y, strict=False), 5)).sample_arrays()
+
+
+def test_a_generator_is_read_through_one_stream_and_its_first_element_once() -> None:
+    calls = []
+    x, y = _examples(20)
+
+    def gen():
+        calls.append(1)
+        yield from zip(x, y, strict=False)
+
+    source = GeneratorSource(gen, num_examples_hint=20)
+    source.example_shape()
+    source.label_spec()
+    import dataclasses
+
+    copy = dataclasses.replace(source, batched=False)
+    copy.example_shape()
+    assert copy.stream is source.stream
+    assert len(calls) == 1  # peeked once, for every question and every copy
+    assert copy.tuning_source() is not None and copy.tuning_source().num_examples == 20

@@ -150,21 +150,20 @@ def test_folder_channels_converted_and_validation_split_disjoint(tmp_path: Path)
 
 
 def test_split_is_stratified_deterministic_and_disjoint() -> None:
-    from autobatch._fit import split_source
-    from autobatch._sources import FileSource
+    from autobatch._data import FileSource
 
     labels = [0] * 50 + [1] * 30 + [2] * 20
     source = FileSource(tuple(f"f{i}.jpg" for i in range(100)), tuple(labels), ("a", "b", "c"))
-    train, val = split_source(source, 0.2, seed=7)
-    again_train, again_val = split_source(source, 0.2, seed=7)
-    _, other_val = split_source(source, 0.2, seed=8)
+    train, val = source.split(0.2, seed=7)
+    again_train, again_val = source.split(0.2, seed=7)
+    _, other_val = source.split(0.2, seed=8)
     assert val.paths == again_val.paths and train.paths == again_train.paths
     assert set(val.paths) != set(other_val.paths)
     assert not set(train.paths) & set(val.paths)
     assert len(train.paths) + len(val.paths) == 100
     assert sorted(np.bincount(val.labels).tolist()) == [4, 6, 10]  # 20% of every class
     with pytest.raises(UsageError, match="validation_split"):
-        split_source(source, 1.5, seed=0)
+        source.split(1.5, seed=0)
 
 
 # ---------------------------------------------------------------- pre-flight checks
@@ -223,7 +222,7 @@ def test_errors_are_one_line_usage_errors(plan: Plan) -> None:
 def test_user_steps_per_epoch_is_reported_with_its_cause(
         plan: Plan, caplog: pytest.LogCaptureFixture) -> None:
     model = counting_model((16, 16, 3), 3)
-    with caplog.at_level(logging.WARNING, logger="autobatch._coverage"):
+    with caplog.at_level(logging.WARNING, logger="autobatch._fit._coverage"):
         history = autobatch.fit(model, _arrays(), epochs=1, plan=plan, steps_per_epoch=5,
                                 verbose=0)
     assert history.history["examples_seen"] == [320]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _fitmodels import counting_model
 
-from autobatch._coverage import CoverageReport, EpochCoverage
+from autobatch._fit._coverage import CoverageReport, EpochCoverage
 
 tf = pytest.importorskip("tensorflow")
 
@@ -23,7 +23,7 @@ def _dataset(x: np.ndarray, y: np.ndarray, batch: int = 32) -> object:
 
 
 def _fit_counted(model, ds, *, epochs: int, expected: int | None, **kwargs):
-    from autobatch._coverage import counting_train_step, make_coverage_callback
+    from autobatch._fit._coverage import counting_train_step, make_coverage_callback
 
     report = CoverageReport(expected_examples=expected)
     with counting_train_step(model) as counter:
@@ -56,7 +56,7 @@ def test_short_epoch_is_a_warning_with_its_cause(caplog: pytest.LogCaptureFixtur
     x, y = _arrays(100)
     model = counting_model()
     ds = _dataset(x, y).take(2)  # stands in for a generator that ran short
-    with caplog.at_level(logging.WARNING, logger="autobatch._coverage"):
+    with caplog.at_level(logging.WARNING, logger="autobatch._fit._coverage"):
         _, report = _fit_counted(model, ds, epochs=1, expected=100,
                                  short_cause="a generator that ran short")
     assert report.epochs[0].examples_seen == 64
@@ -75,7 +75,7 @@ def test_unknown_length_takes_the_first_pass_as_reference() -> None:
 
 
 def test_examples_seen_is_an_int_in_history_and_not_a_bar_metric(capsys) -> None:  # type: ignore[no-untyped-def]
-    from autobatch._coverage import counting_train_step, make_coverage_callback
+    from autobatch._fit._coverage import counting_train_step, make_coverage_callback
 
     x, y = _arrays(70)
     model = counting_model()

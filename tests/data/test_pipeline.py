@@ -9,15 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from _probe_helpers import folder_source  # noqa: E402
 from conftest import make_image_folder, write_image  # noqa: E402
 
+from autobatch._data import (
+    ArraySource,  # noqa: E402
+    build_dataset,  # noqa: E402
+)
 from autobatch._errors import DataError  # noqa: E402
-from autobatch._pipeline import build_dataset  # noqa: E402
 from autobatch._settings import PipelineSettings  # noqa: E402
-from autobatch._sources import ArraySource  # noqa: E402
 
 SETTINGS = PipelineSettings(num_parallel_calls=2, prefetch=1)
 
@@ -249,7 +251,7 @@ def test_uint8_arrays_pass_through_exactly(cache: str) -> None:
 
 
 def test_uint8_pixels_need_8bit_images() -> None:
-    from autobatch._sources import GeneratorSource
+    from autobatch._data import GeneratorSource
 
     settings = PipelineSettings(pixels="uint8")
     floats = np.zeros((4, 8, 8, 3), dtype=np.float32)
@@ -271,7 +273,7 @@ import os, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from _probe_helpers import folder_source
-from autobatch._pipeline import build_dataset
+from autobatch._data import build_dataset
 from autobatch._settings import PipelineSettings
 ds = build_dataset(folder_source(Path({folder!r})), batch_size=4, image_size=8,
                    settings=PipelineSettings(cache="disk", prefetch=0), cache_dir={cache!r},
@@ -289,7 +291,7 @@ def test_a_fill_killed_midway_does_not_block_the_disk_cache(folder: Path, tmp_pa
 
     cache = tmp_path / "cache"
     subprocess.run([sys.executable, "-c", FILL_AND_DIE.format(
-        tests=str(Path(__file__).parent), folder=str(folder), cache=str(cache))],
+        tests=str(Path(__file__).parents[1]), folder=str(folder), cache=str(cache))],
         check=True, timeout=300)
     assert list(cache.glob("tfdata_*.lockfile")), "the dead fill left no lockfile"
     assert not (cache / "tfdata.index").exists()

@@ -1,0 +1,71 @@
+"""The one place that looks at the type of the user's object: ``resolve_source`` turns what
+a user passes into a ``Source``; ``rebuild_source`` turns a worker description back into one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from autobatch._data._arrays import ArraySource
+from autobatch._data._folder import FileSource
+from autobatch._data._generator import GeneratorSource
+from autobatch._data._source import Source
+from autobatch._errors import DataError, UsageError
+
+_KINDS: dict[str, type[Source]] = {
+    cls.kind: cls for cls in (FileSource, ArraySource, GeneratorSource)}
+
+
+def resolve_source(data: Any, *, num_examples: int | None = None,
+                   batched: bool | None = None) -> Source:
+    """A ``Source`` for what a user passes: an image folder, ``(x, y)`` or ``x`` arrays, a
+    generator function, a generator, or a ``keras.utils.PyDataset`` (a ``Source`` is
+    returned as it is).
+
+    Args:
+        data: the user's data.
+        num_examples: examples per epoch of a generator (generators only).
+        batched: a generator yields batches (True) or single examples (False); None: detect.
+
+    Raises:
+        DataError: the data cannot be used (the message says what to pass instead).
+        UsageError: ``num_examples``/``batched`` given for data that is not a generator.
+    """
+    source = _resolve(data)
+    if isinstance(source, GeneratorSource):
+        return source.with_hints(num_examples, batched)
+    if num_examples is not None or batched is not None:
+        raise UsageError("num_examples= and batched= apply to generators only; remove them")
+    return source
+
+
+def _resolve(data: Any) -> Source:
+    if isinstance(data, Source):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.exists():
+            raise DataError(f"data folder {str(path)!r} does not exist; pass an image folder")
+        if not path.is_dir():
+            raise DataError(f"{str(path)!r} is not a folder; pass a folder of class sub-folders")
+        return FileSource.from_directory(path)
+    if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
+        return ArraySource(data[0], data[1])
+    if hasattr(data, "shape") and hasattr(data, "__len__"):
+        return ArraySource(data, None)
+    if callable(data) or hasattr(data, "__next__") or hasattr(data, "__getitem__"):
+        # No size hint here: a PyDataset's len() counts batches; the source sizes itself.
+        return GeneratorSource(data)
+    raise DataError(
+        f"cannot use data of type {type(data).__name__}: pass an image folder path, "
+        "an (x, y) tuple of arrays, a generator function, or a keras.utils.PyDataset")
+
+
+def rebuild_source(description: dict[str, Any]) -> Source:
+    """The source a parent described with ``Source.describe`` (in the probe worker)."""
+    kind = description.get("kind")
+    cls = _KINDS.get(str(kind))
+    if cls is None:
+        raise DataError(f"unknown data kind {kind!r} in the worker's data description")
+    return cls.rebuild(description)

@@ -1,0 +1,85 @@
+"""Learning-rate scaling at ``fit``: the plan's factor for this model's optimizer and the
+user's reference batch, reported always and applied with ``scale_lr``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def for_this_model(plan: Any, model: Any, reference_batch_size: int | None) -> Any:
+    """The plan with its learning-rate rule for ``model``'s optimizer and the reference
+    batch (a copy: the caller's or the cached plan stays as it was tuned)."""
+    from autobatch._models import optimizer_name
+    from autobatch._plan import learning_rate_scaling
+
+    lr = plan.learning_rate
+    name = optimizer_name(model)
+    wanted_ref = reference_batch_size or lr.reference_batch_size
+    if lr.rule != "none" and lr.optimizer == name and wanted_ref == lr.reference_batch_size:
+        return plan
+    return copy_plan(plan, learning_rate=learning_rate_scaling(name, plan.batch_size, wanted_ref))
+
+
+def copy_plan(plan: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that keeps where the plan came from (path, cache hit)."""
+    updated = dataclasses.replace(plan, **changes)
+    updated.path = plan.path
+    updated.cache_hit = plan.cache_hit
+    return updated
+
+
+def apply_learning_rate(model: Any, plan: Any, *, scale_lr: bool) -> dict[str, Any]:
+    """Report the plan's learning-rate factor, and apply it when ``scale_lr``.
+
+    Returns:
+        ``{reference_batch_size, batch_size, factor, rule, optimizer, applied,
+        learning_rate_before, learning_rate_after}``.
+    """
+    lr = plan.learning_rate
+    optimizer = getattr(model, "optimizer", None)
+    before = _current_lr(optimizer)
+    info = {
+        "reference_batch_size": lr.reference_batch_size,
+        "batch_size": plan.batch_size,
+        "factor": lr.factor,
+        "rule": lr.rule,
+        "optimizer": lr.optimizer,
+        "applied": False,
+        "learning_rate_before": before,
+        "learning_rate_after": before,
+    }
+    if not scale_lr:
+        if lr.factor != 1.0:
+            logger.info(
+                "batch %d vs reference %d: a %s rule suggests learning rate x%.3g "
+                "(pass scale_lr=True / --scale-lr to apply)",
+                plan.batch_size, lr.reference_batch_size, lr.rule, lr.factor,
+            )
+        return info
+    if before is None or optimizer is None:
+        logger.warning("the optimizer's learning rate is a schedule or missing; not scaled")
+        return info
+    after = before * float(lr.factor)
+    optimizer.learning_rate = after
+    info.update(applied=True, learning_rate_after=after)
+    logger.info("learning rate scaled x%.3g (%s rule): %.3g -> %.3g",
+                lr.factor, lr.rule, before, after)
+    return info
+
+
+def _current_lr(optimizer: Any) -> float | None:
+    if optimizer is None:
+        return None
+    import keras
+
+    value = getattr(optimizer, "_learning_rate", None)
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule) or callable(value):
+        return None
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,94 @@
+"""The plan ``fit`` trains with: given (a ``Plan`` or its file), or asked of ``tune``, then
+adapted to this model (its image size and channels, pixels it can take, its optimizer's
+learning-rate rule). No tuning here: ``fit`` calls the public tune."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from autobatch._data import Source
+from autobatch._errors import UsageError
+from autobatch._fit._lr import copy_plan, for_this_model
+from autobatch._fit._preflight import InputSpec
+
+logger = logging.getLogger(__name__)
+
+
+def load_plan(plan: Any) -> Any:
+    """A ``Plan`` as it is, or loaded (and validated) from its file."""
+    from autobatch._plan import Plan
+
+    if isinstance(plan, Plan):
+        return plan
+    if isinstance(plan, (str, os.PathLike)):
+        return Plan.load(plan)
+    raise UsageError("{param} must be a Plan or a plan file path, got " + type(plan).__name__,
+                     parameter="plan")
+
+
+def obtain_plan(model: Any, source: Source, spec: InputSpec, plan: Any, *,
+                tune_options: dict[str, Any], model_spec: Any = None,
+                verbose: int | str = "auto") -> tuple[Any, float]:
+    """The plan to train with and the seconds it took (tuning, or the cache look-up)."""
+    started = time.perf_counter()
+    if plan is not None:
+        plan = load_plan(plan)
+        if plan.num_examples != (source.num_examples or plan.num_examples):
+            logger.info("the plan was tuned on %d examples, training on %s: steps recomputed",
+                        plan.num_examples, source.num_examples)
+        return plan, time.perf_counter() - started
+    from autobatch._api import tune_events
+    from autobatch._search import tune
+    from autobatch._search._stand_in import tune_source
+
+    options = dict(tune_options)
+    # The size and channels the model takes, as tune reads them from the model when not
+    # given: the same fingerprints, so fit finds the plan tune made (and the SPEC the user
+    # gave, not the model built from it: a .keras file fingerprints by its bytes, a
+    # built-in by its name).
+    if spec.image_size is not None:
+        options.setdefault("image_size", spec.image_size)
+    if spec.channels is not None:
+        options.setdefault("channels", spec.channels)
+    with tune_events(verbose, options.pop("on_event", None)) as on_event:
+        plan = tune_source(tune, model_spec if model_spec is not None else model, source,
+                           on_event=on_event, **options)
+    return plan, time.perf_counter() - started
+
+
+def adapt_plan(plan: Any, spec: InputSpec, model: Any, source: Source,
+               reference_batch_size: int | None) -> Any:
+    """The plan for this model and data: the model's image size and channels (the model
+    is the truth), float32 pixels where uint8 cannot apply, its optimizer's LR rule."""
+    plan = for_this_model(plan, model, reference_batch_size)
+    changes: dict[str, Any] = {}
+    if spec.image_size is not None and plan.image_size != spec.image_size:
+        if plan.image_size is not None:
+            logger.warning("the plan was tuned at %s px; the model takes %s px: using the model's",
+                           plan.image_size, spec.image_size)
+        changes["image_size"] = spec.image_size
+    if spec.channels is not None and plan.channels != spec.channels:
+        changes["channels"] = spec.channels
+    if changes:
+        plan = copy_plan(plan, **changes)
+    return _pixels_for(plan, model, source)
+
+
+def _pixels_for(plan: Any, model: Any, source: Source) -> Any:
+    """float32 pixels where the plan's uint8 cannot apply to this model or data (a plan tuned
+    for another model, or applied to float arrays)."""
+    if plan.pipeline.pixels != "uint8":
+        return plan
+    from autobatch._models import model_accepts_uint8
+
+    if not source.eight_bit:
+        why = "the data are not 8-bit images"
+    elif not model_accepts_uint8(model, plan.image_size, plan.channels):
+        why = "this model's output changes when given uint8 images"
+    else:
+        return plan
+    logger.warning("the plan's uint8 pixels do not apply (%s): training with float32", why)
+    return copy_plan(plan, pipeline=plan.pipeline.replace(pixels="float32"))

@@ -1,0 +1,157 @@
+"""Pre-flight checks: before the first step, the model can take the data (input rank, size
+and channels; classes against output units; the loss's label encoding against the labels).
+Every failure is a one-line ``DataError`` that says how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from autobatch._data import LabelSpec, Source
+from autobatch._errors import DataError, ModelError
+from autobatch._models import model_input_shape
+
+_SPARSE_LOSSES = ("sparse_categorical_crossentropy", "sparsecategoricalcrossentropy",
+                  "sparse_categorical_focal", "sparse")
+_ONE_HOT_LOSSES = ("categorical_crossentropy", "categoricalcrossentropy",
+                   "categorical_focal_crossentropy", "categoricalfocalcrossentropy",
+                   "categorical_hinge", "categoricalhinge")
+_BINARY_LOSSES = ("binary_crossentropy", "binarycrossentropy", "binary_focal_crossentropy",
+                  "binaryfocalcrossentropy")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the pipeline must produce for this model (from the pre-flight checks)."""
+
+    image_size: tuple[int, int] | None
+    channels: int | None
+    label_kind: str
+    """``"index"``, ``"one_hot"`` or ``"unknown"``."""
+    num_classes: int | None
+
+
+def preflight(model: Any, source: Source) -> InputSpec:
+    """Check before the first step that the model can take the data; one-line errors.
+
+    Raises:
+        DataError: the model cannot take the data; the message says how to fix it.
+    """
+    shape = model_input_shape(model)
+    units = _output_units(model)
+    loss_kind = loss_label_kind(model)
+    if source.needs_image_size:
+        size, channels = _check_images(shape)
+    else:
+        size, channels = _check_arrays(shape, source.example_shape())
+    labels = source.label_spec()
+    _check_labels(loss_kind, labels, units)
+    return InputSpec(size, channels, labels.kind, labels.num_classes)
+
+
+def loss_label_kind(model: Any) -> str:
+    """What labels the compiled loss expects: ``"index"``, ``"one_hot"``, ``"binary"``,
+    or ``"unknown"`` (custom losses are not second-guessed)."""
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, (list, tuple)) and len(loss) == 1:
+        loss = loss[0]
+    if isinstance(loss, dict) and len(loss) == 1:
+        loss = next(iter(loss.values()))
+    if isinstance(loss, str):
+        name = loss
+    else:
+        name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
+        fn = getattr(loss, "fn", None)  # LossFunctionWrapper
+        if fn is not None and getattr(fn, "__name__", None):
+            name = fn.__name__
+    name = str(name).lower()
+    if name in _SPARSE_LOSSES or name.startswith("sparse_categorical"):
+        return "index"
+    if name in _ONE_HOT_LOSSES:
+        return "one_hot"
+    if name in _BINARY_LOSSES:
+        return "binary"
+    return "unknown"
+
+
+def _output_units(model: Any) -> int | None:
+    from autobatch._models import model_output_units
+
+    try:
+        return model_output_units(model)
+    except (AttributeError, ValueError) as exc:
+        if isinstance(exc, ModelError) and "outputs" in str(exc):
+            raise
+        return None
+
+
+def _check_images(shape: Any) -> tuple[tuple[int, int], int]:
+    if shape is None:
+        raise DataError(
+            "the model does not declare its input shape; build it first "
+            "(model.build((None, H, W, C)) or an Input layer) so images can be resized to it"
+        )
+    if len(shape) != 3:
+        raise DataError(
+            f"the model takes inputs of shape {_fmt(shape)}, not images (height, width, "
+            "channels); give it an image input such as keras.Input((H, W, 3))"
+        )
+    height, width, channels = shape
+    if channels not in (1, 3, 4):
+        raise DataError(
+            f"the model takes {channels}-channel inputs; images convert to 1, 3 or 4 channels "
+            "only: build the model with an input of 1 (gray), 3 (RGB) or 4 (RGBA) channels"
+        )
+    if height is None or width is None:
+        raise DataError(
+            f"the model takes any image size {_fmt(shape)}; build it with a fixed size "
+            "(keras.Input((H, W, C))) so autobatch knows what to resize to"
+        )
+    return (int(height), int(width)), int(channels)
+
+
+def _check_arrays(shape: Any, x_example: tuple[int, ...] | None) -> tuple[None, None]:
+    if shape is None or x_example is None:
+        return None, None
+    example = tuple(x_example)
+    # (H, W) examples feed a (H, W, 1) model: the pipeline adds the channel axis.
+    if len(example) == 2 and len(shape) == 3 and shape[2] == 1:
+        example = (*example, 1)
+    matches = len(example) == len(shape) and all(
+        want is None or want == have for want, have in zip(shape, example, strict=False))
+    if not matches:
+        raise DataError(
+            f"the model takes examples of shape {_fmt(shape)} but the data has {_fmt(example)}; "
+            "resize/reshape the data or build the model for that shape"
+        )
+    return None, None
+
+
+def _check_labels(loss_kind: str, labels: LabelSpec, units: int | None) -> None:
+    label_kind, num_classes = labels.kind, labels.num_classes
+    if loss_kind == "one_hot" and label_kind == "index":
+        raise DataError(
+            "the loss expects one-hot labels (categorical_crossentropy) but the data gives class "
+            "indices; compile with loss='sparse_categorical_crossentropy'"
+        )
+    if loss_kind == "index" and label_kind == "one_hot":
+        raise DataError(
+            "the loss expects class indices (sparse_categorical_crossentropy) but the labels are "
+            "one-hot; compile with loss='categorical_crossentropy' or pass y.argmax(axis=1)"
+        )
+    if units is None or num_classes is None or loss_kind == "unknown":
+        return
+    if loss_kind == "binary":
+        if units == 1 and num_classes <= 2:
+            return
+        if units == num_classes and label_kind == "one_hot":
+            return
+    if (labels.exact and units != num_classes) or (not labels.exact and num_classes > units):
+        raise DataError(
+            f"the data has {num_classes} {labels.what} but the model outputs {units} units; "
+            f"build the model's last layer with {num_classes} units"
+        )
+
+
+def _fmt(shape: Any) -> str:
+    return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"

@@ -1,0 +1,173 @@
+"""``fit``: resolve the data and the model, check them, get the plan, build the tuned
+pipeline and hand it to ``model.fit`` with every example trained on counted in the step.
+
+The validation split is made on the source (file list / array indices) before any
+batching, so training and validation never share an example and the plan's steps refer to
+the training part only (``Source.split``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from autobatch._data import Source, resolve_source
+from autobatch._errors import UsageError
+from autobatch._fit._coverage import CoverageReport, counting_train_step, make_coverage_callback
+from autobatch._fit._lr import apply_learning_rate
+from autobatch._fit._plans import adapt_plan, load_plan, obtain_plan
+from autobatch._fit._preflight import preflight
+
+logger = logging.getLogger(__name__)
+
+# Fit arguments the plan decides; passing them would undo the coverage guarantee or clash.
+_PLAN_OWNED = ("batch_size", "x", "y", "validation_split", "shuffle")
+
+
+def fit(
+    model: Any,
+    data: Any,
+    *,
+    epochs: int = 1,
+    plan: Any = None,
+    validation_split: float | None = None,
+    seed: int | None = None,
+    callbacks: list[Any] | None = None,
+    scale_lr: bool = False,
+    reference_batch_size: int | None = None,
+    tune_options: dict[str, Any] | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    num_examples: int | None = None,
+    batched: bool | None = None,
+    on_epoch: Any = None,
+    verbose: int | str = "auto",
+    **fit_kwargs: Any,
+) -> Any:
+    """Tune (or reuse a plan), build the tuned pipeline and train with coverage accounting.
+    The arguments are documented on ``autobatch.fit``.
+
+    Returns:
+        The Keras ``History``, with ``history.plan``, ``history.coverage`` (a
+        ``CoverageReport``), ``history.learning_rate``, ``history.steps_per_epoch``,
+        ``history.tune_time_s`` and ``history.history["examples_seen"]`` (per epoch).
+    """
+    for name in _PLAN_OWNED:
+        if name in fit_kwargs:
+            raise UsageError(
+                f"fit() chooses {name} itself; remove {name}=... (use validation_split= "
+                "of autobatch.fit, or pass a plan to fix the batch size)"
+            )
+    if epochs < 1:
+        raise UsageError("{param} must be >= 1, got " + str(epochs), parameter="epochs")
+    tune_options = dict(tune_options or {})
+    user_steps = fit_kwargs.get("steps_per_epoch")
+    source = resolve_source(data, num_examples=num_examples, batched=batched)
+    source.check_learnable()
+    model_spec = model if isinstance(model, (str, os.PathLike)) else None
+    model = _resolve_model(model, source, image_size=image_size or tune_options.get("image_size"))
+    source = source.prepared(model, steps_given=user_steps is not None)
+    train_source, val_source = (source, None) if not validation_split else source.split(
+        validation_split, seed)
+
+    spec = preflight(model, train_source)
+    plan, tune_time_s = obtain_plan(model, train_source, spec, plan, tune_options=tune_options,
+                                    model_spec=model_spec, verbose=verbose)
+    plan = adapt_plan(plan, spec, model, train_source, reference_batch_size)
+
+    epoch = train_source.epoch(plan.batch_size)
+    # Folders and arrays train from one endless iterator: the next epoch's first batches are
+    # prepared while the last ones train (each pass still exactly one epoch).
+    endless = user_steps is None and train_source.endless_epochs and bool(epoch.num_examples)
+    train_ds = plan.dataset(train_source, shuffle=True, seed=seed, repeat=endless)
+    report = CoverageReport(expected_examples=epoch.num_examples)
+    if epoch.note:
+        report.uneven_last_batch = epoch.last_batch_size
+        report.notes.append(epoch.note)
+
+    short_cause = None
+    if endless:
+        fit_kwargs["steps_per_epoch"] = epoch.steps
+    elif user_steps is not None:
+        # The dataset is one epoch long; repeat it so user steps can run across epochs.
+        train_ds = train_ds.repeat()
+        short_cause = (
+            f"steps_per_epoch={user_steps} was passed; leave it out so one epoch is one pass "
+            f"({epoch.steps} steps of {plan.batch_size})"
+        )
+        report.notes.append(short_cause)
+    if val_source is not None:
+        fit_kwargs["validation_data"] = plan.dataset(val_source, shuffle=False, seed=seed)
+
+    lr_info = apply_learning_rate(model, plan, scale_lr=scale_lr)
+    fit_kwargs["verbose"] = verbose
+    with _jit_as_planned(model, plan), counting_train_step(model) as counter, \
+            warnings.catch_warnings():
+        if user_steps is None:
+            # A generator's length is unknown to Keras until its first pass ends; Keras then
+            # warns that the input "ran out of data". The coverage check reports real
+            # shortfalls, with their cause, so that warning would only mislead.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+        coverage_cb = make_coverage_callback(counter, report, noun=train_source.noun,
+                                             short_cause=short_cause, on_epoch=on_epoch)
+        # shuffle=False: the pipeline reshuffles every epoch itself; Keras ignores (and
+        # warns about) shuffle for a tf.data input.
+        history = model.fit(train_ds, epochs=epochs, shuffle=False,
+                            callbacks=[coverage_cb, *(callbacks or [])], **fit_kwargs)
+    history.plan = plan
+    history.coverage = report
+    history.learning_rate = lr_info
+    history.tune_time_s = tune_time_s
+    history.steps_per_epoch = user_steps if user_steps is not None else epoch.steps
+    if report.complete and report.epochs:
+        logger.info("coverage: every epoch trained on all %d usable %s",
+                    report.epochs[-1].examples_seen, train_source.noun)
+    return history
+
+
+def dataset(data: Any, plan: Any = None, *, shuffle: bool = True, seed: int | None = None,
+            model: Any = None, repeat: bool = False,
+            image_size: int | tuple[int, int] | None = None, **tune_options: Any) -> Any:
+    """The tuned, batched ``tf.data.Dataset`` for ``data`` (see ``autobatch.dataset``)."""
+    if plan is None:
+        if model is None:
+            raise UsageError("dataset() needs a plan or a model to tune for; pass plan= or model=")
+        from autobatch._search import tune
+
+        plan = tune(model, data, **tune_options)
+    plan = load_plan(plan)
+    return plan.dataset(data, shuffle=shuffle, seed=seed, repeat=repeat, image_size=image_size)
+
+
+def _resolve_model(model: Any, source: Source, *, image_size: Any) -> Any:
+    import keras
+
+    from autobatch._models import resolve_model
+
+    if isinstance(model, keras.Model):
+        if not model.compiled:
+            raise UsageError(
+                "the model is not compiled; call model.compile(optimizer=..., loss=...) first"
+            )
+        return model
+    return resolve_model(model, num_classes=source.num_classes or 0, image_size=image_size)
+
+
+@contextlib.contextmanager
+def _jit_as_planned(model: Any, plan: Any) -> Iterator[None]:
+    """Train with XLA when the plan measured the step compiled with it, and give the model
+    its own setting (off) back afterwards."""
+    if not plan.jit_compile or getattr(model, "jit_compile", False):
+        yield
+        return
+    model.jit_compile = True
+    model.train_function = None  # a cached train function would keep the old setting
+    logger.info("training with jit_compile=True for this fit, as the plan measured")
+    try:
+        yield
+    finally:
+        model.jit_compile = False
+        model.train_function = None
