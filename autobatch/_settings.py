@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal
 
 CacheMode = Literal["none", "memory", "disk"]
@@ -82,3 +83,49 @@ class PipelineSettings:
 
     def replace(self, **changes: Any) -> PipelineSettings:
         return dataclasses.replace(self, **changes)
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PipelineSettings))
+"""The pipeline settings by name, in their order: what the study tunes, the plan records and
+the report and CLI show."""
+
+
+def check_pixels_request(requested: str, *, eight_bit: bool) -> None:
+    """``pixels="uint8"`` asked for data that are not 8-bit images: refused up front."""
+    from autobatch._errors import DataError
+
+    if requested == "uint8" and not eight_bit:
+        raise DataError("{param}='uint8' needs 8-bit images (an image folder or uint8 "
+                         "arrays); use {param}='float32' for this data", parameter="pixels")
+
+
+def choose_pixels(requested: str, *, eight_bit: bool,
+                  model_accepts_uint8: Callable[[], bool]) -> tuple[PixelType, str]:
+    """The dtype images travel in, and why: the one uint8 decision (tune and fit).
+
+    uint8 applies to 8-bit images (nothing is lost but a resize's fractions) and a model
+    whose output is the same for both dtypes (its first operation casts its input).
+
+    Args:
+        requested: ``"auto"``, ``"uint8"`` or ``"float32"``.
+        eight_bit: the data are 8-bit images (``Source.eight_bit``).
+        model_accepts_uint8: asked only when it matters (it may trace the model).
+
+    Raises:
+        UsageError: uint8 was asked for and cannot apply.
+    """
+    from autobatch._errors import UsageError
+
+    if requested == "float32":
+        return "float32", "asked for (pixels='float32')"
+    check_pixels_request(requested, eight_bit=eight_bit)
+    if not eight_bit:
+        return "float32", "the data are not 8-bit images"
+    if not model_accepts_uint8():
+        if requested == "uint8":
+            raise UsageError("the model's output changes when given uint8 images (its first "
+                             "operation does not cast them); use {param}='float32'",
+                             parameter="pixels")
+        return "float32", "the model's output changes when given uint8 images"
+    return "uint8", ("8-bit images and a model that casts its input: a quarter of the bytes "
+                     "through cache, shuffle, batch and prefetch")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from autobatch._errors import DataError, UsageError
-from autobatch._settings import PipelineSettings
+from autobatch._settings import PipelineSettings, check_pixels_request
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -237,10 +237,7 @@ class Source(abc.ABC):
 
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
-        if settings.pixels == "uint8" and not self.eight_bit:
-            raise DataError(
-                "pixels='uint8' needs 8-bit images (an image folder or uint8 arrays); "
-                "use pixels='float32' for this data")
+        check_pixels_request(settings.pixels, eight_bit=self.eight_bit)
         size = normalize_image_size(image_size)
         if size is None and self.needs_image_size:
             raise DataError("image_size is needed to batch an image folder; pass image_size=N")

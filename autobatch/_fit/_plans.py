@@ -83,12 +83,13 @@ def _pixels_for(plan: Any, model: Any, source: Source) -> Any:
     if plan.pipeline.pixels != "uint8":
         return plan
     from autobatch._models import model_accepts_uint8
+    from autobatch._settings import choose_pixels
 
-    if not source.eight_bit:
-        why = "the data are not 8-bit images"
-    elif not model_accepts_uint8(model, plan.image_size, plan.channels):
-        why = "this model's output changes when given uint8 images"
-    else:
+    pixels, why = choose_pixels(
+        "auto", eight_bit=source.eight_bit,
+        model_accepts_uint8=lambda: model_accepts_uint8(model, plan.image_size, plan.channels))
+    if pixels == "uint8":
         return plan
-    logger.warning("the plan's uint8 pixels do not apply (%s): training with float32", why)
+    logger.warning("the plan's uint8 pixels do not apply (%s): training with float32",
+                   why.replace("the model's", "this model's"))
     return copy_plan(plan, pipeline=plan.pipeline.replace(pixels="float32"))
