@@ -1,20 +1,20 @@
 """The tuning report: one self-contained HTML page and the same plots as PNG files.
 
-Reads a plan (the dict of ``Plan.to_dict()``, a ``Plan``, or a plan JSON file); never
-imports TensorFlow, and imports matplotlib only while drawing.
+Reads a plan (the dict of ``Plan.to_dict()``, a ``Plan``, or a plan JSON file), checked
+by the plan schema; never imports TensorFlow, and imports matplotlib only while drawing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autobatch._atomic import atomic_write_bytes
 from autobatch._errors import PlanError, UsageError
+from autobatch._plan import Plan, PlanFieldError, read_plan_json
 from autobatch._report._study import annotate_study, study_user_attrs
 
 __all__ = ["ReportFiles", "annotate_study", "load_plan_dict", "plan_dict",
@@ -45,11 +45,12 @@ class ReportFiles:
 
 
 def check_plan_dict(data: Any, source: str = "plan") -> dict[str, Any]:
-    """Check that ``data`` looks like a plan this version can read; return it.
+    """Check ``data`` against the plan schema (the rules ``Plan.from_dict`` applies
+    everywhere a plan is read); return it unchanged.
 
     Raises:
-        PlanError: not a JSON object, no ``schema_version``, or a version this autobatch
-            does not read.
+        PlanError: not a JSON object, no ``schema_version`` or ``batch_size``, a version
+            this autobatch does not read, or a field that breaks its rule (named).
     """
     if not isinstance(data, dict):
         raise PlanError(f"{source} is not an autobatch plan: expected a JSON object, got "
@@ -58,19 +59,24 @@ def check_plan_dict(data: Any, source: str = "plan") -> dict[str, Any]:
         raise PlanError(f"{source} is not an autobatch plan: it has no schema_version or "
                         "batch_size; pass the file written by `autobatch tune`")
     version = data["schema_version"]
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
+    if version not in SUPPORTED_SCHEMA_VERSIONS or isinstance(version, bool):
         readable = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
         raise PlanError(f"{source} has plan schema version {version!r}, but this autobatch "
                         f"reads version {readable}; re-run `autobatch tune` or upgrade autobatch")
+    try:
+        Plan.from_dict(data)
+    except PlanFieldError as exc:
+        raise PlanFieldError(exc.field, exc.problem,
+                             message=f"{source} is not a valid autobatch plan: {exc}") from None
     return data
 
 
 def load_plan_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a plan JSON file into a dict, checking only what the report relies on.
+    """Read a plan JSON file into a dict, checked against the plan schema.
 
     Raises:
         UsageError: the file does not exist or is a folder.
-        PlanError: unreadable, not JSON, or not a plan of a known schema version.
+        PlanError: unreadable, not UTF-8 JSON, or not a valid plan of a known schema version.
     """
     path = Path(path)
     if not path.exists():
@@ -78,16 +84,7 @@ def load_plan_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
                          "written by `autobatch tune`")
     if path.is_dir():
         raise UsageError(f"{str(path)!r} is a folder; pass the plan JSON file inside it")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"cannot read plan file {str(path)!r}: {exc}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{str(path)!r} is not an autobatch plan: not valid JSON "
-                        f"(line {exc.lineno}: {exc.msg})") from exc
-    return check_plan_dict(data, repr(str(path)))
+    return check_plan_dict(read_plan_json(path), repr(str(path)))
 
 
 def plan_dict(plan: Any) -> dict[str, Any]:
@@ -105,18 +102,11 @@ def _umask() -> int:
     return mask
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); a report is an ordinary file to share.
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_shared(path: Path, data: bytes) -> None:
+    """Write atomically, then make the file an ordinary one to share (the atomic writer's
+    temporary file, and so the result, is private to the user: 0600)."""
+    atomic_write_bytes(path, data)
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def write_report(plan: Any, out_html: str | os.PathLike[str], *,
@@ -147,8 +137,8 @@ def write_report(plan: Any, out_html: str | os.PathLike[str], *,
     throughput_png = figure_png(throughput_figure(data))
     files = ReportFiles(html=out, memory_png=pngs / f"{out.stem}-memory.png",
                         throughput_png=pngs / f"{out.stem}-throughput.png")
-    _write_atomic(files.memory_png, memory_png)
-    _write_atomic(files.throughput_png, throughput_png)
-    _write_atomic(out, render_html(data, memory_png, throughput_png).encode("utf-8"))
+    _write_shared(files.memory_png, memory_png)
+    _write_shared(files.throughput_png, throughput_png)
+    _write_shared(out, render_html(data, memory_png, throughput_png).encode("utf-8"))
     log.info("wrote report %s and plots %s, %s", out, files.memory_png, files.throughput_png)
     return files

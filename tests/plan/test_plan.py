@@ -1,4 +1,7 @@
-"""The Plan: schema, JSON round trip, atomic writes, fingerprints, cache, LR scaling."""
+"""The Plan: JSON round trip, atomic writes, fit hand-off, the tuned dataset.
+
+``sample_plan`` is the plan the other plan tests (and the probe CLI test) build on.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from autobatch._errors import PlanError
-from autobatch._plan import (
-    SCHEMA_VERSION,
-    LearningRateScaling,
-    Plan,
-    cache_root,
-    file_fingerprint,
-    learning_rate_rule,
-    learning_rate_scaling,
-    load_cached_plan,
-    model_fingerprint,
-    plan_cache_path,
-    save_cached_plan,
-    steps_per_epoch,
-)
+from autobatch._errors import PlanError, UsageError
+from autobatch._plan import SCHEMA_VERSION, Plan, learning_rate_scaling, steps_per_epoch
 from autobatch._settings import PipelineSettings
 
 
@@ -134,62 +124,6 @@ def test_fit_and_compile_kwargs() -> None:
     assert plan.speedup_over_baseline == pytest.approx(812.5 / 500.0)
 
 
-@pytest.mark.parametrize(
-    ("name", "rule"),
-    [("SGD", "linear"), ("sgd", "linear"), ("Adam", "sqrt"), ("AdamW", "sqrt"),
-     ("Nadam", "sqrt"), ("RMSprop", "sqrt"), ("Adagrad", "sqrt"), ("LegacySGD", "linear"),
-     ("Lamb", "none"), ("Ftrl", "none"), ("MyOptimizer", "none"), (None, "none")],
-)
-def test_learning_rate_rule(name: str | None, rule: str) -> None:
-    assert learning_rate_rule(name) == rule
-
-
-def test_learning_rate_factor() -> None:
-    assert learning_rate_scaling("SGD", 128).factor == pytest.approx(4.0)
-    assert learning_rate_scaling("Adam", 128).factor == pytest.approx(2.0)
-    assert learning_rate_scaling("Adam", 8).factor == pytest.approx(0.5)
-    assert learning_rate_scaling("Lamb", 128).factor == 1.0
-    assert learning_rate_scaling("SGD", 64, reference_batch_size=256).factor == pytest.approx(0.25)
-    assert LearningRateScaling.from_dict(None) == LearningRateScaling()
-
-
-def test_model_fingerprint_without_tensorflow(tmp_path: Path) -> None:
-    model_file = tmp_path / "m.keras"
-    model_file.write_bytes(b"zip bytes v1")
-    first = model_fingerprint(str(model_file), num_classes=3, image_size=(32, 32), channels=3)
-    model_file.write_bytes(b"zip bytes v2")
-    second = model_fingerprint(str(model_file), num_classes=3, image_size=(32, 32), channels=3)
-    assert first != second
-    assert file_fingerprint(model_file) == file_fingerprint(model_file)
-    a = model_fingerprint("small_cnn", num_classes=3, image_size=(32, 32), channels=3)
-    b = model_fingerprint("small_cnn", num_classes=3, image_size=(64, 64), channels=3)
-    assert a != b
-    assert a == model_fingerprint("small_cnn", num_classes=3, image_size=(32, 32), channels=3)
-
-
-def test_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path / "explicit"))
-    assert cache_root() == tmp_path / "explicit"
-    monkeypatch.delenv("AUTOBATCH_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_root() == tmp_path / "xdg" / "autobatch"
-
-
-def test_cache_stores_and_finds_by_fingerprints(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path))
-    plan = sample_plan()
-    path = save_cached_plan(plan)
-    assert path == plan_cache_path(plan.fingerprints)
-    assert path.parent == tmp_path / "plans"
-    hit = load_cached_plan(dict(plan.fingerprints))
-    assert hit is not None and hit.cache_hit and hit == plan
-    other = {**plan.fingerprints, "data": "changed"}
-    assert load_cached_plan(other) is None
-    path.write_text("{broken")  # a damaged cache entry is ignored, not fatal
-    assert load_cached_plan(plan.fingerprints) is None
-
-
 def test_dataset_builds_the_tuned_pipeline(tmp_path: Path, image_folder: Path) -> None:
     plan = sample_plan(num_examples=23, batch_size=8, image_size=(32, 32), jit_compile=False,
                        pipeline=PipelineSettings(num_parallel_calls=2, prefetch=1))
@@ -226,3 +160,11 @@ def test_disk_cache_is_kept_apart_per_form_of_the_examples(
             assert images.shape == (23, size, size, 3) and images.dtype == dtype
         assert any(folders[name].iterdir())
     assert plans["uint8 at 32"].disk_cache_dir(image_folder) == folders["uint8 at 32"]
+
+
+def test_steps_per_epoch_refuses_a_batch_below_one() -> None:
+    for batch_size in (0, -4):
+        with pytest.raises(UsageError) as info:
+            steps_per_epoch(100, batch_size)
+        assert info.value.parameter == "batch_size"
+        assert str(info.value) == f"batch_size must be >= 1, got {batch_size}"
