@@ -4,10 +4,7 @@
 model or a pipeline is really needed.
 """
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import Any
+from importlib import import_module as _import_module
 
 from autobatch._errors import (
     AutobatchError,
@@ -23,7 +20,8 @@ from autobatch._sizes import parse_memory_size
 __version__ = "0.1.0"
 
 # Public name -> module that defines it; resolved on first use so that importing the
-# package stays cheap and TensorFlow-free.
+# package stays cheap and TensorFlow-free. (No other public name lives here: a test checks
+# that ``__all__`` is exactly the sorted public names.)
 _LAZY = {
     "environment": "autobatch._env",
     "Environment": "autobatch._env",
@@ -62,11 +60,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'autobatch' has no attribute {name!r}")
-    value = getattr(import_module(module_name), name)
+    value = getattr(_import_module(module_name), name)
     globals()[name] = value
     return value
 

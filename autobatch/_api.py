@@ -1,8 +1,10 @@
-"""The public functions. Each delegates to the module that owns the work, imported lazily
-so that ``import autobatch`` stays cheap and TensorFlow-free.
+"""The public functions: their signatures and docstrings are the one definition of each
+option. Each passes what it was given, unchanged and collected once, to the module that owns
+the work, imported lazily so that ``import autobatch`` stays cheap and TensorFlow-free.
 
-Parameters are named as the CLI's flags are (``time_budget`` is ``--time-budget``,
-``memory_budget`` is ``--memory-budget``, ...), all keyword-only after the model and data.
+Every option is keyword-only after the model and data; the CLI's flags carry the same names
+(``time_budget`` is ``--time-budget``), and an error about one names the parameter here, the
+flag on the command line.
 """
 
 from __future__ import annotations
@@ -67,32 +69,42 @@ def probe(
     """
     from autobatch._errors import UsageError
     from autobatch._probe import probe as _probe
+    from autobatch._probe import resolve_budgets
 
+    if isinstance(steps, bool) or int(steps) < 1:
+        raise UsageError(f"{{param}} must be >= 1, got {steps}", parameter="steps")
+    if not float(min_time) >= 0:
+        raise UsageError(f"{{param}} must be >= 0 seconds, got {min_time}", parameter="min_time")
+    options: dict[str, Any] = {}
+    if memory_budget is not None:  # resolved before the plan and the model are looked at
+        from autobatch._env import environment
+
+        host, device, _ = resolve_budgets(memory_budget, environment())
+        options.update(host_memory_budget_bytes=host, device_memory_budget_bytes=device)
     if plan is not None:
-        from autobatch._fit import _load_plan
+        from autobatch._fit import load_plan
 
-        plan = _load_plan(plan)
+        plan = load_plan(plan)
         batch_size = batch_size if batch_size is not None else plan.batch_size
         image_size = image_size if image_size is not None else plan.image_size
         settings = settings if settings is not None else plan.pipeline
         jit_compile = jit_compile or plan.jit_compile
     if batch_size is None:
-        raise UsageError("give batch_size=B (or plan= to probe a plan's batch size)")
+        raise UsageError("give {param} B, or a plan to probe its batch size",
+                         parameter="batch_size")
     if isinstance(batch_size, bool) or int(batch_size) < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    options: dict[str, Any] = dict(
+        raise UsageError(f"{{param}} must be >= 1, got {batch_size}", parameter="batch_size")
+    from autobatch._models import builtin_image_size, is_builtin
+
+    if is_builtin(model):
+        builtin_image_size(model, image_size)
+    options.update(
         steps=steps, warmup_steps=warmup_steps, min_time_s=float(min_time), mode=mode,
         jit_compile=bool(jit_compile), timeout_s=float(timeout), image_size=image_size,
         channels=channels, custom_objects_module=custom_objects_module,
     )
     if settings is not None:
         options["settings"] = settings
-    if memory_budget is not None:
-        from autobatch._env import environment
-        from autobatch._search._tune import resolve_budgets
-
-        host, device, _ = resolve_budgets(memory_budget, environment())
-        options.update(host_memory_budget_bytes=host, device_memory_budget_bytes=device)
     return _probe(model, data, batch_size=int(batch_size), **options)
 
 
@@ -175,19 +187,14 @@ def tune(
         UsageError: bad options, unknown model, unusable data (one class, one image), or
             no batch fits the budget.
     """
-    time_budget = _time_budget(time_budget, time_budget_s)
+    options = dict(locals())  # the parameters above, each named once
+    for name in ("model", "data", "verbose", "on_event", "time_budget_s"):
+        del options[name]
+    options["time_budget"] = _time_budget(time_budget, time_budget_s)
+    if max_batch_size is None:
+        del options["max_batch_size"]  # the search's own limit
     from autobatch._search import tune as _tune
 
-    options: dict[str, Any] = dict(
-        image_size=image_size, channels=channels, memory_budget=memory_budget,
-        time_budget=time_budget, trials=trials, pixels=pixels, try_xla=try_xla, seed=seed,
-        num_examples=num_examples, output=output, storage=storage, force=force,
-        measure_baseline=measure_baseline, trial_steps=trial_steps,
-        verify_steps=verify_steps, custom_objects_module=custom_objects_module,
-        search_space=search_space, use_cache=use_cache, runner=runner,
-    )
-    if max_batch_size is not None:
-        options["max_batch_size"] = max_batch_size
     with tune_events(verbose, on_event) as callback:
         return _tune(model, data, on_event=callback, **options)
 
@@ -257,18 +264,19 @@ def fit(
             the data cannot be trained on as given (one class, an endless generator
             without ``num_examples``).
     """
-    from autobatch._fit import fit as _fit
-
-    options = dict(tune_options or {})
+    options = dict(locals())  # the parameters above, each named once
+    for name in ("model", "data", "fit_kwargs", "time_budget", "memory_budget", "pixels",
+                 "tune_options"):
+        del options[name]
+    # The tune's own options travel in tune_options (fit's implementation tunes with them).
+    tuning = dict(tune_options or {})
     for name, value in (("time_budget", time_budget), ("memory_budget", memory_budget),
                         ("pixels", pixels)):
         if value is not None:
-            options[name] = value
-    return _fit(model, data, epochs=epochs, plan=plan, validation_split=validation_split,
-                seed=seed, callbacks=callbacks, verbose=verbose, image_size=image_size,
-                num_examples=num_examples, batched=batched, scale_lr=scale_lr,
-                reference_batch_size=reference_batch_size, tune_options=options,
-                on_epoch=on_epoch, **fit_kwargs)
+            tuning[name] = value
+    from autobatch._fit import fit as _fit
+
+    return _fit(model, data, tune_options=tuning, **options, **fit_kwargs)
 
 
 def dataset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -14,6 +15,38 @@ EXPECTED_PUBLIC = {
     "PipelineSettings", "Plan", "PlanError", "ProbeError", "ProbeResult", "SizeParseError",
     "UsageError", "__version__", "audit", "dataset", "environment", "fit",
     "parse_memory_size", "probe", "tune",
+}
+
+# Each public function's parameters as "name", "name=default", "*keyword_only=default",
+# "**var_keyword": callers' code depends on them.
+PUBLIC_SIGNATURES: dict[str, list[str]] = {
+    "audit": ["data_dir", "deep=False", "*workers=None", "*progress=None"],
+    "dataset": [
+        "data", "plan=None", "*model=None", "*repeat=False", "*shuffle=True", "*seed=None",
+        "*image_size=None", "*tune_options=None",
+    ],
+    "environment": [],
+    "fit": [
+        "model", "data", "*epochs=1", "*plan=None", "*validation_split=None", "*seed=None",
+        "*callbacks=None", "*verbose='auto'", "*image_size=None", "*num_examples=None",
+        "*batched=None", "*time_budget=None", "*memory_budget=None", "*pixels=None",
+        "*scale_lr=False", "*reference_batch_size=None", "*tune_options=None", "*on_epoch=None",
+        "**fit_kwargs",
+    ],
+    "parse_memory_size": ["text", "*limit_bytes=None"],
+    "probe": [
+        "model", "data", "*batch_size=None", "*plan=None", "*image_size=None", "*channels=None",
+        "*memory_budget=None", "*steps=5", "*warmup_steps=1", "*min_time=0.0", "*mode='loop'",
+        "*settings=None", "*jit_compile=False", "*timeout=300.0", "*custom_objects_module=None",
+    ],
+    "tune": [
+        "model", "data", "*image_size=None", "*channels=None", "*memory_budget=None",
+        "*time_budget=None", "*trials=None", "*pixels='auto'", "*try_xla=True", "*seed=0",
+        "*num_examples=None", "*output=None", "*storage=None", "*force=False",
+        "*verbose='auto'", "*on_event=None", "*measure_baseline=True", "*trial_steps=5",
+        "*verify_steps=15", "*max_batch_size=None", "*custom_objects_module=None",
+        "*search_space=None", "*use_cache=True", "*runner=None", "*time_budget_s=None",
+    ],
 }
 
 
@@ -29,6 +62,31 @@ def test_public_surface_is_pinned() -> None:
 def test_every_public_name_resolves() -> None:
     for name in autobatch.__all__:
         assert getattr(autobatch, name) is not None
+
+
+def test_all_is_exactly_the_sorted_public_names() -> None:
+    # As httpx pins its exports: every name a user can import without an underscore (each
+    # lazy one resolved first) is in __all__, and __all__ is sorted.
+    for name in autobatch.__all__:
+        getattr(autobatch, name)
+    public = [name for name in vars(autobatch) if not name.startswith("_")]
+    assert autobatch.__all__ == sorted([*public, "__version__"])
+
+
+def _parameters(function: object) -> list[str]:
+    prefix = {inspect.Parameter.KEYWORD_ONLY: "*", inspect.Parameter.VAR_KEYWORD: "**",
+              inspect.Parameter.VAR_POSITIONAL: "*args:"}
+    return [prefix.get(p.kind, "") + p.name
+            + ("" if p.default is inspect.Parameter.empty else f"={p.default!r}")
+            for p in inspect.signature(function).parameters.values()]  # type: ignore[arg-type]
+
+
+def test_public_signatures_are_pinned() -> None:
+    functions = {name for name in autobatch.__all__
+                 if inspect.isfunction(getattr(autobatch, name))}
+    assert functions == set(PUBLIC_SIGNATURES)
+    for name, expected in PUBLIC_SIGNATURES.items():
+        assert _parameters(getattr(autobatch, name)) == expected, name
 
 
 def test_import_does_not_import_tensorflow() -> None:

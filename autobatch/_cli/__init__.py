@@ -13,8 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from autobatch import __version__
-from autobatch._errors import AutobatchError
+from autobatch import AutobatchError, __version__
 
 # Sub-command modules, in the order --help lists them.
 _COMMANDS = ("env", "audit", "probe", "tune", "fit", "report", "demo")
@@ -83,7 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Python parameter -> CLI flag where the flag is not ``--`` + the name with dashes.
-FLAG_FOR_PARAMETER: dict[str, str] = {"data": "DATA", "model": "--model"}
+FLAG_FOR_PARAMETER: dict[str, str] = {
+    "data": "DATA", "model": "--model",
+    "custom_objects_module": "--custom-objects", "try_xla": "--no-xla",
+}
 
 
 def flag_for(parameter: str) -> str:

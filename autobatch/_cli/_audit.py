@@ -6,8 +6,8 @@ import argparse
 from collections import defaultdict
 from typing import Any
 
+from autobatch import DataError
 from autobatch._cli._common import console, err_console, print_json
-from autobatch._errors import DataError
 
 EXAMPLES_PER_REASON = 5
 
@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autobatch._audit import audit
+    import autobatch
 
-    report = _run_audit(args, audit)
+    report = _run_audit(args, autobatch.audit)
     if report.files_on_disk == 0:
         raise DataError(f"{report.data_dir} holds no files; pass a folder of class sub-folders "
                         "of images")

@@ -71,12 +71,8 @@ def run(args: argparse.Namespace) -> int:
     out.print(f"[bold]3/5[/] tuning {args.model} at {args.image_size} px "
               f"(about {args.time_budget:.0f} s) ...")
     plan_path = work / "plan.json"
-    from autobatch._progress import tune_display
-
-    with tune_display("auto") as on_event:
-        plan = autobatch.tune(args.model, data_dir, image_size=args.image_size,
-                              time_budget=args.time_budget, output=plan_path,
-                              on_event=on_event)
+    plan = autobatch.tune(args.model, data_dir, image_size=args.image_size,
+                          time_budget=args.time_budget, output=plan_path, verbose="auto")
     rate = plan.measured["examples_per_s"]
     out.print(f"      batch size {plan.batch_size}, {rate:.1f} examples/s; "
               f"plan written to {plan_path}")

@@ -19,9 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autobatch._env import environment
+    import autobatch
 
-    env = environment()
+    env = autobatch.environment()
     if args.json:
         print_json(env.to_dict())
         return 0

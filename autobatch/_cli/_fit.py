@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autobatch._errors import UsageError
+    import autobatch
+    from autobatch import UsageError
 
     if args.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
@@ -69,13 +70,9 @@ def run(args: argparse.Namespace) -> int:
     model, image_size, plan = _model_and_size(args)
     require_image_size(model, image_size)
 
-    from autobatch._audit import audit
-
     out = console()
-    report = audit(args.data_dir)
+    report = autobatch.audit(args.data_dir)
     out.print(f"audit: {report.summary_sentence()}")
-
-    import autobatch
 
     lines: list[str] = []
 
@@ -126,14 +123,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _model_and_size(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """``(model SPEC, image size, plan)``: the flags, else what ``--plan`` records."""
-    from autobatch._errors import UsageError
+    from autobatch import Plan, UsageError
 
     if args.plan is None:
         if args.model is None:
             raise UsageError("give --model SPEC (or --plan PATH of a plan that names its model)")
         return args.model, args.image_size, None
-    from autobatch._plan import Plan
-
     plan = Plan.load(args.plan)
     model = args.model
     if model is None:

@@ -10,7 +10,7 @@ from autobatch._settings import CACHE_MODES, PIXEL_TYPES
 from autobatch._sizes import format_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from autobatch._probe import ProbeResult
+    from autobatch import ProbeResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,63 +81,39 @@ _PIPELINE_FLAGS = {"parallel_calls": "num_parallel_calls", "prefetch": "prefetch
 """Probe flag (argparse dest) -> ``PipelineSettings`` field."""
 
 
-def _request_from(args: argparse.Namespace) -> tuple[Any, Any]:
-    """``(ProbeRequest, image size)`` from the flags, on top of ``--plan`` where given."""
-    from autobatch._errors import UsageError
-    from autobatch._probe import ProbeRequest
-    from autobatch._settings import PipelineSettings
+def _settings_from(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(plan or None, PipelineSettings)``: the pipeline flags on top of ``--plan``'s
+    settings (autobatch's defaults without a plan)."""
+    from autobatch import PipelineSettings, Plan
 
-    settings, batch_size, jit, image_size = PipelineSettings(), args.batch_size, \
-        bool(args.jit_compile), args.image_size
-    if args.plan is not None:
-        from autobatch._plan import Plan
-
-        plan = Plan.load(args.plan)
-        settings, jit = plan.pipeline, jit or plan.jit_compile
-        batch_size = batch_size if batch_size is not None else plan.batch_size
-        image_size = image_size if image_size is not None else plan.image_size
-    if batch_size is None:
-        raise UsageError("give --batch-size B (or --plan PATH to probe a plan's batch size)")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    plan = Plan.load(args.plan) if args.plan is not None else None
+    settings = plan.pipeline if plan is not None else PipelineSettings()
     changes = {field: getattr(args, flag) for flag, field in _PIPELINE_FLAGS.items()
                if getattr(args, flag) is not None}
-    settings = settings.replace(**changes)  # (a folder's images are 8-bit: uint8 is open)
-    request = ProbeRequest(batch_size=batch_size, steps=args.steps, jit_compile=jit,
-                           timeout_s=float(args.timeout), min_time_s=float(args.min_time),
-                           mode=args.mode, settings=settings)
-    return request, image_size
+    return plan, settings.replace(**changes)  # (a folder's images are 8-bit: uint8 is open)
 
 
 def run(args: argparse.Namespace) -> int:
-    from autobatch._cli._tune import require_folder, require_image_size
-    from autobatch._errors import UsageError
-    from autobatch._probe import SubprocessProbeRunner
-    from autobatch._sizes import parse_memory_size
+    import autobatch
+    from autobatch._cli._tune import require_folder
 
     require_folder(args.data_dir)
-    if args.steps < 1:
-        raise UsageError(f"--steps must be >= 1, got {args.steps}")
-    if not args.min_time >= 0:
-        raise UsageError(f"--min-time must be >= 0 seconds, got {args.min_time}")
-    host_budget = device_budget = None
-    if args.memory_budget is not None:
-        from autobatch._env import environment
-
-        env = environment()
-        if env.gpus:
-            device_budget = parse_memory_size(args.memory_budget,
-                                              limit_bytes=env.gpus[0].memory_usable_bytes)
-        else:
-            host_budget = parse_memory_size(args.memory_budget,
-                                            limit_bytes=env.host.memory_limit_bytes)
-    request, image_size = _request_from(args)
-    require_image_size(args.model, image_size)
-    with SubprocessProbeRunner(args.model, args.data_dir, image_size=image_size,
-                               host_memory_budget_bytes=host_budget,
-                               device_memory_budget_bytes=device_budget,
-                               custom_objects_module=args.custom_objects) as runner:
-        result = runner.run(request)
+    plan, settings = _settings_from(args)
+    result = autobatch.probe(
+        args.model,
+        args.data_dir,
+        batch_size=args.batch_size,
+        plan=plan,
+        image_size=args.image_size,
+        memory_budget=args.memory_budget,
+        steps=args.steps,
+        min_time=args.min_time,
+        mode=args.mode,
+        settings=settings,
+        jit_compile=args.jit_compile,
+        timeout=args.timeout,
+        custom_objects_module=args.custom_objects,
+    )
     if args.json:
         print_json(result.to_dict())
     else:

@@ -61,33 +61,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autobatch._search._tune import tune, validate_options
+    import autobatch
 
     # Cheap checks first so that a typo costs no probe: the folder, then what the model
-    # needs of it, then the options.
+    # needs of it; autobatch.tune checks the options before any work.
     require_folder(args.data_dir)
     require_image_size(args.model, args.image_size)
-    validate_options(trials=args.trials, time_budget_s=args.time_budget, seed=args.seed,
-                     pixels=args.pixels)
-    from autobatch._progress import tune_display
-
-    with tune_display(0 if args.json else "auto") as on_event:
-        plan = tune(
-            args.model,
-            args.data_dir,
-            image_size=args.image_size,
-            channels=args.channels,
-            memory_budget=args.memory_budget,
-            time_budget=args.time_budget,
-            trials=args.trials,
-            storage=args.storage,
-            output=args.output,
-            force=args.force,
-            seed=args.seed,
-            try_xla=not args.no_xla,
-            pixels=args.pixels,
-            on_event=on_event,
-        )
+    plan = autobatch.tune(
+        args.model,
+        args.data_dir,
+        image_size=args.image_size,
+        channels=args.channels,
+        memory_budget=args.memory_budget,
+        time_budget=args.time_budget,
+        trials=args.trials,
+        storage=args.storage,
+        output=args.output,
+        force=args.force,
+        seed=args.seed,
+        try_xla=not args.no_xla,
+        pixels=args.pixels,
+        verbose=0 if args.json else "auto",
+    )
     report_files = None
     if args.report:
         from autobatch._report import write_report
@@ -106,7 +101,7 @@ def require_folder(data_dir: str) -> None:
     """A one-line ``DataError`` when DATA_DIR is missing or not a folder (checked first)."""
     import os
 
-    from autobatch._errors import DataError
+    from autobatch import DataError
 
     if not os.path.exists(data_dir):
         raise DataError(f"data folder {data_dir!r} does not exist; pass an image folder")
@@ -115,12 +110,15 @@ def require_folder(data_dir: str) -> None:
 
 
 def require_image_size(model: Any, image_size: Any) -> None:
-    """A built-in model SPEC has no input size of its own: ``--image-size`` is required."""
-    from autobatch._errors import ModelError
-    from autobatch._models import is_builtin
+    """A built-in model SPEC has no input size of its own: ``--image-size`` is required.
 
-    if is_builtin(model) and image_size is None:
-        raise ModelError(f"built-in model {model!r} needs an image size; pass --image-size N")
+    The library's own check (the one that tune, fit and probe make later), made before
+    anything is imported or read.
+    """
+    from autobatch._models import builtin_image_size, is_builtin
+
+    if is_builtin(model):
+        builtin_image_size(model, image_size)
 
 
 def summary_table(plan: Any) -> Any:
