@@ -1,7 +1,7 @@
 """The tune's progress display, shared by ``autobatch tune`` and ``autobatch.tune``.
 
 ``tune_display(verbose)`` is a context manager that yields an ``on_event`` callback for
-``autobatch._search._tune.tune`` (or None when ``verbose == 0``). ``verbose`` has Keras'
+``autobatch._search.tune`` (or None when ``verbose == 0``). ``verbose`` has Keras'
 meaning: ``"auto"`` is 1 on an interactive terminal and 2 otherwise; 0 is silent; 1 a live
 display (rich: the phase, a clock against the time budget, the best so far, with one line
 printed above it per finished step); 2 one plain line per phase step and per trial.
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from autobatch._search._tune import TuneEvent
+    from autobatch._search._events import TuneEvent
 
 EventCallback = Callable[["TuneEvent"], None]
 

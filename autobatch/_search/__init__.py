@@ -1,11 +1,30 @@
 """The search engine: memory ceiling, Optuna throughput study, verified Plan.
 
-``tune`` is the entry point; ``_ceiling`` holds the memory-model math and the ceiling
-search, ``_study`` the search space and the trials, ``_tune`` the orchestration.
+``tune`` (``_tune``) is the entry point and reads as cache -> search -> Plan:
+
+    _config         TuneConfig: tune's options, checked once
+    _job            the model, data, geometry, budgets and fingerprints of one tune
+    _data_facts     everything the search asks of the data source
+    _run            what the phases share (runner, study, clock, emitter)
+    _events         TuneEvent and the emitter
+    _tracked        the runner with the search's memory rules
+    _timing         time accounting: deadlines, probe costs, the verify reserve
+    _ceiling        the memory-model math and the ceiling search
+    _ceiling_phase  the untuned default, then the ceiling
+    _model_checks   XLA and the pixels' dtype
+    _space          the search space and how a point is scored
+    _study          the Optuna study: storage, trials
+    _study_phase    the study as a phase: trials until the target or the verify reserve
+    _finalists      judging the finalists against each other and the untuned default
+    _verify         the verify phase: interleaved model.fit rounds, the long run
+    _assemble       the Plan and its records
+    _annotate       the plan's summary written into the study (optuna-dashboard)
 """
 
 from __future__ import annotations
 
-from autobatch._search._tune import TuneEvent, tune
+from autobatch._search._config import TuneConfig
+from autobatch._search._events import TuneEvent
+from autobatch._search._tune import tune
 
-__all__ = ["TuneEvent", "tune"]
+__all__ = ["TuneConfig", "TuneEvent", "tune"]

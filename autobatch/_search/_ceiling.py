@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from autobatch._errors import ProbeError
+from autobatch._probe import ProbeRunner
 from autobatch._probe._types import ProbeRequest, ProbeResult
 from autobatch._settings import PipelineSettings
 
@@ -214,8 +216,8 @@ class CeilingResult:
         }
 
 
-class CeilingNotFound(Exception):
-    """Even the smallest batch did not fit (raised as a UsageError by ``tune``)."""
+class CeilingNotFound(ProbeError):
+    """Even the smallest batch did not fit (``tune`` raises it as a UsageError)."""
 
     def __init__(self, result: ProbeResult) -> None:
         super().__init__(result.error or result.outcome)
@@ -223,7 +225,7 @@ class CeilingNotFound(Exception):
 
 
 def find_ceiling(
-    runner: Any,
+    runner: ProbeRunner,
     *,
     num_examples: int | None,
     settings: PipelineSettings | None = None,
@@ -246,8 +248,8 @@ def find_ceiling(
     give memory back and would read the larger probe's peak.
 
     Args:
-        runner: a ``ProbeRunner`` (``run`` honouring ``ProbeRequest.own_peak``,
-            ``memory_budget_bytes``, optionally ``search_budget_bytes``).
+        runner: a ``ProbeRunner`` (``run`` honouring ``ProbeRequest.own_peak``); a probe
+            fits under its ``search_budget_bytes``.
         num_examples: the data size; no batch beyond it is tried (None: unknown).
         settings: pipeline settings for the probes (a lean, fixed pipeline by default).
         max_batch_size: hard cap on the batch.
@@ -264,7 +266,7 @@ def find_ceiling(
         CeilingNotFound: the smallest batch tried did not fit.
     """
     # A runner may keep part of its budget free (fit's own overhead): compare against that.
-    budget = int(getattr(runner, "search_budget_bytes", runner.memory_budget_bytes))
+    budget = _search_budget(runner)
     settings = settings or PipelineSettings(num_parallel_calls=1, prefetch=1)
     cap = max_batch_size if not num_examples else min(max_batch_size, int(num_examples))
     cap = max(1, cap)
@@ -297,9 +299,7 @@ def find_ceiling(
             logger.warning("ceiling probe batch %d crashed (%s); retrying in a fresh worker",
                            batch, (result.error or "").strip().splitlines()[-1:])
             probes.append(result)
-            restart = getattr(runner, "restart", None)
-            if callable(restart):
-                restart()
+            runner.restart()
             result = runner.run(request)
             if on_probe is not None:
                 on_probe(result)
@@ -384,3 +384,11 @@ def find_ceiling(
         first_failing_batch_size=high if high <= cap else None,
         capped_by=capped_by,
     )
+
+
+def _search_budget(runner: ProbeRunner) -> int:
+    """What a probe's peak must stay under; a runner without a budget cannot be searched."""
+    budget = runner.search_budget_bytes
+    if budget is None:
+        raise ProbeError("the probe runner has no memory budget; pass memory_budget")
+    return int(budget)

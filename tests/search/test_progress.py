@@ -8,7 +8,7 @@ import pytest
 
 from autobatch._errors import UsageError
 from autobatch._progress import event_line, resolve_verbose, tune_display
-from autobatch._search._tune import TuneEvent
+from autobatch._search._events import TuneEvent
 
 
 def _events() -> list[TuneEvent]:

@@ -3,7 +3,7 @@
 The pure functions are tested directly. ``find_ceiling`` is tested against a simulated
 memory (the one thing a CPU test machine cannot provide on demand: a device whose peak grows
 with the batch and a hard limit), including the "a worker never gives memory back" rule,
-and end to end against the real subprocess worker in ``test_search.py``.
+and end to end against the real subprocess worker in ``test_tune.py``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from _simulated import SimulatedMemory
 
-from autobatch._probe._types import ProbeRequest, ProbeResult
+from autobatch._probe._types import ProbeResult
 from autobatch._search._ceiling import (
     FULL_ENOUGH,
     MAX_BATCH_SIZE,
@@ -109,50 +110,6 @@ def test_probe_fits_checks_outcome_and_peak() -> None:
     assert not probe_fits(ProbeResult("oom", 8, settings), 10**12)
 
 
-class SimulatedMemory:
-    """A runner over simulated memory: peak = fixed + per-example * batch (slightly convex),
-    oom above the limit, and a worker that keeps its largest peak until restarted."""
-
-    def __init__(self, fixed_bytes: int, per_example_bytes: int, budget_bytes: int,
-                 curve: float = 0.0) -> None:
-        self.fixed, self.per_example, self.curve = fixed_bytes, per_example_bytes, curve
-        self.memory_budget_bytes = budget_bytes
-        self.worker_peak = 0
-        self.fresh = True
-        self.requests: list[int] = []
-        self.restarts = 0
-        self.largest = 0
-
-    def true_peak(self, batch: int) -> int:
-        return int(self.fixed + self.per_example * batch * (1 + self.curve * batch / 100))
-
-    def true_ceiling(self) -> int:
-        batch = 0
-        while self.true_peak(batch + 1) <= self.memory_budget_bytes:
-            batch += 1
-        return batch
-
-    def restart(self) -> None:
-        self.worker_peak, self.fresh, self.largest = 0, True, 0
-        self.restarts += 1
-
-    def run(self, request: ProbeRequest) -> ProbeResult:
-        self.requests.append(request.batch_size)
-        if request.own_peak and request.batch_size < self.largest:
-            self.restart()  # as the real runner does for a request of its own peak
-        self.largest = max(self.largest, request.batch_size)
-        started, self.fresh = self.fresh, False
-        peak = max(self.worker_peak, self.true_peak(request.batch_size))
-        if peak > self.memory_budget_bytes:
-            self.restart()  # the real runner replaces a worker it stopped
-            return ProbeResult("oom", request.batch_size, request.settings,
-                               peak_host_memory_bytes=self.memory_budget_bytes,
-                               worker_started=started)
-        self.worker_peak = peak
-        return ProbeResult("ok", request.batch_size, request.settings,
-                           peak_host_memory_bytes=peak, worker_started=started)
-
-
 @pytest.mark.parametrize(
     ("fixed_mib", "per_example_mib", "budget_mib", "curve"),
     [
@@ -239,3 +196,12 @@ def test_find_ceiling_raises_when_nothing_fits() -> None:
     with pytest.raises(CeilingNotFound):
         find_ceiling(sim, num_examples=400)
     assert 1 in sim.requests
+
+
+def test_a_ceiling_not_found_is_an_autobatch_error() -> None:
+    from autobatch._errors import AutobatchError, ProbeError
+
+    sim = SimulatedMemory(4000 * MIB, 12 * MIB, 3072 * MIB)
+    with pytest.raises(AutobatchError) as caught:
+        find_ceiling(sim, num_examples=400)
+    assert isinstance(caught.value, ProbeError) and caught.value.result.outcome == "oom"

@@ -2,7 +2,9 @@
 
 One module-scoped tune is interrupted after two trials (Ctrl-C raised from the progress
 callback) and resumed; the tests then read the resumed plan, the study storage and the
-plan cache (in a fresh interpreter, which must not import TensorFlow).
+plan cache (in a fresh interpreter, which must not import TensorFlow). The pure parts are
+in ``test_space.py``, ``test_finalists.py`` and ``test_ceiling.py``; the options in
+``test_tune_config.py``; the phases against a simulated runner in ``test_phases.py``.
 """
 
 from __future__ import annotations
@@ -11,39 +13,24 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import make_image_folder
 
-from autobatch._cli import main
 from autobatch._plan import Plan
 from autobatch._search._ceiling import FULL_ENOUGH, MemoryModel, probe_fits, room_left
-from autobatch._search._study import (
-    TrialRecord,
-    batch_candidates,
-    build_search_space,
-    decoded_dataset_bytes,
-    epoch_efficiency,
-    memory_cache_fits,
-    seed_points,
-    should_prune,
-    should_repeat,
-)
 from autobatch._search._tune import (
     FINALIST_ROUNDS,
     MAX_FINALIST_ROUNDS,
     WIN_MARGIN,
     TuneEvent,
-    compare_with_default,
-    pick_finalists,
-    relative_scores,
-    resolve_budgets,
     tune,
-    undecided,
 )
 from autobatch._settings import AUTOTUNE
+
+# Every test here reads the one real tune (the subprocess worker, minutes on a CPU).
+pytestmark = pytest.mark.slow
 
 # A worker idles at 600-750 MiB (TensorFlow, the model, the data): the budget leaves room for
 # a few hundred 32 px examples, so the ceiling is memory-bound (under 600) on the machines seen.
@@ -52,113 +39,6 @@ BUDGET = f"{BUDGET_MIB}MiB"
 TRIALS = 5
 OPTIONS: dict[str, Any] = dict(image_size=32, memory_budget=BUDGET, trials=TRIALS, seed=0,
                                try_xla=False)
-
-
-# ---------------------------------------------------------------- pure parts
-
-
-def test_batch_candidates_are_powers_of_two_and_the_ceiling() -> None:
-    assert batch_candidates(100) == (8, 16, 32, 64, 100)
-    assert batch_candidates(64) == (8, 16, 32, 64)
-    assert batch_candidates(5) == (1, 2, 4, 5)
-
-
-def test_memory_cache_only_when_the_decoded_data_fits() -> None:
-    size = decoded_dataset_bytes(1000, (96, 96), 3)
-    assert size == 1000 * 96 * 96 * 3 * 4
-    assert memory_cache_fits(size, 4 << 30, 1 << 30)
-    assert not memory_cache_fits(size, 1 << 30, 1 << 30)
-    assert not memory_cache_fits(size, None, 0)
-    space = build_search_space(ceiling=100, cpus=2, memory_cache_ok=False)
-    assert "memory" not in space.cache and "disk" in space.cache
-
-
-def test_search_space_is_concrete() -> None:
-    space = build_search_space(ceiling=300, cpus=8, memory_cache_ok=True, xla_ok=True)
-    for name, values in space.choices().items():
-        assert AUTOTUNE not in [v for v in values if not isinstance(v, str)], name
-    assert space.num_parallel_calls == (1, 2, 4, 8)
-    assert space.jit_compile == (False, True)
-    assert space.size == len(list(space.grid()))
-
-
-def test_epoch_efficiency_counts_the_partial_last_step() -> None:
-    # 600 examples: batch 150 is 4 full steps; batch 128 is 5 steps for 600 (640 of room).
-    assert epoch_efficiency(600, 150) == 1.0
-    assert epoch_efficiency(600, 128) == pytest.approx(600 / 640)
-    assert epoch_efficiency(600, 1000) == pytest.approx(0.6)  # one partial step
-    assert epoch_efficiency(50_000, 128) > 0.999  # large data: negligible
-    assert epoch_efficiency(None, 128) == epoch_efficiency(0, 128) == 1.0
-
-
-def test_relative_scores_cancel_the_drift_between_rounds() -> None:
-    # The machine slows by half in round 1; "b" is 10% faster than "a" in every round.
-    rounds = {0: {"a": 1000.0, "b": 1100.0, "c": 1050.0},
-              1: {"a": 500.0, "b": 550.0, "c": 520.0},
-              2: {"a": 990.0, "b": 1090.0}}
-    scores = relative_scores(rounds)
-    assert sorted(scores, key=scores.__getitem__, reverse=True) == ["b", "c", "a"]
-    assert scores["b"] / scores["a"] == pytest.approx(1.1, rel=0.01)
-    # A round with one reading compares nothing; a point seen only there scores 1.0.
-    assert relative_scores({0: {"a": 10.0}}) == {"a": 1.0}
-
-
-def test_finalists_span_at_least_two_batch_sizes() -> None:
-    def record(number: int, batch: int) -> TrialRecord:
-        return TrialRecord(number=number, state="COMPLETE", params={"batch_size": batch})
-
-    ranked = [record(0, 32), record(1, 32), record(2, 32), record(3, 150), record(4, 64)]
-    assert [r.number for r in pick_finalists(ranked)] == [0, 1, 3]
-    # One batch size only: the best three of it.
-    same = [record(i, 32) for i in range(5)]
-    assert [r.number for r in pick_finalists(same)] == [0, 1, 2]
-    assert [r.number for r in pick_finalists(ranked[:2])] == [0, 1]
-
-
-def test_relative_scores_do_not_tie_when_each_was_the_middle_once() -> None:
-    # The three finalists of a real plan (fit readings in three rounds): "a" and "b" were
-    # each the middle reading of one round, which scored both exactly 1.0 against the
-    # round's median.
-    rounds = {0: {"a": 2030.8, "b": 2138.11, "c": 1815.13},
-              1: {"a": 1831.03, "b": 1742.4, "c": 1720.07},
-              2: {"a": 1416.12, "b": 1488.76, "c": 1685.18}}
-    scores = relative_scores(rounds)
-    assert len(set(scores.values())) == 3
-    assert sorted(scores, key=scores.__getitem__, reverse=True) == ["a", "b", "c"]
-    # A zero reading scores zero without zeroing the rest of its round.
-    zero = relative_scores({0: {"a": 0.0, "b": 100.0, "c": 121.0}})
-    assert zero["a"] == 0.0 and zero["c"] / zero["b"] == pytest.approx(1.21)
-
-
-def test_prune_and_repeat_rules() -> None:
-    assert should_prune(40.0, 100.0)
-    assert not should_prune(70.0, 100.0)
-    assert not should_prune(1.0, None)
-    assert should_repeat(90.0, 100.0) and should_repeat(1.0, None)
-    assert not should_repeat(70.0, 100.0)
-
-
-def test_pixels_option_is_checked_before_any_probe() -> None:
-    import numpy as np
-
-    from autobatch._errors import UsageError
-
-    floats = (np.zeros((8, 16, 16, 3), np.float32), np.zeros(8, np.int32))
-    with pytest.raises(UsageError, match="needs 8-bit images"):
-        tune("small_cnn", floats, image_size=16, pixels="uint8", trials=1, use_cache=False)
-    with pytest.raises(UsageError, match="--pixels must be one of"):
-        tune("small_cnn", floats, image_size=16, pixels="half", trials=1, use_cache=False)
-
-
-def test_budget_larger_than_the_machine_is_a_usage_error() -> None:
-    from autobatch._env import environment
-    from autobatch._errors import UsageError
-
-    env = environment()
-    with pytest.raises(UsageError, match="larger than this machine"):
-        resolve_budgets("64TiB", env)
-    host, device, what = resolve_budgets("0.5", env)
-    assert (host or device) and what in ("host", "device")
 
 
 # ---------------------------------------------------------------- one real tune, resumed
@@ -321,31 +201,6 @@ def test_finalists_are_judged_with_model_fit(tuned: dict[str, Any]) -> None:
             plan.pipeline.prefetch, plan.pipeline.num_parallel_calls, plan.pipeline.cache)
 
 
-def test_a_candidate_replaces_the_default_only_beyond_the_noise() -> None:
-    def rounds_of(pairs: list[tuple[float, float]]) -> dict[int, dict[str, float]]:
-        return {i: {"c": c, "d": d} for i, (c, d) in enumerate(pairs)}
-
-    # A drifting machine: the default reads 100 then 50, the candidate 1.3x it each time.
-    clear = compare_with_default(rounds_of([(130, 100), (65, 50), (130, 100)]), "c", "d")
-    assert clear["beats_default"] and clear["median_ratio"] == pytest.approx(1.3)
-    assert clear["low"] == pytest.approx(1.3) and clear["noise"] == pytest.approx(0.0)
-    # Faster on the median but lost one round: undecided, so more rounds are measured.
-    mixed = compare_with_default(rounds_of([(130, 100), (95, 100), (120, 100)]), "c", "d")
-    assert not mixed["beats_default"] and undecided(mixed)
-    assert mixed["low"] == pytest.approx(0.95) and mixed["high"] == pytest.approx(1.3)
-    # From six rounds on, one lost round is forgiven.
-    six = compare_with_default(rounds_of([(130, 100)] * 5 + [(95, 100)]), "c", "d")
-    assert six["beats_default"] and six["low"] == pytest.approx(1.3)
-    # Two rounds are too few however large the lead; a tie never beats the default.
-    assert not compare_with_default(rounds_of([(200, 100), (200, 100)]), "c", "d")[
-        "beats_default"]
-    tie = compare_with_default(rounds_of([(101, 100), (100, 100), (101, 100)]), "c", "d")
-    assert not tie["beats_default"] and not undecided(tie)
-    # Rounds without both readings are not paired.
-    partial = compare_with_default({0: {"c": 120.0}, 1: {"c": 120.0, "d": 100.0}}, "c", "d")
-    assert partial["rounds"] == 1 and partial["paired_ratios"] == [1.2]
-
-
 def test_interrupted_tune_resumes_from_stored_trials(tuned: dict[str, Any]) -> None:
     import optuna
 
@@ -388,46 +243,3 @@ def test_cache_hit_in_a_fresh_interpreter_does_not_import_tensorflow(
     status = json.loads(proc.stdout.strip().splitlines()[-1])
     assert status == {"rc": 0, "tf": False, "optuna": False}
     assert Plan.load(out).batch_size == tuned["plan"].batch_size
-
-
-# ---------------------------------------------------------------- CLI errors
-
-
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["--trials", "-3"], "--trials must be a positive"),
-        (["--time-budget", "0"], "--time-budget must be a positive"),
-        (["--memory-budget", "64TiB"], "larger than this machine"),
-        (["--memory-budget", "lots"], "invalid memory size"),
-    ],
-)
-def test_bad_options_give_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                          extra: list[str], message: str) -> None:
-    data = make_image_folder(tmp_path / "d", {"a": 2, "b": 2}, size=(16, 16))
-    code = main(["tune", str(data), "--model", "small_cnn", "--image-size", "32", *extra])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert message in err
-    assert len(err.splitlines()) == 1 and err.startswith("autobatch tune: error:")
-
-
-def test_unknown_model_is_a_one_line_error(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
-    data = make_image_folder(tmp_path / "d", {"a": 2, "b": 2}, size=(16, 16))
-    code = main(["tune", str(data), "--model", "resnet9000", "--image-size", "32"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert "unknown model 'resnet9000'" in err and "small_cnn" in err
-    assert len(err.splitlines()) == 1
-
-
-def test_seed_points_sweep_the_largest_batches_at_good_defaults() -> None:
-    space = build_search_space(ceiling=600, cpus=2, memory_cache_ok=True)
-    points = seed_points(space, limit=4)
-    # Keras' default batch first (cheap, and a concrete rival to the untuned default).
-    assert [p["batch_size"] for p in points] == [32, 600, 512, 256]
-    for point in points:
-        assert point["num_parallel_calls"] == 2 and point["cache"] == "memory"
-        assert point["deterministic"] is False
-        assert all(point[name] in values for name, values in space.choices().items())

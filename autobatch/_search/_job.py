@@ -1,0 +1,125 @@
+"""A tune's inputs made concrete before any probe (``TuneJob``): the model spec, the data
+source and its size, the geometry, the memory budgets, and the fingerprints that key the
+plan cache and the study."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from autobatch._errors import ModelError
+from autobatch._plan import (
+    hardware_fingerprint,
+    model_fingerprint,
+    options_fingerprint,
+    software_fingerprint,
+    tune_geometry,
+)
+from autobatch._probe._budgets import resolve_budgets
+from autobatch._search._config import TuneConfig
+from autobatch._search._data_facts import (
+    data_fingerprint,
+    examples_per_epoch,
+    open_source,
+    require_8bit_for_uint8,
+    source_num_classes,
+)
+from autobatch._search._study import study_name_for
+
+
+@dataclass(frozen=True)
+class TuneJob:
+    """What one tune runs on."""
+
+    model: Any
+    """The model as the worker gets it: a built-in name, an absolute ``.keras`` path, a
+    ``"module:function"`` spec, or a ``keras.Model``."""
+    source: Any
+    count: int
+    """Examples per epoch."""
+    num_classes: int | None
+    size: tuple[int, int] | None
+    channels: int
+    env: Any
+    host_budget_bytes: int | None
+    device_budget_bytes: int | None
+    fingerprints: dict[str, str]
+    """The plan cache's key (the options with the time budget and the trial count)."""
+    study_name: str
+    """The study's name: the same fingerprints without time budget and trials, so that a
+    longer tune resumes a shorter one's study."""
+
+
+def model_spec(model: Any) -> Any:
+    """The model as it travels (and fingerprints): a model-building function as
+    ``"module:function"``, a file by its absolute path (the plan names a file that any
+    folder can find); an unknown name is an error."""
+    from autobatch._models import BUILTIN_MODELS, is_builtin, model_function_spec
+
+    model = model_function_spec(model) or model
+    if isinstance(model, str) and not is_builtin(model) and not os.path.exists(model) \
+            and model_function_spec(model) is None:
+        raise ModelError(
+            f"unknown model {model!r}: pass a .keras file or one of {', '.join(BUILTIN_MODELS)}"
+        )
+    if isinstance(model, (str, os.PathLike)) and not is_builtin(model) and os.path.isfile(model):
+        model = os.path.abspath(model)
+    return model
+
+
+def prepare_job(model: Any, data: Any, config: TuneConfig) -> TuneJob:
+    """Check the model and the data and work out everything the cache and the search need,
+    in the order a user should hear of a problem."""
+    from autobatch._env import environment
+    from autobatch._models import builtin_image_size, is_builtin
+
+    model = model_spec(model)
+    # The data first: a missing folder is the first thing to say, and one class (or one
+    # image) has nothing to tune for.
+    source = open_source(data)
+    # The size and channels from the model when not given, as fit computes them: the two
+    # must fingerprint alike for fit to find tune's plan in the cache.
+    size, channels = tune_geometry(model, config.image_size, config.channels)
+    if is_builtin(model):
+        builtin_image_size(model, size)  # a built-in SPEC needs an image size
+    env = environment()
+    host_budget, device_budget, _ = resolve_budgets(config.memory_budget, env)
+    count = examples_per_epoch(source, config.num_examples)
+    num_classes = source_num_classes(source)
+    require_8bit_for_uint8(config.pixels, source)
+    options = search_options(config, size, channels)
+    fingerprints = {
+        "model": model_fingerprint(model, num_classes=num_classes, image_size=size,
+                                   channels=channels),
+        "data": data_fingerprint(source),
+        "hardware": hardware_fingerprint(env),
+        "tensorflow": software_fingerprint(),
+        "options": options_fingerprint(
+            {**options, "time_budget_s": config.time_budget_s, "trials": config.trials}
+        ),
+    }
+    study_name = study_name_for({**fingerprints, "options": options_fingerprint(options)})
+    return TuneJob(model=model, source=source, count=count, num_classes=num_classes,
+                   size=size, channels=channels, env=env, host_budget_bytes=host_budget,
+                   device_budget_bytes=device_budget, fingerprints=fingerprints,
+                   study_name=study_name)
+
+
+def search_options(config: TuneConfig, size: tuple[int, int] | None,
+                   channels: int) -> dict[str, Any]:
+    """The options that shape what the search measures (the study's part of the key)."""
+    return {
+        "image_size": list(size) if size else None,
+        "channels": channels,
+        "memory_budget": config.memory_budget if config.memory_budget is None
+        else str(config.memory_budget),
+        "seed": config.seed,
+        "measure_baseline": config.measure_baseline,
+        "try_xla": config.try_xla,
+        "max_batch_size": config.max_batch_size,
+        "trial_steps": config.trial_steps,
+        "search_space": config.search_space.to_dict() if config.search_space is not None
+        else None,
+        "pixels": config.pixels,
+    }

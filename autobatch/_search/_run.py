@@ -1,0 +1,34 @@
+"""What every phase of one tune shares: the runner, the study, the options, the clock, the
+data's shape and the progress emitter (``SearchRun``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from autobatch._search._config import TuneConfig
+from autobatch._search._events import Emitter
+from autobatch._search._tracked import TrackedRunner
+
+if TYPE_CHECKING:
+    import optuna
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """One tune's search, as its phases see it."""
+
+    runner: TrackedRunner
+    study: optuna.Study
+    stored: dict[str, Any]
+    """The study's user attributes as the tune found them (what a resumed tune skips)."""
+    config: TuneConfig
+    emit: Emitter
+    deadline: float
+    """``time.perf_counter()`` value the search must end by (inf: no time budget)."""
+    count: int
+    """Examples per epoch."""
+    size: tuple[int, int] | None
+    channels: int
+    source: Any
+    env: Any

@@ -1,0 +1,131 @@
+"""The throughput study as a phase of the tune: the space for this machine and ceiling, the
+stored trials a resumed tune keeps, then trials until the target or the time the verify
+phase needs."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from autobatch._search._ceiling import MAX_BATCH_SIZE
+from autobatch._search._ceiling_phase import Ceiling
+from autobatch._search._run import SearchRun
+from autobatch._search._space import (
+    SearchSpace,
+    build_search_space,
+    decoded_dataset_bytes,
+    in_space,
+    memory_cache_fits,
+    seed_points,
+)
+from autobatch._search._study import TrialRecord, record_from_frozen, run_trial
+from autobatch._search._timing import (
+    probe_timeout,
+    typical_trial_s,
+    verify_reserve,
+    verify_reserve_cap,
+)
+
+MIN_STEPS_PER_EPOCH = 4
+"""The study's batches leave at least this many weight updates per epoch (above batch 32)."""
+
+
+def training_batch_cap(num_examples: int | None) -> int:
+    """The largest batch the study tries: ``num_examples // 4``, but never below 32."""
+    if not num_examples:
+        return MAX_BATCH_SIZE
+    return max(32, int(num_examples) // MIN_STEPS_PER_EPOCH)
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    space: SearchSpace
+    records: list[TrialRecord]
+
+
+def study_space(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str) -> SearchSpace:
+    """The space the study searches (``search_space`` restricted to the ceiling when given).
+
+    Its batches still leave a few weight updates per epoch: a batch of the whole data set
+    may be fast per example but trains poorly, and costs the most to probe. The ceiling
+    itself is still reported as measured.
+    """
+    line = ceiling.record.get("memory_model") or {}
+    small_peak = float(line.get("intercept_bytes", 0)) + 8 * float(
+        line.get("slope_bytes_per_example", 0))
+    space = build_search_space(
+        ceiling=min(ceiling.batch_size, training_batch_cap(run.count)),
+        cpus=run.env.cpu.effective,
+        memory_cache_ok=memory_cache_fits(
+            decoded_dataset_bytes(run.count, run.size, run.channels, pixels=pixels),
+            run.runner.host_memory_budget_bytes, small_peak),
+        xla_ok=xla_ok,
+        pixels=pixels,
+    )
+    given = run.config.search_space
+    if given is not None:
+        fitting = tuple(b for b in given.batch_sizes if b <= ceiling.batch_size)
+        space = dataclasses.replace(given, batch_sizes=fitting or (ceiling.batch_size,),
+                                    pixels=(pixels,))
+    return space
+
+
+def study_phase(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str,
+                default: TrialRecord | None, trial_min_time_s: float) -> StudyOutcome:
+    """Trials until the target count, or until one more would eat into the time kept for
+    the verify phase (at most ``VERIFY_SHARE`` of what the study has)."""
+    config, study, emit = run.config, run.study, run.emit
+    space = study_space(run, ceiling, xla_ok=xla_ok, pixels=pixels)
+    ceiling.record["search_batch_cap"] = max(space.batch_sizes)
+    study.set_user_attr("search_space", space.to_dict())
+    records = [record_from_frozen(t) for t in study.get_trials(deepcopy=False)
+               if t.state.name in ("COMPLETE", "PRUNED", "FAIL") and in_space(t.params, space)]
+    resumed = len(records)
+    target = config.target_trials
+    best = best_value(records)
+    if resumed:
+        emit("search", f"resumed {resumed} stored trials", trial=resumed, trials_total=target,
+             best=best)
+    if not study.trials:
+        for params in seed_points(space, limit=max(2, min(6, target // 3))):
+            study.enqueue_trial(params, skip_if_exists=True)
+    # The verify phase adapts to the time it gets (fewer finalists, rounds that stop at the
+    # deadline), but its rounds against the untuned default decide whether the tune ships
+    # anything at all.
+    reserve_cap_s = verify_reserve_cap(run.deadline)
+    fit_traces = 1 if pixels == "float32" or default is None else 2
+
+    def reserve_s() -> float:
+        return min(reserve_cap_s, verify_reserve(
+            records, ceiling.first_probe_s, config.verify_steps, config.trial_steps,
+            fit_traces, ceiling.retrace_s, default is not None))
+
+    verify_reserve_s = reserve_s()
+    while len(records) < target:
+        typical_s = typical_trial_s(records, ceiling.first_probe_s)
+        if time.perf_counter() + typical_s + verify_reserve_s > run.deadline:
+            break
+        record = run_trial(
+            study, run.runner, space, best=best, steps=config.trial_steps, warmup_steps=1,
+            timeout_s=probe_timeout(run.deadline), min_time_s=trial_min_time_s,
+            num_examples=run.count,
+        )
+        records.append(record)
+        best = best_value(records)
+        verify_reserve_s = reserve_s()
+        emit("search", f"trial {record.number}: {record.state.lower()} "
+             f"{record.examples_per_s or 0:.1f} examples/s", trial=len(records),
+             trials_total=target, best=best, best_params=best_params(records))
+    return StudyOutcome(space=space, records=records)
+
+
+def best_value(records: list[TrialRecord]) -> float | None:
+    values = [r.examples_per_s for r in records if r.state == "COMPLETE" and r.examples_per_s]
+    return max(values) if values else None
+
+
+def best_params(records: list[TrialRecord]) -> dict[str, Any] | None:
+    done = [r for r in records if r.state == "COMPLETE" and r.examples_per_s]
+    return max(done, key=lambda r: r.examples_per_s or 0).params if done else None
