@@ -8,6 +8,7 @@ photo-sized JPEGs.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,3 +86,31 @@ def make_photo_folder(
             image.save(folder / f"{class_name}_{index:04d}.jpg", format="JPEG", quality=quality)
     logger.info("wrote %d images in %d classes to %s", sum(counts), len(classes), root)
     return root
+
+
+def make_demo_folder(data_dir: str | Path, *, images_per_class: int = 80) -> Path:
+    """The folder ``autobatch demo`` makes: three photo classes of ``images_per_class``,
+    3/4 and 1/2 of that many 240x320 JPEGs, plus the problem files of ``add_problem_files``
+    (the benchmarks make the same folder)."""
+    root = Path(data_dir)
+    make_photo_folder(root, classes=PHOTO_CLASSES[:3],
+                      images_per_class=[images_per_class, images_per_class * 3 // 4,
+                                        images_per_class // 2], size=(240, 320))
+    add_problem_files(root)
+    return root
+
+
+def add_problem_files(data_dir: Path) -> None:
+    """Files Keras' loader skips or fails on silently (empty, truncated, AppleDouble, a
+    stray file at the root, a format it does not read), so the audit has something to say."""
+    first_class = sorted(p for p in data_dir.iterdir() if p.is_dir())[0]
+    sample = next(first_class.glob("*.jpg"))
+    (first_class / "empty.jpg").write_bytes(b"")
+    (first_class / "truncated.jpg").write_bytes(sample.read_bytes()[:600])
+    (first_class / "._resource_fork.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
+    (first_class / "notes.txt").write_text("not an image\n")
+    shutil.copy(sample, data_dir / "stray_at_root.jpg")
+    from PIL import Image
+
+    with Image.open(sample) as image:
+        image.save(first_class / "photo.webp", format="WEBP")

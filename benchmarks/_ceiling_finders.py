@@ -40,8 +40,8 @@ class CountingProbe:
         self.log: list[dict[str, Any]] = []
 
     def __call__(self, batch_size: int) -> tuple[bool, int | None]:
-        from autobatch._probe import ProbeRequest
-        from autobatch._settings import PipelineSettings
+        from autobatch import PipelineSettings
+        from autobatch._for_benchmarks import ProbeRequest
 
         if self.fresh_each:
             self.runner.restart()
@@ -124,9 +124,8 @@ def true_maximum(probe: CountingProbe, cap: int) -> int:
 
 
 def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path) -> dict[str, Any]:
-    from autobatch._probe import SubprocessProbeRunner
-    from autobatch._search._ceiling import find_ceiling
-    from autobatch._sizes import parse_memory_size
+    from autobatch import parse_memory_size
+    from autobatch._for_benchmarks import SubprocessProbeRunner, find_ceiling
 
     budget_bytes = parse_memory_size(budget)
     cap = 4096

@@ -63,9 +63,9 @@ class Timer:
 
 
 def machine_description() -> dict[str, Any]:
-    from autobatch._env import environment
+    import autobatch
 
-    env = environment()
+    env = autobatch.environment()
     cpu_model = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as handle:

@@ -20,7 +20,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from autobatch._audit import audit
+from autobatch import audit
 
 FORMATS = (("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp"), ("GIF", ".gif"),
            ("BMP", ".bmp"))

@@ -27,7 +27,7 @@ def main() -> int:
     from _probe_helpers import folder_source
     from conftest import make_image_folder
 
-    from autobatch._probe import ProbeRequest, SubprocessProbeRunner
+    from autobatch._for_benchmarks import ProbeRequest, SubprocessProbeRunner
 
     root = Path(args.data_dir) if args.data_dir else make_image_folder(
         Path(tempfile.mkdtemp(prefix="autobatch-bench-")) / "data",

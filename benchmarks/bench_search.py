@@ -34,7 +34,7 @@ PROBE_STEPS = 5
 
 
 def grid_space() -> Any:
-    from autobatch._search._study import SearchSpace
+    from autobatch._for_benchmarks import SearchSpace
 
     # 5 x 2 x 3 x 2 x 2 x 2 = 240 points: the knobs that matter on a 2-core CPU.
     return SearchSpace(
@@ -57,8 +57,11 @@ def measure(runner: Any, params: dict[str, Any], mode: str = "loop") -> float:
     """One probe of ``params``: the grid's bare step loop, or (``fit``) epochs of
     ``model.fit`` as the plan trains, timed for at least the tune's finalist window; in
     examples/s over an epoch (``epoch_efficiency``: the last batch is partial)."""
-    from autobatch._search._study import epoch_efficiency, params_to_request
-    from autobatch._search._tune import FINALIST_MIN_TIME_S
+    from autobatch._for_benchmarks import (
+        FINALIST_MIN_TIME_S,
+        epoch_efficiency,
+        params_to_request,
+    )
 
     result = runner.run(params_to_request(
         params, steps=PROBE_STEPS, warmup_steps=1, timeout_s=120, mode=mode,
@@ -70,7 +73,7 @@ def measure(runner: Any, params: dict[str, Any], mode: str = "loop") -> float:
 
 
 def exhaustive_grid(data: Path, space: Any, repeats: int, seed: int) -> dict[str, Any]:
-    from autobatch._probe import SubprocessProbeRunner
+    from autobatch._for_benchmarks import SubprocessProbeRunner
 
     points = list(space.grid())
     values: dict[int, list[float]] = {i: [] for i in range(len(points))}
@@ -98,7 +101,7 @@ def head_to_head(data: Path, a: dict[str, Any], b: dict[str, Any], rounds: int) 
     """The tuned winner against the grid's best, interleaved in one fresh worker, measured
     both ways each round: the grid's own bare-loop probe, and epochs of ``model.fit`` (how
     the plan trains; the headline ratio)."""
-    from autobatch._probe import SubprocessProbeRunner
+    from autobatch._for_benchmarks import SubprocessProbeRunner
 
     measured: dict[str, dict[str, list[float]]] = {
         mode: {"tuned": [], "grid": []} for mode in ("fit", "loop")}
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from conftest import make_image_folder
 
-    from autobatch._search import tune
+    from autobatch import tune
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

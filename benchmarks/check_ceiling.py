@@ -45,9 +45,8 @@ if mode == "keras":
     ds = ds.repeat()
     steps_per_epoch = steps
 elif mode == "lean":  # autobatch's input pipeline with the ceiling probes' lean settings
-    from autobatch._pipeline import build_dataset
-    from autobatch._settings import PipelineSettings
-    from autobatch._sources import resolve_source
+    from autobatch import PipelineSettings
+    from autobatch._for_benchmarks import build_dataset, resolve_source
     source = resolve_source(data_dir)
     num_classes = source.num_classes
     ds = build_dataset(source, batch_size=batch, image_size=(size, size), channels=3,
@@ -55,7 +54,7 @@ elif mode == "lean":  # autobatch's input pipeline with the ceiling probes' lean
                        shuffle=True, seed=0, repeat=True)
     steps_per_epoch = steps
 else:  # the plan's own pipeline and steps (one full epoch)
-    from autobatch._plan import Plan
+    from autobatch import Plan
     plan = Plan.load(mode)
     ds = plan.dataset(data_dir)
     num_classes = len(plan.data["class_names"])
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from conftest import make_image_folder
 
-    from autobatch._sizes import parse_memory_size
+    from autobatch import parse_memory_size
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

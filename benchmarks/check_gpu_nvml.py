@@ -71,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from autobatch._env import environment
-    from autobatch._errors import UsageError
-    from autobatch._probe._runner import DEFAULT_SAFETY_FRACTION, default_budgets
-    from autobatch._probe._worker import nvml_process_memory_bytes
-    from autobatch._search._tune import resolve_budgets
+    from autobatch import UsageError, environment
+    from autobatch._for_benchmarks import (
+        DEFAULT_SAFETY_FRACTION,
+        default_budgets,
+        nvml_process_memory_bytes,
+        resolve_budgets,
+    )
 
     report: dict[str, Any] = {"checks": {}}
     checks = report["checks"]

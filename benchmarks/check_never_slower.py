@@ -45,14 +45,9 @@ def _burn(stop: Any) -> None:
 
 def make_demo_folder(root: Path) -> Path:
     """The folder ``autobatch demo`` makes (same photos, counts and broken files)."""
-    from autobatch._cli._demo import _add_problem_files
-    from autobatch._demo import PHOTO_CLASSES, make_photo_folder
+    from autobatch._for_benchmarks import make_demo_folder
 
-    data_dir = root / "images"
-    make_photo_folder(data_dir, classes=PHOTO_CLASSES[:3], images_per_class=[80, 60, 40],
-                      size=(240, 320))
-    _add_problem_files(data_dir)
-    return data_dir
+    return make_demo_folder(root / "images", images_per_class=80)
 
 
 def _epoch_timer() -> Any:
@@ -77,9 +72,8 @@ def measure(plan_path: str, data_dir: str, rounds: int, epochs: int) -> dict[str
     """In a fresh process: plan vs untuned default, interleaved, one compiled model."""
     import keras
 
-    from autobatch._models import resolve_model
-    from autobatch._plan import Plan
-    from autobatch._settings import PipelineSettings
+    from autobatch import PipelineSettings, Plan
+    from autobatch._for_benchmarks import resolve_model
 
     plan = Plan.load(plan_path)
     default = dataclasses.replace(

@@ -20,7 +20,7 @@ PLAIN_FIT = r"""
 import os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
-from autobatch._models import resolve_model
+from autobatch._for_benchmarks import resolve_model
 data_dir, size, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 ds = keras.utils.image_dataset_from_directory(data_dir, image_size=(size, size), batch_size=batch)
 model = resolve_model("mobilenet_v2", num_classes=len(ds.class_names), image_size=size)

@@ -43,7 +43,7 @@ logger = logging.getLogger("benchmarks")
 
 
 def make_workload_data(root: Path, images_per_class: int, classes: int) -> Path:
-    from autobatch._demo import PHOTO_CLASSES, make_photo_folder
+    from autobatch._for_benchmarks import PHOTO_CLASSES, make_photo_folder
 
     data_dir = root / "photos"
     if not data_dir.exists():
@@ -55,7 +55,7 @@ def make_workload_data(root: Path, images_per_class: int, classes: int) -> Path:
 def _fresh_model(spec: str, num_classes: int, image_size: int, seed: int = 0):
     import keras
 
-    from autobatch._models import resolve_model
+    from autobatch._for_benchmarks import resolve_model
 
     keras.utils.set_random_seed(seed)
     return resolve_model(spec, num_classes=num_classes, image_size=image_size)
@@ -203,7 +203,7 @@ def _contender_main(conn: Any, c: _ContenderSpec) -> None:
             # The clock runs from the first epoch's start to the last one's end, not around
             # the fit call: a call ends by deleting its iterator, which with tf.data's
             # autotuner on waits for that thread's next wake-up (up to seconds; see
-            # autobatch._pipeline.autotune_options). A user pays that once per training,
+            # autobatch._data._tail.autotune_options). A user pays that once per training,
             # a sample here would pay it every time.
             data, kwargs, examples = inputs[request]
             clock = EpochClock()
@@ -283,7 +283,7 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
     # batch sizes a plan may train with (at least four steps per epoch, as the tune allows).
     # Tensors of uint8 too, at the plan's batch and its neighbours: a plan with uint8 pixels
     # must be held to what the model does with uint8 tensors in memory.
-    from autobatch._search._tune import training_batch_cap
+    from autobatch._for_benchmarks import training_batch_cap
 
     cap = min(training_batch_cap(num_examples), plan.ceiling_batch_size or num_examples)
     neighbours = {b for b in (max(1, plan.batch_size // 2), plan.batch_size * 2) if b <= cap}

@@ -7,7 +7,6 @@ files that make Keras users lose images silently), then runs audit, tune, fit an
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from autobatch._cli._common import console
@@ -33,35 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _add_problem_files(data_dir: Path) -> None:
-    """Files Keras' loader skips or fails on silently (empty, truncated, AppleDouble, a
-    stray file at the root, a format it does not read), so the audit has something to say."""
-    first_class = sorted(p for p in data_dir.iterdir() if p.is_dir())[0]
-    sample = next(first_class.glob("*.jpg"))
-    (first_class / "empty.jpg").write_bytes(b"")
-    (first_class / "truncated.jpg").write_bytes(sample.read_bytes()[:600])
-    (first_class / "._resource_fork.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
-    (first_class / "notes.txt").write_text("not an image\n")
-    shutil.copy(sample, data_dir / "stray_at_root.jpg")
-    from PIL import Image
-
-    with Image.open(sample) as image:
-        image.save(first_class / "photo.webp", format="WEBP")
-
-
 def run(args: argparse.Namespace) -> int:
     import autobatch
-    from autobatch._demo import PHOTO_CLASSES, make_photo_folder
+    from autobatch._demo import make_demo_folder
 
     out = console()
     work = Path(args.dir)
     data_dir = work / "images"
     if not data_dir.exists():
         out.print(f"[bold]1/5[/] making a photo folder in {data_dir} ...")
-        make_photo_folder(data_dir, classes=PHOTO_CLASSES[:3],
-                          images_per_class=[args.images_per_class, args.images_per_class * 3 // 4,
-                                            args.images_per_class // 2], size=(240, 320))
-        _add_problem_files(data_dir)
+        make_demo_folder(data_dir, images_per_class=args.images_per_class)
     else:
         out.print(f"[bold]1/5[/] reusing the photo folder in {data_dir}")
 
