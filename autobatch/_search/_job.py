@@ -8,7 +8,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from autobatch._env import environment
 from autobatch._errors import ModelError
+from autobatch._models import (
+    BUILTIN_MODELS,
+    builtin_image_size,
+    is_builtin,
+    model_function_spec,
+)
 from autobatch._plan import (
     hardware_fingerprint,
     model_fingerprint,
@@ -55,8 +62,6 @@ def model_spec(model: Any) -> Any:
     """The model as it travels (and fingerprints): a model-building function as
     ``"module:function"``, a file by its absolute path (the plan names a file that any
     folder can find); an unknown name is an error."""
-    from autobatch._models import BUILTIN_MODELS, is_builtin, model_function_spec
-
     model = model_function_spec(model) or model
     if isinstance(model, str) and not is_builtin(model) and not os.path.exists(model) \
             and model_function_spec(model) is None:
@@ -71,9 +76,6 @@ def model_spec(model: Any) -> Any:
 def prepare_job(model: Any, data: Any, config: TuneConfig) -> TuneJob:
     """Check the model and the data and work out everything the cache and the search need,
     in the order a user should hear of a problem."""
-    from autobatch._env import environment
-    from autobatch._models import builtin_image_size, is_builtin
-
     model = model_spec(model)
     # The data first: a missing folder is the first thing to say, and one class (or one
     # image) has nothing to tune for.

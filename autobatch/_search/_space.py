@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from autobatch._plan import steps_per_epoch
 from autobatch._probe._types import Mode, ProbeRequest, ProbeResult
 from autobatch._settings import PipelineSettings
 
@@ -243,8 +244,6 @@ def epoch_efficiency(num_examples: int | None, batch_size: int) -> float:
     (4 full steps, factor 1.0) beats a batch 128 that reads up to 6% faster per full step
     (5 steps for 600, factor 0.94). 1.0 when ``N`` is unknown; negligible for large data.
     """
-    from autobatch._plan import steps_per_epoch
-
     if not num_examples or num_examples < 1 or batch_size < 1:
         return 1.0
     return float(num_examples) / float(steps_per_epoch(num_examples, batch_size) * batch_size)

@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from autobatch._errors import UsageError
+from autobatch._plan import cache_root, combined_key
 from autobatch._probe import ProbeRunner
 from autobatch._probe._types import ProbeResult
 from autobatch._search._space import (
@@ -58,8 +59,6 @@ logger = logging.getLogger(__name__)
 
 def default_storage_url() -> str:
     """An embedded SQLite file in the user cache folder."""
-    from autobatch._plan import cache_root
-
     path = cache_root() / "optuna.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
@@ -67,8 +66,6 @@ def default_storage_url() -> str:
 
 def study_name_for(fingerprints: dict[str, str]) -> str:
     """A stable study name from the fingerprints (the same tune resumes the same study)."""
-    from autobatch._plan import combined_key
-
     return f"autobatch-{combined_key(fingerprints)}"
 
 

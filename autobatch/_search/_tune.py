@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from autobatch._models import optimizer_name
 from autobatch._plan import Plan, load_cached_plan, save_cached_plan
-from autobatch._probe import ProbeRunner
+from autobatch._probe import ProbeRunner, SubprocessProbeRunner
 from autobatch._probe._budgets import resolve_budgets
 from autobatch._search._annotate import annotate_study
 from autobatch._search._assemble import (
@@ -222,8 +222,6 @@ def _probe_runner(runner: ProbeRunner | None, job: TuneJob,
     if runner is not None:
         yield runner
         return
-    from autobatch._probe import SubprocessProbeRunner
-
     work_dir = tempfile.mkdtemp(prefix="autobatch-tune-")
     try:
         own = SubprocessProbeRunner(
