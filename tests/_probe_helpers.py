@@ -1,5 +1,6 @@
 """Importable helpers for the probe tests: a custom layer the worker loads by module path,
-which misbehaves on demand inside the worker (hang or raise while the train step traces)."""
+which misbehaves on demand inside the worker (hang or raise while the train step traces),
+the tests' image folder and their small probe request."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from pathlib import Path
 
 import keras
 
+from autobatch._probe import ProbeRequest
 from autobatch._sources import FileSource
 
 # Read in the worker: "sleep" hangs the train step's trace, "raise" makes it fail.
 MISBEHAVE_ENV = "AUTOBATCH_TEST_MISBEHAVE"
+
+PROBE_FOLDER_CLASSES = {"birds": 6, "cats": 10, "dogs": 8}
+"""The probe tests' image folder: 24 images in three uneven classes."""
 
 
 @keras.saving.register_keras_serializable(package="autobatch_tests")
@@ -53,3 +58,10 @@ def folder_source(root: Path) -> FileSource:
             paths.append(str(file))
             labels.append(index)
     return FileSource(tuple(paths), tuple(labels), tuple(classes), str(root))
+
+
+def small(batch_size: int, **kwargs: object) -> ProbeRequest:
+    """A short probe: 3 timed steps, 120 s at most, unless told otherwise."""
+    kwargs.setdefault("steps", 3)
+    kwargs.setdefault("timeout_s", 120.0)
+    return ProbeRequest(batch_size=batch_size, **kwargs)  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
-"""The probe engine with real TensorFlow on CPU: one shared worker-backed runner, tiny model,
-real JPEGs. Tests run in file order and share the runner (each worker start costs a TF import).
+"""``SubprocessProbeRunner`` with real TensorFlow on CPU: one shared worker-backed runner,
+tiny model, real JPEGs. Tests run in file order and share the runner (each worker start costs
+a TF import); those that start a worker process are ``slow`` (integration tests).
 """
 
 from __future__ import annotations
@@ -8,35 +9,23 @@ import dataclasses
 import json
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from _probe_helpers import MISBEHAVE_ENV, PROBE_FOLDER_CLASSES, folder_source, small, tiny_model
+from conftest import make_image_folder
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _probe_helpers import MISBEHAVE_ENV, folder_source, tiny_model  # noqa: E402
-from conftest import make_image_folder  # noqa: E402
-
-from autobatch._errors import ModelError  # noqa: E402
-from autobatch._probe import (  # noqa: E402
-    MAX_STEPS_FACTOR,
-    InProcessProbeRunner,
-    ProbeRequest,
-    ProbeResult,
-    SubprocessProbeRunner,
-    default_budgets,
-)
-from autobatch._settings import PipelineSettings  # noqa: E402
+from autobatch._errors import ModelError
+from autobatch._probe import MAX_STEPS_FACTOR, ProbeResult, SubprocessProbeRunner
+from autobatch._settings import PipelineSettings
 
 MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_image_folder(tmp_path_factory.mktemp("probe") / "data",
-                             {"birds": 6, "cats": 10, "dogs": 8})
+    return make_image_folder(tmp_path_factory.mktemp("probe") / "data", PROBE_FOLDER_CLASSES)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +38,7 @@ def runner(data_root: Path, tmp_path_factory: pytest.TempPathFactory):
         yield r
 
 
-def small(batch_size: int, **kwargs: object) -> ProbeRequest:
-    kwargs.setdefault("steps", 3)
-    kwargs.setdefault("timeout_s", 120.0)
-    return ProbeRequest(batch_size=batch_size, **kwargs)  # type: ignore[arg-type]
-
-
+@pytest.mark.slow
 def test_ok_probe_measures_speed_and_kernel_peak(runner: SubprocessProbeRunner) -> None:
     result = runner.run(small(4))
     assert result.outcome == "ok", result.error
@@ -73,6 +57,7 @@ def test_ok_probe_measures_speed_and_kernel_peak(runner: SubprocessProbeRunner) 
     assert ProbeResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
+@pytest.mark.slow
 def test_worker_is_reused_and_traces_once(runner: SubprocessProbeRunner) -> None:
     before = runner.worker_starts
     pid = runner.worker_pid
@@ -89,6 +74,7 @@ def test_worker_is_reused_and_traces_once(runner: SubprocessProbeRunner) -> None
     assert results[-1].batch_size == 40  # more than the 24 images: the probe repeats them
 
 
+@pytest.mark.slow
 def test_min_time_takes_more_steps_until_the_window_is_long_enough(
         runner: SubprocessProbeRunner) -> None:
     plain = runner.run(small(8, steps=3))
@@ -103,6 +89,7 @@ def test_min_time_takes_more_steps_until_the_window_is_long_enough(
     assert sum(longer.step_times_s[:-1]) < 0.5
 
 
+@pytest.mark.slow
 def test_fit_mode_trains_with_model_fit_and_times_whole_epochs(
         runner: SubprocessProbeRunner) -> None:
     one = runner.run(small(8, steps=2, mode="fit"))
@@ -124,11 +111,7 @@ def test_fit_mode_trains_with_model_fit_and_times_whole_epochs(
     assert ProbeResult.from_dict(json.loads(json.dumps(longer.to_dict()))) == longer
 
 
-def test_unknown_probe_mode_is_refused() -> None:
-    with pytest.raises(ValueError, match="probe mode"):
-        ProbeRequest(batch_size=4, mode="epochs")  # type: ignore[arg-type]
-
-
+@pytest.mark.slow
 def test_over_budget_is_oom_and_the_next_probe_recovers(runner: SubprocessProbeRunner) -> None:
     ok = runner.run(small(8))
     assert ok.outcome == "ok"
@@ -147,6 +130,7 @@ def test_over_budget_is_oom_and_the_next_probe_recovers(runner: SubprocessProbeR
     assert runner.worker_starts == starts + 1
 
 
+@pytest.mark.slow
 def test_sigkill_mid_probe_is_crash(runner: SubprocessProbeRunner) -> None:
     runner.run(small(2))  # make sure the worker is up and traced
     timer = threading.Timer(1.5, runner.kill_worker, args=(signal.SIGKILL,))
@@ -160,6 +144,7 @@ def test_sigkill_mid_probe_is_crash(runner: SubprocessProbeRunner) -> None:
     assert runner.run(small(2)).outcome == "ok"
 
 
+@pytest.mark.slow
 def test_python_exception_in_child_is_crash_with_its_lines(runner: SubprocessProbeRunner) -> None:
     runner.worker_env[MISBEHAVE_ENV] = "raise"
     runner.restart()
@@ -172,6 +157,7 @@ def test_python_exception_in_child_is_crash_with_its_lines(runner: SubprocessPro
     assert not runner.is_alive()
 
 
+@pytest.mark.slow
 def test_hanging_child_times_out(runner: SubprocessProbeRunner) -> None:
     runner.worker_env[MISBEHAVE_ENV] = "sleep"
     runner.restart()
@@ -186,6 +172,7 @@ def test_hanging_child_times_out(runner: SubprocessProbeRunner) -> None:
     assert runner.run(small(4)).outcome == "ok"
 
 
+@pytest.mark.slow
 def test_cached_probes_fill_their_cache_then_time_the_cached_passes(
     runner: SubprocessProbeRunner,
 ) -> None:
@@ -204,6 +191,7 @@ def test_cached_probes_fill_their_cache_then_time_the_cached_passes(
     assert list((runner.work_dir / "cache").glob("probe-cache-*/tfdata*"))
 
 
+@pytest.mark.slow
 def test_smaller_batch_gets_a_fresh_worker(runner: SubprocessProbeRunner) -> None:
     runner.run(small(16))
     assert runner.worker_largest_batch == 16
@@ -218,6 +206,7 @@ def test_smaller_batch_gets_a_fresh_worker(runner: SubprocessProbeRunner) -> Non
     assert runner.worker_largest_batch == 8
 
 
+@pytest.mark.slow
 def test_budget_below_idle_footprint_is_a_clear_oom(data_root: Path) -> None:
     with SubprocessProbeRunner("small_cnn", folder_source(data_root), image_size=32,
                                host_memory_budget_bytes=120 * MiB) as r:
@@ -254,27 +243,8 @@ def test_builtin_needs_an_image_size(data_root: Path) -> None:
         SubprocessProbeRunner("small_cnn", folder_source(data_root))
 
 
-def test_default_budgets_take_the_safety_fraction() -> None:
-    from types import SimpleNamespace
-
-    env = SimpleNamespace(host=SimpleNamespace(memory_headroom_bytes=10_000),
-                          gpus=[SimpleNamespace(memory_free_bytes=2_000)])
-    assert default_budgets(0.9, env) == (9_000, 1_800)
-    env.gpus = []
-    assert default_budgets(0.5, env) == (5_000, None)
-
-
-def test_in_process_runner_same_interface(data_root: Path) -> None:
-    runner = InProcessProbeRunner("small_cnn", folder_source(data_root), image_size=32,
-                                  host_memory_budget_bytes=16 << 30)
-    with runner:
-        first, second = runner.run(small(4)), runner.run(small(8))
-    assert (first.outcome, second.outcome) == ("ok", "ok")
-    assert second.examples_per_s and second.peak_host_memory_bytes
-    assert runner.probes_run == 2 and runner.memory_budget_bytes == 16 << 30
-
-
 @pytest.mark.gpu
+@pytest.mark.slow
 def test_gpu_probe_reports_device_peak_and_nvml(data_root: Path) -> None:
     from autobatch._env import environment
 
@@ -294,65 +264,3 @@ def test_gpu_probe_reports_device_peak_and_nvml(data_root: Path) -> None:
 def test_worker_env_does_not_leak(runner: SubprocessProbeRunner) -> None:
     assert MISBEHAVE_ENV not in os.environ
     assert MISBEHAVE_ENV not in runner.worker_env
-
-
-def test_cli_probe_json_ok(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from autobatch._cli import main
-
-    code = main(["probe", str(data_root), "--model", "small_cnn", "--batch-size", "4",
-                 "--image-size", "32", "--steps", "2", "--json"])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0 and out["outcome"] == "ok"
-    for key in ("examples_per_s", "peak_host_memory_bytes", "peak_device_memory_bytes",
-                "memory_budget_bytes", "step_time_s", "input_wait_fraction"):
-        assert key in out
-    assert out["peak_device_memory_bytes"] is None and out["peak_host_memory_bytes"] > 0
-
-
-def test_cli_probe_fit_mode(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from autobatch._cli import main
-
-    code = main(["probe", str(data_root), "--model", "small_cnn", "--batch-size", "4",
-                 "--image-size", "32", "--steps", "2", "--mode", "fit", "--min-time", "0.3",
-                 "--json"])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0 and out["outcome"] == "ok" and out["mode"] == "fit"
-    assert out["input_wait_fraction"] is None  # Keras fetched the batches
-    # Timed 2-step epochs until they added up to 0.3 s (or the cap of 20 epochs).
-    epochs_s = [per_step * 2 for per_step in out["step_times_s"]]
-    assert sum(epochs_s) >= 0.29 or len(epochs_s) == MAX_STEPS_FACTOR
-
-
-def test_cli_probe_usage_error_is_one_line(data_root: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from autobatch._cli import main
-
-    code = main(["probe", str(data_root), "--model", "small_cnn", "--batch-size", "4",
-                 "--memory-budget", "lots"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("autobatch probe: error: invalid memory size 'lots'")
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-
-
-def test_cli_probe_runs_a_plans_pipeline_with_flags_on_top(
-        data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from test_plan import sample_plan
-
-    from autobatch._cli import main
-
-    plan_path = tmp_path / "plan.json"
-    sample_plan(batch_size=6, num_examples=24, image_size=(32, 32), jit_compile=False,
-                pipeline=PipelineSettings(num_parallel_calls=3, prefetch=0, cache="memory",
-                                          pixels="uint8")).save(plan_path)
-    code = main(["probe", str(data_root), "--model", "small_cnn", "--plan", str(plan_path),
-                 "--prefetch", "3", "--deterministic", "--steps", "2", "--json"])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0 and out["outcome"] == "ok" and out["batch_size"] == 6
-    expected = PipelineSettings(num_parallel_calls=3, prefetch=3, cache="memory",
-                                deterministic=True, pixels="uint8")
-    assert PipelineSettings.from_dict(out["settings"]) == expected
-
-    code = main(["probe", str(data_root), "--model", "small_cnn", "--image-size", "32"])
-    err = capsys.readouterr().err
-    assert code == 2 and "give --batch-size B" in err and len(err.strip().splitlines()) == 1
