@@ -121,6 +121,13 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _is_bool(value: Any) -> bool:
+    """A bool, or numpy's (a setting computed with numpy, before the JSON round trip)."""
+    kind = type(value)
+    numpy_bool = kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")
+    return isinstance(value, bool) or numpy_bool
+
+
 def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -151,9 +158,9 @@ def _flag(data: dict[str, Any], key: str) -> bool:
     value = data.get(key)
     if value is None:
         return False
-    if not isinstance(value, bool):
+    if not _is_bool(value):
         raise PlanFieldError(key, f"must be true or false, got {value!r}")
-    return value
+    return bool(value)
 
 
 def _text(data: dict[str, Any], key: str) -> str:
@@ -196,7 +203,7 @@ def _pipeline(value: Any) -> PipelineSettings:
             continue
         item = value[spec.name]
         expected: type[Any] = type(spec.default)
-        ok = (isinstance(item, bool) if expected is bool
+        ok = (_is_bool(item) if expected is bool
               else _is_int(item) if expected is int
               else isinstance(item, expected))
         if not ok:

@@ -16,6 +16,7 @@ INPUT_BOUND_FRACTION = 0.10
 """From this share of step time spent waiting for input on, a run is called input-bound:
 the accelerator idles a tenth of every step, which a better pipeline can win back."""
 
+
 def lookup(plan: dict[str, Any], key: str, default: Any = None) -> Any:
     """The value at a dotted path (``"measured.examples_per_s"``; list items by index)."""
     value: Any = plan

@@ -94,13 +94,17 @@ def test_keys_a_newer_writer_adds_are_ignored() -> None:
     assert Plan.from_dict(data) == sample_plan()
 
 
-def test_numpy_integers_are_integers() -> None:
+def test_numpy_integers_and_bools_are_taken() -> None:
     data = _valid()
     data["batch_size"] = np.int64(48)
     data["image_size"] = [np.int32(64), np.int64(48)]
     plan = Plan.from_dict(data)
     assert plan.batch_size == 48 and type(plan.batch_size) is int
     assert plan.image_size == (64, 48) and all(type(side) is int for side in plan.image_size)
+    data["jit_compile"] = np.bool_(False)
+    data["pipeline"]["deterministic"] = np.bool_(True)
+    plan = Plan.from_dict(data)
+    assert plan.jit_compile is False and plan.pipeline.deterministic
 
 
 # ---------------------------------------------------------------- one rule per field
