@@ -5,6 +5,8 @@ model or a pipeline is really needed.
 """
 
 from importlib import import_module as _import_module
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from autobatch._errors import (
     AutobatchError,
@@ -16,6 +18,14 @@ from autobatch._errors import (
     UsageError,
 )
 from autobatch._sizes import parse_memory_size
+
+if _TYPE_CHECKING:  # pragma: no cover - what the lazy names below are, for type checkers
+    from autobatch._api import dataset, fit, probe, tune
+    from autobatch._audit import AuditReport, audit
+    from autobatch._env import Environment, environment
+    from autobatch._plan import Plan
+    from autobatch._probe import ProbeResult
+    from autobatch._settings import PipelineSettings
 
 __version__ = "0.1.0"
 
@@ -60,7 +70,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> _Any:
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'autobatch' has no attribute {name!r}")

@@ -260,16 +260,16 @@ def _parse_bmp(r: Reader) -> ImageInfo:
     dims = {"width": width, "height": abs(height), "bit_depth": 8}
     if bpp not in (8, 24, 32):
         return ImageInfo("bmp", UNSUPPORTED, f"{bpp}-bit BMP; TensorFlow decodes 8, 24 and "
-                         "32-bit only", **dims)  # type: ignore[arg-type]
+                         "32-bit only", **dims)
     if compression not in (0, 3, 6):
         return ImageInfo("bmp", UNSUPPORTED, f"compressed BMP (method {compression}) is not "
-                         "decoded by TensorFlow", **dims)  # type: ignore[arg-type]
+                         "decoded by TensorFlow", **dims)
     if width <= 0 or height == 0:
         return corrupt("bmp", f"bad image size {width}x{height}", **dims)
     channels = bpp // 8
     if width * abs(height) >= (2**31 - 1) // 8:
         return ImageInfo("bmp", UNSUPPORTED, "too many pixels for TensorFlow's BMP decoder",
-                         **dims)  # type: ignore[arg-type]
+                         **dims)
     row_bytes = (channels * width + 3) // 4 * 4
     size_diff = r.size - offset - row_bytes * abs(height)
     if size_diff < 0:

@@ -11,9 +11,14 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
 
 from autobatch import AutobatchError, __version__
+
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+"""What ``signal.signal`` returns and takes back."""
 
 # Sub-command modules, in the order --help lists them.
 _COMMANDS = ("env", "audit", "probe", "tune", "fit", "report", "demo")
@@ -115,7 +120,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def _on_sigterm_raise() -> object | None:
+def _on_sigterm_raise() -> _SignalHandler:
     """Route SIGTERM to ``Terminated`` while a command runs (main thread only)."""
     import threading
 

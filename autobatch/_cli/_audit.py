@@ -12,7 +12,7 @@ from autobatch._cli._common import console, err_console, print_json
 EXAMPLES_PER_REASON = 5
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "audit",
         help="account for every file in an image folder (no TensorFlow unless --deep)",

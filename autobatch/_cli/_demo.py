@@ -12,7 +12,7 @@ from pathlib import Path
 from autobatch._cli._common import console
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run audit, tune, fit and report on a built-in photo folder",

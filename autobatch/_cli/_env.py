@@ -8,7 +8,7 @@ from autobatch._cli._common import console, print_json
 from autobatch._sizes import format_bytes
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "env",
         help="show host memory, CPUs, GPUs and TensorFlow version (no TensorFlow import)",

@@ -8,7 +8,7 @@ from typing import Any
 from autobatch._cli._common import console, err_console
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "fit",
         help="train with the tuned plan; print a coverage line per epoch",

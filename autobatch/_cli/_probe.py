@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from autobatch import ProbeResult
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "probe",
         help="dry-run a model at one batch size in an isolated worker (outcome, speed, memory)",

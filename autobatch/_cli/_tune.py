@@ -8,7 +8,7 @@ from typing import Any
 from autobatch._cli._common import console, describe_pipeline, print_json
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "tune",
         help="tune batch size and tf.data settings with isolated probes; write a plan JSON",

@@ -169,7 +169,7 @@ def _importable(obj: Any, key: str, module: str, name: Any) -> dict[str, Any]:
             f"{what} (module {module}) is not in module {module} itself, so the probe worker "
             f"cannot find it; {WAYS_OUT}", parameter="model")
     module = module_of(obj) or module
-    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "")
+    qualname = str(getattr(obj, "__qualname__", None) or getattr(obj, "__name__", ""))
     if module in UNIMPORTABLE:
         raise ModelError(
             f"{what} is defined in {module} (your script or a notebook cell), which the probe "
@@ -215,8 +215,9 @@ def _create_variables(model: Any) -> None:
         return
     import numpy as np
 
+    zeros = np.zeros((1, *(int(d) for d in shape if d is not None)), dtype="float32")
     try:
-        model(np.zeros((1, *shape), dtype="float32"), training=False)
+        model(zeros, training=False)
     except Exception as exc:  # noqa: BLE001 - the save below reports what remains wrong
         logger.info("could not create the variables of %s by calling it (%s)",
                     getattr(model, "name", "the model"), type(exc).__name__)

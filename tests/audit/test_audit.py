@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 from conftest import make_image_folder, write_image
 
-from autobatch._audit import audit, keras_loadable_count
+from autobatch._audit import audit, inspect_bytes, keras_loadable_count
 from autobatch._cli import main
-from autobatch._audit import inspect_bytes
 
 PRIVILEGED = os.geteuid() == 0  # root reads chmod-000 files unless its capabilities are cut
 SETPRIV = shutil.which("setpriv")
