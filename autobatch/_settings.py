@@ -95,8 +95,8 @@ def check_pixels_request(requested: str, *, eight_bit: bool) -> None:
     from autobatch._errors import DataError
 
     if requested == "uint8" and not eight_bit:
-        raise DataError("{param}='uint8' needs 8-bit images (an image folder or uint8 "
-                         "arrays); use {param}='float32' for this data", parameter="pixels")
+        raise DataError("{param} uint8 needs 8-bit images (an image folder or uint8 arrays); "
+                        "use {param} float32 for this data", parameter="pixels")
 
 
 def choose_pixels(requested: str, *, eight_bit: bool,
@@ -117,14 +117,14 @@ def choose_pixels(requested: str, *, eight_bit: bool,
     from autobatch._errors import UsageError
 
     if requested == "float32":
-        return "float32", "asked for (pixels='float32')"
+        return "float32", "asked for (pixels float32)"
     check_pixels_request(requested, eight_bit=eight_bit)
     if not eight_bit:
         return "float32", "the data are not 8-bit images"
     if not model_accepts_uint8():
         if requested == "uint8":
             raise UsageError("the model's output changes when given uint8 images (its first "
-                             "operation does not cast them); use {param}='float32'",
+                             "operation does not cast them); use {param} float32",
                              parameter="pixels")
         return "float32", "the model's output changes when given uint8 images"
     return "uint8", ("8-bit images and a model that casts its input: a quarter of the bytes "

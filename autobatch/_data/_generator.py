@@ -89,6 +89,9 @@ class GeneratorSource(Source):
             changes["batched"] = bool(batched)
         return dataclasses.replace(self, **changes) if changes else self
 
+    def with_num_examples(self, num_examples: int) -> GeneratorSource:
+        return self.with_hints(num_examples, None)
+
     # ---- size and labels
     @property
     def num_examples(self) -> int | None:
@@ -124,6 +127,8 @@ class GeneratorSource(Source):
         """Detect batches vs single examples from the model's input rank; know the epoch's
         length before any tuning or training (an endless generator would never end one)."""
         source = self
+        if not steps_given and self.one_shot:
+            source = source.with_known_length()  # an error without a length: read nothing
         if source.batched is None and not self._stream.py_dataset:
             source = dataclasses.replace(source, batched=source._detect_batched(model))
         if not steps_given:

@@ -149,6 +149,10 @@ class Source(abc.ABC):
         kind detected against ``model``. ``steps_given``: the user passed steps_per_epoch."""
         return self
 
+    def with_num_examples(self, num_examples: int) -> Source:
+        """The source with its epoch length given (a generator's); others know theirs."""
+        return self
+
     # ---- subsets
     def subset(self, indices: Any) -> Source:
         """The examples at ``indices`` (in that order), as a source of the same kind."""

@@ -42,7 +42,6 @@ def obtain_plan(model: Any, source: Source, spec: InputSpec, plan: Any, *,
         return plan, time.perf_counter() - started
     from autobatch._api import tune_events
     from autobatch._search import tune
-    from autobatch._search._stand_in import tune_source
 
     options = dict(tune_options)
     # The size and channels the model takes, as tune reads them from the model when not
@@ -54,8 +53,8 @@ def obtain_plan(model: Any, source: Source, spec: InputSpec, plan: Any, *,
     if spec.channels is not None:
         options.setdefault("channels", spec.channels)
     with tune_events(verbose, options.pop("on_event", None)) as on_event:
-        plan = tune_source(tune, model_spec if model_spec is not None else model, source,
-                           on_event=on_event, **options)
+        plan = tune(model_spec if model_spec is not None else model, source,
+                    on_event=on_event, **options)
     return plan, time.perf_counter() - started
 
 

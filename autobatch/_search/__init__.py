@@ -4,7 +4,6 @@
 
     _config         TuneConfig: tune's options, checked once
     _job            the model, data, geometry, budgets and fingerprints of one tune
-    _data_facts     everything the search asks of the data source
     _run            what the phases share (runner, study, clock, emitter)
     _events         TuneEvent and the emitter
     _tracked        the runner with the search's memory rules

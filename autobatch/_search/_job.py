@@ -8,8 +8,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from autobatch._data import Source, resolve_source
 from autobatch._env import environment
-from autobatch._errors import ModelError
+from autobatch._errors import ModelError, UsageError
 from autobatch._models import (
     BUILTIN_MODELS,
     builtin_image_size,
@@ -25,14 +26,8 @@ from autobatch._plan import (
 )
 from autobatch._probe._budgets import resolve_budgets
 from autobatch._search._config import TuneConfig
-from autobatch._search._data_facts import (
-    data_fingerprint,
-    examples_per_epoch,
-    open_source,
-    require_8bit_for_uint8,
-    source_num_classes,
-)
 from autobatch._search._study import study_name_for
+from autobatch._settings import check_pixels_request
 
 
 @dataclass(frozen=True)
@@ -42,7 +37,7 @@ class TuneJob:
     model: Any
     """The model as the worker gets it: a built-in name, an absolute ``.keras`` path, a
     ``"module:function"`` spec, or a ``keras.Model``."""
-    source: Any
+    source: Source
     count: int
     """Examples per epoch."""
     num_classes: int | None
@@ -73,13 +68,20 @@ def model_spec(model: Any) -> Any:
     return model
 
 
-def prepare_job(model: Any, data: Any, config: TuneConfig) -> TuneJob:
-    """Check the model and the data and work out everything the cache and the search need,
-    in the order a user should hear of a problem."""
+def open_source(data: Any, num_examples: int | None) -> Source:
+    """The source of ``data``; a missing folder, one class or one image is an error here,
+    before anything else (one class has nothing to tune for)."""
+    source = resolve_source(data)
+    source.check_learnable()
+    if num_examples is not None and source.num_examples is None:
+        source = source.with_num_examples(num_examples)
+    return source
+
+
+def prepare_job(model: Any, source: Source, config: TuneConfig) -> TuneJob:
+    """Check the model and the data (``open_source``) and work out everything the cache and
+    the search need, in the order a user should hear of a problem."""
     model = model_spec(model)
-    # The data first: a missing folder is the first thing to say, and one class (or one
-    # image) has nothing to tune for.
-    source = open_source(data)
     # The size and channels from the model when not given, as fit computes them: the two
     # must fingerprint alike for fit to find tune's plan in the cache.
     size, channels = tune_geometry(model, config.image_size, config.channels)
@@ -87,14 +89,17 @@ def prepare_job(model: Any, data: Any, config: TuneConfig) -> TuneJob:
         builtin_image_size(model, size)  # a built-in SPEC needs an image size
     env = environment()
     host_budget, device_budget, _ = resolve_budgets(config.memory_budget, env)
-    count = examples_per_epoch(source, config.num_examples)
-    num_classes = source_num_classes(source)
-    require_8bit_for_uint8(config.pixels, source)
+    count = source.num_examples
+    if not count:
+        raise UsageError("the number of examples per epoch is unknown; pass {param}=N",
+                         parameter="num_examples")
+    num_classes = source.num_classes
+    check_pixels_request(config.pixels, eight_bit=source.eight_bit)
     options = search_options(config, size, channels)
     fingerprints = {
         "model": model_fingerprint(model, num_classes=num_classes, image_size=size,
                                    channels=channels),
-        "data": data_fingerprint(source),
+        "data": source.fingerprint(),
         "hardware": hardware_fingerprint(env),
         "tensorflow": software_fingerprint(),
         "options": options_fingerprint(

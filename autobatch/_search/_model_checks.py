@@ -7,9 +7,9 @@ from typing import Any
 
 from autobatch._plan import DEFAULT_REFERENCE_BATCH_SIZE
 from autobatch._probe._types import ProbeRequest
-from autobatch._search._data_facts import decide_pixels
 from autobatch._search._run import SearchRun
 from autobatch._search._timing import probe_timeout, xla_affordable
+from autobatch._settings import choose_pixels
 
 
 def xla_phase(run: SearchRun, ceiling_batch: int, first_probe_s: float) -> bool:
@@ -33,7 +33,9 @@ def xla_phase(run: SearchRun, ceiling_batch: int, first_probe_s: float) -> bool:
 def pixels_phase(run: SearchRun) -> dict[str, Any]:
     """The pixels' dtype and why (``{"dtype", "reason"}``), decided once per study."""
     if "pixels" not in run.stored:
-        dtype, why = decide_pixels(run.config.pixels, run.runner, run.source)
+        runner = run.runner
+        dtype, why = choose_pixels(run.config.pixels, eight_bit=run.source.eight_bit,
+                                   model_accepts_uint8=lambda: runner.accepts_uint8)
         run.study.set_user_attr("pixels", {"dtype": dtype, "reason": why})
         run.emit("pixels", f"pixels {dtype}: {why}")
     return dict(run.study.user_attrs["pixels"])

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from autobatch._data import Source
+from autobatch._plan import Plan
+from autobatch._settings import PipelineSettings
 
 logger = logging.getLogger(__name__)
 
 
-def plan_without_tuning(source: Source, *, channels: int | None) -> Any:
+def plan_without_tuning(source: Source, *, channels: int | None) -> Plan:
     """The plan for a source that is not tuned: its own batch size, default settings."""
-    from autobatch._plan import Plan
-    from autobatch._settings import PipelineSettings
-
     own = source.fixed_batch_size
     if own is None:
         logger.warning(
@@ -39,14 +36,10 @@ def plan_without_tuning(source: Source, *, channels: int | None) -> Any:
     )
 
 
-def tune_source(tune: Callable[..., Any], model: Any, source: Source, **options: Any) -> Any:
-    """``tune(model, source)`` for any source: on its stand-in when it has one (the plan
-    then describes ``source``: its examples and data summary), untuned when it has none."""
-    stand_in = source.tuning_source()
-    if stand_in is None:
-        return plan_without_tuning(source, channels=options.get("channels"))
-    plan = tune(model, stand_in, **options)
-    if stand_in is source:
+def for_source(plan: Plan, source: Source) -> Plan:
+    """A plan tuned on ``source``'s stand-in, describing ``source`` itself (its examples and
+    data record); the plan as it is when it was tuned on ``source``."""
+    if plan.data == source.summary() and plan.num_examples == (source.num_examples or 0):
         return plan
     updated = dataclasses.replace(plan, num_examples=source.num_examples or 0,
                                   data=source.summary())

@@ -32,7 +32,6 @@ from autobatch._search._assemble import (
 from autobatch._search._ceiling import MAX_BATCH_SIZE
 from autobatch._search._ceiling_phase import ceiling_phase, measure_default
 from autobatch._search._config import TuneConfig, resolve_time_budget, validate_options
-from autobatch._search._data_facts import audit_summary, data_summary, source_is_folder
 from autobatch._search._events import Emitter, EventCallback, TuneEvent
 from autobatch._search._finalists import (
     FINALIST_ROUNDS,
@@ -44,10 +43,11 @@ from autobatch._search._finalists import (
     relative_scores,
     undecided,
 )
-from autobatch._search._job import TuneJob, prepare_job
+from autobatch._search._job import TuneJob, open_source, prepare_job
 from autobatch._search._model_checks import pixels_phase, xla_phase
 from autobatch._search._run import SearchRun
 from autobatch._search._space import SearchSpace
+from autobatch._search._stand_in import for_source, plan_without_tuning
 from autobatch._search._study import fail_stale_trials, reset_and_open_study
 from autobatch._search._study_phase import study_phase, training_batch_cap
 from autobatch._search._timing import FINALIST_MIN_TIME_S, TRIAL_MIN_TIME_S
@@ -161,11 +161,18 @@ def tune(
         search_space=search_space, pixels=pixels,
     )
     emit = Emitter(on_event, started, config.time_budget_s)
-    job = prepare_job(model, data, config)
+    source = open_source(data, config.num_examples)
+    # What the worker tunes on: the source, or a stand-in of the same shapes (a sample of a
+    # generator), or nothing (a batched or one-shot generator keeps its own batch size).
+    stand_in = source.tuning_source()
+    if stand_in is None:
+        emit("done", "the generator's own batch size, not tuned")
+        return plan_without_tuning(source, channels=channels)
+    job = prepare_job(model, stand_in, config)
     if config.use_cache and not config.force:
         cached = _cached_plan(job, config, emit)
         if cached is not None:
-            return cached
+            return for_source(cached, source)
 
     study = _open_study(job, config, emit)
     with _probe_runner(runner, job, config) as probe_runner:
@@ -183,7 +190,7 @@ def tune(
         plan.save(config.output)
     emit("done", f"batch {plan.batch_size}: {plan.examples_per_s or 0:.1f} examples/s",
          best=plan.examples_per_s)
-    return plan
+    return for_source(plan, source)
 
 
 def _cached_plan(job: TuneJob, config: TuneConfig, emit: Emitter) -> Plan | None:
@@ -209,7 +216,7 @@ def _open_study(job: TuneJob, config: TuneConfig, emit: Emitter) -> optuna.Study
     study.set_user_attr("model", model_summary(job.model, image_size=job.size,
                                                channels=job.channels,
                                                num_classes=job.num_classes))
-    study.set_user_attr("data", {**data_summary(job.source), "num_examples": job.count})
+    study.set_user_attr("data", {**job.source.summary(), "num_examples": job.count})
     study.set_user_attr("hardware", hardware_record(job.env))
     return study
 
@@ -270,16 +277,16 @@ def _search(run: SearchRun) -> Plan:
 
 def _complete_plan(plan: Plan, job: TuneJob, config: TuneConfig, runner: ProbeRunner) -> None:
     """The records a plan carries beyond what the search measured."""
-    if plan.image_size is None and runner.image_size and source_is_folder(job.source):
+    if plan.image_size is None and runner.image_size and job.source.needs_image_size:
         # A model-building function declares no size before the worker builds it: the plan
         # records the size the worker trained at, so plan.dataset(folder) works.
         plan.image_size = (runner.image_size[0], runner.image_size[1])
         plan.channels = int(runner.channels or plan.channels)
     plan.fingerprints = job.fingerprints
     plan.study = study_record(config.storage, job.study_name)
-    plan.data = data_summary(job.source)
+    plan.data = job.source.summary()
     plan.model = model_summary(job.model, image_size=job.size, channels=job.channels,
                                num_classes=job.num_classes)
-    plan.audit = audit_summary(job.source)
+    plan.audit = job.source.audit_summary()
     plan.learning_rate = learning_rate_record(optimizer_name(job.model), plan.batch_size)
     plan.hardware = hardware_record(job.env)
