@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 from typing import Any
 
+from autobatch._env import environment
 from autobatch._errors import UsageError
 from autobatch._probe._base import ProbeRunner
 from autobatch._probe._budgets import DEFAULT_SAFETY_FRACTION, default_budgets, resolve_budgets
@@ -75,8 +76,6 @@ def probe(model: Any, data: Any, *, batch_size: int, memory_budget: str | int | 
     if unknown:
         raise UsageError(f"unknown probe option(s): {', '.join(sorted(unknown))}")
     if memory_budget is not None:
-        from autobatch._env import environment
-
         host, device, _ = resolve_budgets(memory_budget, environment())
         runner_options.update(host_memory_budget_bytes=host, device_memory_budget_bytes=device)
     with SubprocessProbeRunner(model, data, **runner_options) as runner:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from autobatch._env import environment
 from autobatch._errors import UsageError
+from autobatch._sizes import format_bytes, parse_memory_size
 
 DEFAULT_SAFETY_FRACTION = 0.9
 
@@ -18,8 +20,6 @@ def default_budgets(safety_fraction: float = DEFAULT_SAFETY_FRACTION,
     device figure is the free memory of GPU 0 as NVML reports it.
     """
     if env is None:
-        from autobatch._env import environment
-
         env = environment()
     host = int(env.host.memory_headroom_bytes * safety_fraction)
     device = int(env.gpus[0].memory_free_bytes * safety_fraction) if env.gpus else None
@@ -36,8 +36,6 @@ def resolve_budgets(memory_budget: Any, env: Any) -> tuple[int | None, int | Non
     Returns:
         ``(host_budget_bytes, device_budget_bytes, what)``; None means the runner's default.
     """
-    from autobatch._sizes import format_bytes, parse_memory_size
-
     if memory_budget is None:
         return None, None, "default"
     if env.gpus:

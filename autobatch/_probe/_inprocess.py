@@ -7,6 +7,8 @@ import dataclasses
 import time
 from typing import Any
 
+from autobatch._data import normalize_image_size
+from autobatch._models import resolve_model
 from autobatch._probe._base import ProbeRunner
 from autobatch._probe._budgets import DEFAULT_SAFETY_FRACTION, default_budgets
 from autobatch._probe._data_io import num_classes, probe_source
@@ -27,9 +29,6 @@ class InProcessProbeRunner(ProbeRunner):
                  safety_fraction: float = DEFAULT_SAFETY_FRACTION,
                  custom_objects_module: str | None = None, seed: int = 0,
                  **_ignored: Any) -> None:
-        from autobatch._models import resolve_model
-        from autobatch._pipeline import normalize_image_size
-
         if host_memory_budget_bytes is None or device_memory_budget_bytes is None:
             host_default, device_default = default_budgets(safety_fraction)
             host_memory_budget_bytes = host_memory_budget_bytes or host_default

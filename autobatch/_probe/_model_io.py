@@ -10,6 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from autobatch._errors import ModelError
+from autobatch._models import (
+    BUILTIN_MODELS,
+    build_model_from_function,
+    import_custom_objects_for_worker,
+    is_builtin,
+    load_model_file,
+    model_function_spec,
+    model_input_shape,
+    rebuildable_class_spec,
+    resolve_model,
+    save_model_for_worker,
+)
 from autobatch._probe._data_io import image_size_from_data, num_classes
 
 logger = logging.getLogger(__name__)
@@ -47,8 +59,6 @@ def describe_model(model: Any, source: Any, *, image_size: tuple[int, int] | Non
         ModelError: the model cannot be sent (no image size for a built-in, an unknown
             class count, a missing file, a model Keras cannot save or rebuild).
     """
-    from autobatch._models import BUILTIN_MODELS, is_builtin, model_function_spec
-
     if is_builtin(model):
         if image_size is None:
             raise ModelError(f"built-in model {model!r} needs an image size; pass {{param}}",
@@ -94,8 +104,6 @@ def _describe_live_model(model: Any, source: Any, *, image_size: tuple[int, int]
                          work_dir: Path) -> ModelDescription:
     """A ``keras.Model`` object: saved to a ``.keras`` file, or rebuilt in the worker by
     calling its class when Keras cannot revive it."""
-    from autobatch._models import model_input_shape, save_model_for_worker
-
     shape = model_input_shape(model)
     if shape is None:
         # A subclassed model not built yet: it is built on the data in the worker.
@@ -110,8 +118,6 @@ def _describe_live_model(model: Any, source: Any, *, image_size: tuple[int, int]
         path, imports = save_model_for_worker(model, work_dir / "model.keras",
                                               custom_objects_module)
     except ModelError:
-        from autobatch._models import rebuildable_class_spec
-
         # Keras cannot revive it (a subclassed model whose __init__ takes nothing), but its
         # class builds it: the worker calls the class, compiled as here.
         spec = rebuildable_class_spec(model) if model.compiled else None
@@ -129,13 +135,6 @@ def load_model(model: dict[str, Any], source: Any) -> Any:
     """Worker side: build or load the model the parent described: a built-in, a
     model-building function (imported and called here), or a ``.keras`` file after importing
     the modules that define its custom objects (``save_model_for_worker`` recorded them)."""
-    from autobatch._models import (
-        build_model_from_function,
-        import_custom_objects_for_worker,
-        load_model_file,
-        resolve_model,
-    )
-
     if model.get("builtin"):
         return resolve_model(model["builtin"], num_classes=int(model["num_classes"]),
                              image_size=model["image_size"], channels=int(model["channels"]))

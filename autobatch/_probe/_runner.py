@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from autobatch._atomic import atomic_write_text
+from autobatch._data import normalize_image_size
 from autobatch._errors import DataError, ModelError, ProbeError, UsageError
 from autobatch._isolated import python_command
 from autobatch._probe import _protocol as protocol
@@ -120,8 +121,6 @@ class SubprocessProbeRunner(ProbeRunner):
             self.host_memory_budget_bytes = int(host_memory_budget_bytes)
             self.device_memory_budget_bytes = (None if device_memory_budget_bytes is None
                                                else int(device_memory_budget_bytes))
-
-            from autobatch._pipeline import normalize_image_size
 
             described = describe_model(
                 model, self.source, image_size=normalize_image_size(image_size),

@@ -17,6 +17,8 @@ import time
 import traceback
 from typing import Any
 
+from autobatch._data import build_dataset, has_8bit_pixels
+from autobatch._models import model_accepts_uint8, model_input_shape
 from autobatch._probe._data_io import load_source, probe_subset
 from autobatch._probe._failures import is_oom
 from autobatch._probe._memory import (
@@ -71,8 +73,6 @@ class Worker:
                  image_size: tuple[int, int] | None = None,
                  channels: int | None = None, seed: int = 0, cache_dir: str | None = None,
                  device: str = "cpu") -> None:
-        from autobatch._models import model_input_shape
-
         self.model = model
         self.source = source
         self.device = device
@@ -101,9 +101,6 @@ class Worker:
     def accepts_uint8(self) -> bool:
         """Whether uint8 batches can be built (8-bit images) and the model gives the same
         output for them as for float32 (``autobatch._models.model_accepts_uint8``)."""
-        from autobatch._models import model_accepts_uint8
-        from autobatch._pipeline import has_8bit_pixels
-
         return bool(has_8bit_pixels(self.source) and model_accepts_uint8(
             self.model, self.image_size, self.channels))
 
@@ -190,8 +187,6 @@ class Worker:
 
     def _run(self, request: ProbeRequest) -> dict[str, Any]:
         import tensorflow as tf
-
-        from autobatch._pipeline import build_dataset
 
         gc.collect()
         release_free_heap()
