@@ -97,7 +97,13 @@ def _commands(kind: str) -> list[str]:
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``data/train`` (two classes of small JPEGs) and ``autobatch-plan.json``."""
     from PIL import Image
-    from test_report import full_plan
+
+    # tests/report/test_report.py's plan, imported under the name pytest gives it
+    # (prepend import mode puts a test file's folder on sys.path).
+    report_tests = str(Path(__file__).resolve().parent / "report")
+    if report_tests not in sys.path:
+        sys.path.insert(0, report_tests)
+    from _plans import full_plan
 
     for label, colour in (("cats", (200, 30, 30)), ("dogs", (30, 30, 200))):
         folder = tmp_path / "data" / "train" / label
@@ -215,7 +221,7 @@ def _expand(line: str, env: dict[str, str]) -> str:
 
 @pytest.mark.parametrize("block", _blocks("python"), ids=str)
 def test_python_blocks_run(block: Block, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from test_report import full_plan
+    from _plans import full_plan
 
     namespace: dict[str, Any] = {"plan": full_plan()}
     exec(compile(block.text, str(block), "exec"), namespace)  # noqa: S102
