@@ -317,7 +317,7 @@ def dataset(
 
 def _time_budget(time_budget: float | None, time_budget_s: float | None) -> float | None:
     """``time_budget``, or its deprecated name ``time_budget_s`` with a warning."""
-    from autobatch._search._tune import resolve_time_budget
+    from autobatch._search._config import resolve_time_budget
 
     return resolve_time_budget(time_budget, time_budget_s, stacklevel=4)
 
