@@ -10,8 +10,8 @@ from pathlib import Path
 
 import keras
 
+from autobatch._data import FileSource
 from autobatch._probe import ProbeRequest
-from autobatch._sources import FileSource
 
 # Read in the worker: "sleep" hangs the train step's trace, "raise" makes it fail.
 MISBEHAVE_ENV = "AUTOBATCH_TEST_MISBEHAVE"

@@ -47,7 +47,7 @@ def tune_geometry(model: Any, image_size: Any = None,
     Returns:
         ``((height, width) or None, channels)``.
     """
-    from autobatch._pipeline import normalize_image_size
+    from autobatch._data import normalize_image_size
 
     size = normalize_image_size(image_size)
     if size is not None and channels is not None:

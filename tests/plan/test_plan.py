@@ -10,39 +10,11 @@ import math
 from pathlib import Path
 
 import pytest
+from _plans import sample_plan  # noqa: E402
 
 from autobatch._errors import PlanError, UsageError
-from autobatch._plan import SCHEMA_VERSION, Plan, learning_rate_scaling, steps_per_epoch
+from autobatch._plan import SCHEMA_VERSION, Plan, steps_per_epoch
 from autobatch._settings import PipelineSettings
-
-
-def sample_plan(**changes: object) -> Plan:
-    fields: dict[str, object] = dict(
-        batch_size=48,
-        num_examples=1003,
-        ceiling_batch_size=120,
-        pipeline=PipelineSettings(num_parallel_calls=2, prefetch=4, cache="memory",
-                                  private_threadpool_size=2, deterministic=False,
-                                  max_intra_op_parallelism=1),
-        image_size=(64, 48),
-        channels=3,
-        jit_compile=True,
-        measured={"examples_per_s": 812.5, "peak_memory_bytes": 900 << 20,
-                  "memory_budget_bytes": 1 << 30, "device": "cpu"},
-        baseline={"batch_size": 32, "examples_per_s": 500.0, "peak_memory_bytes": 800 << 20},
-        learning_rate=learning_rate_scaling("SGD", 48),
-        ceiling={"batch_size": 120, "probes": [], "memory_model": None,
-                 "predicted_batch_size": 130, "budget_bytes": 1 << 30},
-        trials=[{"number": 0, "state": "COMPLETE", "batch_size": 48, "examples_per_s": 812.5}],
-        fingerprints={"model": "m", "data": "d", "hardware": "h", "tensorflow": "t",
-                      "options": "o"},
-        study={"storage": "sqlite:///x.db", "study_name": "autobatch-1"},
-        data={"kind": "directory", "path": "/data", "class_names": ["a", "b"]},
-        model={"spec": "small_cnn", "name": "small_cnn", "input_shape": [64, 48, 3],
-               "output_units": 2},
-    )
-    fields.update(changes)
-    return Plan(**fields)  # type: ignore[arg-type]
 
 
 def test_steps_cover_every_example() -> None:

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from test_plan import sample_plan
+from _plans import sample_plan
 
 from autobatch._plan import (
     cache_root,

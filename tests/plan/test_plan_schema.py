@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_plan import sample_plan
+from _plans import sample_plan
 
 from autobatch._errors import AutobatchError, PlanError
 from autobatch._plan import SCHEMA_VERSION, LearningRateScaling, Plan, PlanFieldError

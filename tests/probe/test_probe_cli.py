@@ -4,7 +4,6 @@ a built-in model); the usage errors are one line and start no worker."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -64,8 +63,7 @@ def test_cli_probe_usage_error_is_one_line(data_root: Path,
 @pytest.mark.slow
 def test_cli_probe_runs_a_plans_pipeline_with_flags_on_top(
         data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    sys.path.insert(0, str(Path(__file__).parents[1] / "plan"))  # when run alone
-    from test_plan import sample_plan
+    from _plans import sample_plan
 
     from autobatch._cli import main
 

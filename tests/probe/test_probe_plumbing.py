@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autobatch._data import ArraySource
 from autobatch._errors import AutobatchError, DataError, ModelError
 from autobatch._probe import ProbeRequest
 from autobatch._probe import _protocol as protocol
@@ -25,7 +26,6 @@ from autobatch._probe._data_io import (
 from autobatch._probe._failures import describe_exit, is_oom, lost_worker_result, timeout_result
 from autobatch._probe._memory import peak_rss_bytes, read_status_bytes
 from autobatch._probe._watchdog import Watchdog
-from autobatch._sources import ArraySource
 
 
 def test_protocol_lines_round_trip_and_stray_lines_are_no_message() -> None:

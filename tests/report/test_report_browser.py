@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_report import ARTIFACTS, full_plan
+from _plans import ARTIFACTS, full_plan
 
 from autobatch._cli import main
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report import MiB, _parse, _probe, full_plan
+from _plans import MiB, _parse, _probe, full_plan
 
 from autobatch._report import write_report
 

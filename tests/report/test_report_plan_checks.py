@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report import full_plan
+from _plans import full_plan
 
 from autobatch._cli import main
 from autobatch._errors import PlanError

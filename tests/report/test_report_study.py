@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report import ARTIFACTS, MiB, _parse, full_plan
+from _plans import ARTIFACTS, MiB, _parse, full_plan
 
 from autobatch._cli import main
 from autobatch._report import annotate_study, load_plan_dict
