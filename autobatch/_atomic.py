@@ -12,12 +12,24 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` atomically; create missing parent folders."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes, *,
+                       mode: int | None = None) -> Path:
+    """Write ``payload`` to ``path`` atomically; create missing parent folders.
+
+    ``mode``: the file's permissions; default those ``open()`` gives a new file
+    (``0o666`` less the umask), not the temporary file's private ``0o600``.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -32,6 +44,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
     return target
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike[str], text: str, *,
+                      mode: int | None = None) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see ``atomic_write_bytes``)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), mode=mode)

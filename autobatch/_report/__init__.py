@@ -96,17 +96,9 @@ def plan_dict(plan: Any) -> dict[str, Any]:
     return check_plan_dict(plan)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_shared(path: Path, data: bytes) -> None:
-    """Write atomically, then make the file an ordinary one to share (the atomic writer's
-    temporary file, and so the result, is private to the user: 0600)."""
+    """Write atomically, as an ordinary file to share (``0o666`` less the umask)."""
     atomic_write_bytes(path, data)
-    os.chmod(path, 0o666 & ~_umask())
 
 
 def write_report(plan: Any, out_html: str | os.PathLike[str], *,
