@@ -20,11 +20,13 @@ from autobatch._errors import (
 from autobatch._sizes import parse_memory_size
 
 if _TYPE_CHECKING:  # pragma: no cover - what the lazy names below are, for type checkers
-    from autobatch._api import dataset, fit, probe, tune
+    from autobatch._api import probe
     from autobatch._audit import AuditReport, audit
     from autobatch._env import Environment, environment
+    from autobatch._fit import dataset, fit
     from autobatch._plan import Plan
     from autobatch._probe import ProbeResult
+    from autobatch._search import tune
     from autobatch._settings import PipelineSettings
 
 __version__ = "0.1.0"
@@ -38,9 +40,9 @@ _LAZY = {
     "audit": "autobatch._audit",
     "AuditReport": "autobatch._audit",
     "probe": "autobatch._api",
-    "tune": "autobatch._api",
-    "fit": "autobatch._api",
-    "dataset": "autobatch._api",
+    "tune": "autobatch._search",
+    "fit": "autobatch._fit",
+    "dataset": "autobatch._fit",
     "ProbeResult": "autobatch._probe",
     "Plan": "autobatch._plan",
     "PipelineSettings": "autobatch._settings",

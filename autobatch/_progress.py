@@ -18,6 +18,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
+Verbose = int | str
+"""Keras' meaning: "auto", 0, 1, 2."""
+
 if TYPE_CHECKING:
     from autobatch._search._events import TuneEvent
 
@@ -217,3 +220,22 @@ def _with_best(event: TuneEvent, previous: TuneEvent) -> TuneEvent:
 
     return dataclasses.replace(event, best_examples_per_s=previous.best_examples_per_s,
                                best_params=previous.best_params)
+
+
+@contextlib.contextmanager
+def tune_events(verbose: Verbose,
+                on_event: Callable[[Any], None] | None = None) -> Iterator[Any]:
+    """The ``on_event`` callback of a tune: the progress display ``verbose`` asks for, and
+    the caller's own callback; ``"auto"`` with a callback given draws nothing."""
+    if on_event is not None and verbose == "auto":
+        verbose = 0
+    with tune_display(verbose) as display:
+        if display is None or on_event is None:
+            yield display or on_event
+            return
+
+        def both(event: Any) -> None:
+            display(event)
+            on_event(event)
+
+        yield both

@@ -15,9 +15,9 @@ from autobatch._fit._coverage import (
     make_coverage_callback,
 )
 from autobatch._fit._lr import apply_learning_rate
-from autobatch._fit._plans import load_plan
 from autobatch._fit._preflight import InputSpec, loss_label_kind, preflight
 from autobatch._fit._train import dataset, fit
+from autobatch._plan import load_plan
 
 __all__ = [
     "DEFAULT_SPLIT_SEED",
@@ -34,4 +34,3 @@ __all__ = [
     "preflight",
 ]
 
-_load_plan = load_plan  # the old private name (autobatch._api)

@@ -5,28 +5,15 @@ learning-rate rule). No tuning here: ``fit`` calls the public tune."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
 from autobatch._data import Source
-from autobatch._errors import UsageError
 from autobatch._fit._lr import copy_plan, for_this_model
 from autobatch._fit._preflight import InputSpec
+from autobatch._plan import load_plan
 
 logger = logging.getLogger(__name__)
-
-
-def load_plan(plan: Any) -> Any:
-    """A ``Plan`` as it is, or loaded (and validated) from its file."""
-    from autobatch._plan import Plan
-
-    if isinstance(plan, Plan):
-        return plan
-    if isinstance(plan, (str, os.PathLike)):
-        return Plan.load(plan)
-    raise UsageError("{param} must be a Plan or a plan file path, got " + type(plan).__name__,
-                     parameter="plan")
 
 
 def obtain_plan(model: Any, source: Source, spec: InputSpec, plan: Any, *,
@@ -40,7 +27,6 @@ def obtain_plan(model: Any, source: Source, spec: InputSpec, plan: Any, *,
             logger.info("the plan was tuned on %d examples, training on %s: steps recomputed",
                         plan.num_examples, source.num_examples)
         return plan, time.perf_counter() - started
-    from autobatch._api import tune_events
     from autobatch._search import tune
 
     options = dict(tune_options)
@@ -52,9 +38,8 @@ def obtain_plan(model: Any, source: Source, spec: InputSpec, plan: Any, *,
         options.setdefault("image_size", spec.image_size)
     if spec.channels is not None:
         options.setdefault("channels", spec.channels)
-    with tune_events(verbose, options.pop("on_event", None)) as on_event:
-        plan = tune(model_spec if model_spec is not None else model, source,
-                    on_event=on_event, **options)
+    plan = tune(model_spec if model_spec is not None else model, source, verbose=verbose,
+                **options)
     return plan, time.perf_counter() - started
 
 

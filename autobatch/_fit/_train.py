@@ -12,15 +12,17 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from autobatch._data import Source, resolve_source
 from autobatch._errors import UsageError
 from autobatch._fit._coverage import CoverageReport, counting_train_step, make_coverage_callback
 from autobatch._fit._lr import apply_learning_rate
-from autobatch._fit._plans import adapt_plan, load_plan, obtain_plan
+from autobatch._fit._plans import adapt_plan, obtain_plan
 from autobatch._fit._preflight import preflight
+from autobatch._plan import load_plan
+from autobatch._progress import Verbose
 
 logger = logging.getLogger(__name__)
 
@@ -37,24 +39,68 @@ def fit(
     validation_split: float | None = None,
     seed: int | None = None,
     callbacks: list[Any] | None = None,
-    scale_lr: bool = False,
-    reference_batch_size: int | None = None,
-    tune_options: dict[str, Any] | None = None,
+    verbose: Verbose = "auto",
     image_size: int | tuple[int, int] | None = None,
     num_examples: int | None = None,
     batched: bool | None = None,
-    on_epoch: Any = None,
-    verbose: int | str = "auto",
+    time_budget: float | None = None,
+    memory_budget: str | int | None = None,
+    pixels: str | None = None,
+    scale_lr: bool = False,
+    reference_batch_size: int | None = None,
+    tune_options: dict[str, Any] | None = None,
+    on_epoch: Callable[[Any], None] | None = None,
     **fit_kwargs: Any,
 ) -> Any:
-    """Tune (or reuse a plan), build the tuned pipeline and train with coverage accounting.
-    The arguments are documented on ``autobatch.fit``.
+    """Tune (or reuse the cached plan) and train, counting the examples of every epoch.
+
+    ``model.fit`` runs on the tuned pipeline with ``steps_per_epoch = ceil(N / batch)``,
+    so every usable example is trained on exactly once per epoch; the count made inside
+    the training step is checked against the usable count at the end of each epoch.
+
+    Args:
+        model: a compiled ``keras.Model``, a ``.keras`` path, or a built-in name.
+        data: an image folder, ``(x, y)`` arrays, a generator function, a generator, or a
+            ``keras.utils.PyDataset``.
+        epochs: epochs to train.
+        plan: a ``Plan`` or plan file path; None tunes first (``autobatch.tune`` with the
+            same model and data returns its cached plan at once).
+        validation_split: fraction held out for validation (folders, arrays), by class.
+        seed: seed of the split and of the per-epoch shuffle.
+        callbacks: Keras callbacks.
+        verbose: Keras' meaning (``"auto"``, 0, 1, 2): for the tune's progress display
+            (as in ``autobatch.tune``) and for ``model.fit``.
+        image_size: input size of a built-in model SPEC (a built model's own is used).
+        num_examples: examples in one epoch of a generator; required for a generator
+            object and for an endless generator function (a generator function without it
+            is counted in one extra pass, which an endless one fails).
+        batched: a generator yields batches (True) or single examples (False); None
+            detects it from the model's input rank.
+        time_budget: tuning time limit in seconds (``--time-budget``).
+        memory_budget: tuning memory budget (``--memory-budget``).
+        pixels: tuning pixel dtype, ``"auto"``, ``"float32"`` or ``"uint8"`` (``--pixels``).
+        scale_lr: apply the plan's learning-rate factor (else it is only reported).
+        reference_batch_size: the batch size the compiled learning rate was chosen for.
+        tune_options: further ``autobatch.tune`` keyword arguments (``trials``, ...).
+        on_epoch: called with each epoch's coverage record.
+        **fit_kwargs: passed to ``model.fit`` (``validation_data``, ``class_weight``, ...).
 
     Returns:
-        The Keras ``History``, with ``history.plan``, ``history.coverage`` (a
-        ``CoverageReport``), ``history.learning_rate``, ``history.steps_per_epoch``,
-        ``history.tune_time_s`` and ``history.history["examples_seen"]`` (per epoch).
+        The Keras ``History`` with ``history.plan``, ``history.coverage``,
+        ``history.learning_rate``, ``history.steps_per_epoch``, ``history.tune_time_s``
+        (seconds spent getting the plan) and ``history.history["examples_seen"]``.
+
+    Raises:
+        UsageError: a pre-flight check failed, an argument the plan owns was passed, or
+            the data cannot be trained on as given (one class, an endless generator
+            without ``num_examples``).
     """
+    tune_options = dict(tune_options or {})
+    # The tune's own options, given to fit directly, join tune_options.
+    for name, value in (("time_budget", time_budget), ("memory_budget", memory_budget),
+                        ("pixels", pixels)):
+        if value is not None:
+            tune_options[name] = value
     for name in _PLAN_OWNED:
         if name in fit_kwargs:
             raise UsageError(
@@ -63,7 +109,6 @@ def fit(
             )
     if epochs < 1:
         raise UsageError("{param} must be >= 1, got " + str(epochs), parameter="epochs")
-    tune_options = dict(tune_options or {})
     user_steps = fit_kwargs.get("steps_per_epoch")
     source = resolve_source(data, num_examples=num_examples, batched=batched)
     source.check_learnable()
@@ -128,18 +173,41 @@ def fit(
     return history
 
 
-def dataset(data: Any, plan: Any = None, *, shuffle: bool = True, seed: int | None = None,
-            model: Any = None, repeat: bool = False,
-            image_size: int | tuple[int, int] | None = None, **tune_options: Any) -> Any:
-    """The tuned, batched ``tf.data.Dataset`` for ``data`` (see ``autobatch.dataset``)."""
+def dataset(
+    data: Any,
+    plan: Any = None,
+    *,
+    model: Any = None,
+    repeat: bool = False,
+    shuffle: bool = True,
+    seed: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    tune_options: dict[str, Any] | None = None,
+) -> Any:
+    """The tuned, batched ``tf.data.Dataset`` for ``data`` (for custom training loops).
+
+    Args:
+        data: an image folder, ``(x, y)`` arrays, a generator, or a PyDataset.
+        plan: a ``Plan`` or plan file path; None tunes ``model`` on ``data`` first.
+        model: the model to tune for when no plan is given.
+        repeat: endless whole epochs (``model.fit(..., **plan.fit_kwargs())``); else one
+            pass is one epoch.
+        shuffle: reshuffle every epoch.
+        seed: shuffle seed.
+        image_size: resize images to this instead of the plan's image size.
+        tune_options: ``autobatch.tune`` keyword arguments when tuning.
+
+    Returns:
+        The dataset over every usable example.
+    """
     if plan is None:
         if model is None:
             raise UsageError("dataset() needs a plan or a model to tune for; pass plan= or model=")
         from autobatch._search import tune
 
-        plan = tune(model, data, **tune_options)
-    plan = load_plan(plan)
-    return plan.dataset(data, shuffle=shuffle, seed=seed, repeat=repeat, image_size=image_size)
+        plan = tune(model, data, **(tune_options or {}))
+    return load_plan(plan).dataset(data, shuffle=shuffle, seed=seed, repeat=repeat,
+                                   image_size=image_size)
 
 
 def _resolve_model(model: Any, source: Source, *, image_size: Any) -> Any:

@@ -26,7 +26,7 @@ from autobatch._plan._learning_rate import (
     learning_rate_scaling,
 )
 from autobatch._plan._paths import cache_root
-from autobatch._plan._record import DEFAULT_PLAN_FILENAME, Plan, steps_per_epoch
+from autobatch._plan._record import DEFAULT_PLAN_FILENAME, Plan, load_plan, steps_per_epoch
 from autobatch._plan._schema import SCHEMA_VERSION, PlanFieldError, plan_fields, read_plan_json
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "keras_file_input_shape",
     "learning_rate_rule",
     "learning_rate_scaling",
+    "load_plan",
     "load_cached_plan",
     "model_fingerprint",
     "options_fingerprint",

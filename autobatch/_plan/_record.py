@@ -280,3 +280,13 @@ class Plan:
                                  message=f"plan file {str(source)!r}: {exc}") from None
         plan.path = str(source)
         return plan
+
+
+def load_plan(plan: Plan | str | os.PathLike[str]) -> Plan:
+    """A ``Plan`` as it is, or loaded (and validated) from its file."""
+    if isinstance(plan, Plan):
+        return plan
+    if isinstance(plan, (str, os.PathLike)):
+        return Plan.load(plan)
+    raise UsageError("{param} must be a Plan or a plan file path, got " + type(plan).__name__,
+                     parameter="plan")

@@ -14,13 +14,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from autobatch._models import optimizer_name
 from autobatch._plan import Plan, load_cached_plan, save_cached_plan
 from autobatch._probe import ProbeRunner, SubprocessProbeRunner
 from autobatch._probe._budgets import resolve_budgets
+from autobatch._progress import Verbose
 from autobatch._search._annotate import annotate_study
 from autobatch._search._assemble import (
     build_plan,
@@ -46,7 +47,6 @@ from autobatch._search._finalists import (
 from autobatch._search._job import TuneJob, open_source, prepare_job
 from autobatch._search._model_checks import pixels_phase, xla_phase
 from autobatch._search._run import SearchRun
-from autobatch._search._space import SearchSpace
 from autobatch._search._stand_in import for_source, plan_without_tuning
 from autobatch._search._study import fail_stale_trials, reset_and_open_study
 from autobatch._search._study_phase import study_phase, training_batch_cap
@@ -90,76 +90,97 @@ def tune(
     memory_budget: str | int | None = None,
     time_budget: float | None = None,
     trials: int | None = None,
-    storage: str | None = None,
-    output: str | os.PathLike[str] | None = None,
-    force: bool = False,
+    pixels: str = "auto",
+    try_xla: bool = True,
     seed: int = 0,
     num_examples: int | None = None,
+    output: str | os.PathLike[str] | None = None,
+    storage: str | None = None,
+    force: bool = False,
+    verbose: Verbose = "auto",
+    on_event: Callable[[Any], None] | None = None,
     measure_baseline: bool = True,
-    try_xla: bool = True,
     trial_steps: int = 5,
     verify_steps: int = 15,
-    max_batch_size: int = MAX_BATCH_SIZE,
+    max_batch_size: int | None = None,
     custom_objects_module: str | None = None,
-    runner: ProbeRunner | None = None,
-    on_event: EventCallback | None = None,
+    search_space: Any = None,
     use_cache: bool = True,
-    search_space: SearchSpace | None = None,
-    pixels: str = "auto",
+    runner: Any = None,
     time_budget_s: float | None = None,
 ) -> Plan:
-    """Find the fastest batch size and tf.data settings that fit the memory budget.
+    """Find the fastest batch size and ``tf.data`` settings that fit; returns a ``Plan``.
+
+    A memory ceiling from a few probes, an Optuna study over batch size and pipeline
+    settings, then the finalists re-measured with ``model.fit`` and the winner verified.
+    A repeat with the same model, data, machine, TensorFlow and options returns the cached
+    plan at once (without importing TensorFlow for a SPEC).
 
     Args:
-        model: a built-in name (``small_cnn``, ``mobilenet_v2``, ...), a ``.keras`` path,
-            or a ``keras.Model``.
-        data: an image folder, ``(x, y)`` arrays, or a generator (with ``num_examples``).
-        image_size: ``N`` or ``(height, width)``: images are resized to it; default the
-            model's own input size (required for a built-in SPEC).
+        model: a built-in name (``small_cnn``, ``mobilenet_v2``, ``resnet50``,
+            ``efficientnet_b0``), a ``.keras`` path, or a compiled ``keras.Model``.
+        data: an image folder, or ``(x, y)`` arrays.
+        image_size: ``N`` or ``(height, width)`` images are resized to; default the model's
+            input size (``--image-size``; required for a built-in). The plan records it.
         channels: image channels; default the model's input channels, else 3.
-        memory_budget: ``"3GiB"``, bytes, or a fraction such as ``"0.8"``; bounds the GPU
-            when there is one, the host otherwise. None: the probe runner's default.
-        time_budget: wall-clock limit for the whole tune in seconds (default 120 s unless
-            ``trials`` is given). Honoured within about 10%.
-        trials: number of throughput trials in the study (resumed trials count).
-        storage: an Optuna storage URL; default an SQLite file in the user cache folder.
-        output: write the plan JSON here too (atomically).
+        memory_budget: ``"3GiB"``, ``"800MB"``, bytes, or a fraction such as ``"0.8"``
+            (``--memory-budget``); bounds the GPU when there is one, the host otherwise.
+        time_budget: wall-clock limit in seconds (``--time-budget``; default 120 unless
+            ``trials`` is given), honoured within about 10%.
+        trials: throughput trials in the study (``--trials``; stored trials count).
+        pixels: ``"auto"``, ``"float32"`` or ``"uint8"``: the dtype images travel in.
+        try_xla: include ``jit_compile`` in the search (``--no-xla`` turns it off).
+        seed: seeds the sampler.
+        num_examples: examples per epoch, where the data cannot say.
+        output: also write the plan JSON here (atomically).
+        storage: an Optuna storage URL; default SQLite in the user cache folder.
         force: ignore the cached plan and start a fresh study.
-        seed: seeds the TPE sampler.
-        num_examples: examples per epoch, needed for generators.
+        verbose: Keras' meaning: ``"auto"`` (1 on a terminal, else 2), 0 silent, 1 a live
+            progress display, 2 one line per phase and trial; on stderr. With ``on_event``
+            given, ``"auto"`` draws nothing (the caller draws).
+        on_event: called with each ``TuneEvent`` (phase, trial, best so far).
         measure_baseline: also measure the untuned default (batch 32, AUTOTUNE).
-        try_xla: include ``jit_compile`` in the search when the model compiles with XLA.
-        trial_steps / verify_steps: timed steps per trial probe / in the final verify run.
-        runner: a ``ProbeRunner`` to use instead of starting a ``SubprocessProbeRunner``
-            (it is not closed here).
-        on_event: called with a ``TuneEvent`` at each step (progress display).
+        trial_steps: timed steps per trial probe.
+        verify_steps: timed steps of the winner's verify run.
+        max_batch_size: the largest batch to consider.
+        custom_objects_module: importable module that registers a ``.keras`` file's
+            custom layers.
+        search_space: restrict the study to a ``SearchSpace``.
         use_cache: look up and store plans in the plan cache.
-        search_space: restrict the study to these values (benchmarks compare against an
-            exhaustive grid over the same space); batch sizes above the ceiling are dropped.
-            Its ``pixels`` are replaced by the tune's decision.
-        pixels: the dtype images travel in (``PipelineSettings.pixels``). ``"auto"``:
-            uint8 where the data are 8-bit images and the model gives the same output for
-            uint8 as for float32 input (checked in the probe worker), else float32.
-            ``"uint8"`` insists (an error where it cannot apply); ``"float32"`` keeps
-            Keras' own pixel values exactly.
+        runner: a ``ProbeRunner`` to probe with instead of a fresh worker process.
         time_budget_s: deprecated name of ``time_budget`` (a ``DeprecationWarning``).
 
     Returns:
-        The verified ``Plan`` (``plan.cache_hit`` tells whether it came from the cache).
+        The ``Plan``: batch size, pipeline settings, image size and channels, the
+        measurements; ``plan.cache_hit`` says whether it came from the cache. Train with
+        ``autobatch.fit(model, data, plan=plan)`` or
+        ``model.fit(plan.dataset(data, repeat=True), epochs=N, **plan.fit_kwargs())``.
 
     Raises:
-        UsageError: bad options, unknown model, unusable data, or no batch fits the budget.
+        UsageError: bad options, unknown model, unusable data (one class, one image), or
+            no batch fits the budget.
     """
+    from autobatch._progress import tune_events
+
     started = time.perf_counter()
     config = TuneConfig.create(
-        time_budget_s=resolve_time_budget(time_budget, time_budget_s), trials=trials,
-        image_size=image_size, channels=channels, memory_budget=memory_budget,
-        storage=storage, output=output, force=force, seed=seed, num_examples=num_examples,
-        measure_baseline=measure_baseline, try_xla=try_xla, trial_steps=trial_steps,
-        verify_steps=verify_steps, max_batch_size=max_batch_size,
+        time_budget_s=resolve_time_budget(time_budget, time_budget_s, stacklevel=3),
+        trials=trials, image_size=image_size, channels=channels,
+        memory_budget=memory_budget, storage=storage, output=output, force=force, seed=seed,
+        num_examples=num_examples, measure_baseline=measure_baseline, try_xla=try_xla,
+        trial_steps=trial_steps, verify_steps=verify_steps,
+        max_batch_size=MAX_BATCH_SIZE if max_batch_size is None else max_batch_size,
         custom_objects_module=custom_objects_module, use_cache=use_cache,
         search_space=search_space, pixels=pixels,
     )
+    with tune_events(verbose, on_event) as callback:
+        return run_tune(model, data, config, runner=runner, on_event=callback, started=started)
+
+
+def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner | None = None,
+             on_event: EventCallback | None = None, started: float | None = None) -> Plan:
+    """``tune`` with its options made into a ``TuneConfig``: cache -> search -> Plan."""
+    started = time.perf_counter() if started is None else started
     emit = Emitter(on_event, started, config.time_budget_s)
     source = open_source(data, config.num_examples)
     # What the worker tunes on: the source, or a stand-in of the same shapes (a sample of a
@@ -167,7 +188,7 @@ def tune(
     stand_in = source.tuning_source()
     if stand_in is None:
         emit("done", "the generator's own batch size, not tuned")
-        return plan_without_tuning(source, channels=channels)
+        return plan_without_tuning(source, channels=config.channels)
     job = prepare_job(model, stand_in, config)
     if config.use_cache and not config.force:
         cached = _cached_plan(job, config, emit)
