@@ -11,36 +11,45 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+_NAMED = re.compile(r"\{p:([A-Za-z_][A-Za-z0-9_]*)\}")
+
 
 class AutobatchError(Exception):
     """Root of every error autobatch raises on purpose.
 
-    Its message is one line: what is wrong and how to fix it.
+    Its message is one line: what is wrong and how to fix it. A message about an argument
+    names it as ``{param}`` (the one in ``parameter``) or ``{p:NAME}`` (any other): ``str()``
+    reads the Python names (what an API caller typed), the CLI renders the flags instead
+    (``error.render(flag_for)``), so each reader sees the names it can act on.
     """
 
     exit_code = 1
 
-
-class UsageError(AutobatchError, ValueError):
-    """The caller passed something autobatch cannot use (exit code 2).
-
-    A message about one argument names it as ``{param}``; ``parameter`` is the Python name.
-    ``str(error)`` reads ``{param}`` as the Python name (what an API caller typed); the CLI
-    renders it with the flag instead (``error.message_for("--time-budget")``).
-    """
-
-    exit_code = 2
-
     def __init__(self, message: str = "", *, parameter: str | None = None) -> None:
         self.template = message
         self.parameter = parameter
-        super().__init__(self.message_for(parameter))
+        super().__init__(self.render(str))
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        """The message with every argument named by ``name_of(python_name)``."""
+        text = self.template
+        if self.parameter is not None:
+            text = text.replace("{param}", name_of(self.parameter))
+        return _NAMED.sub(lambda match: name_of(match.group(1)), text)
 
     def message_for(self, name: str | None) -> str:
-        """The message with the argument called ``name`` (a parameter or a CLI flag)."""
-        if self.parameter is None or "{param}" not in self.template:
-            return self.template
-        return self.template.replace("{param}", name or self.parameter)
+        """The message with ``parameter`` called ``name`` (a parameter or a CLI flag)."""
+        return self.render(lambda python_name: name if name is not None
+                           and python_name == self.parameter else python_name)
+
+
+class UsageError(AutobatchError, ValueError):
+    """The caller passed something autobatch cannot use (exit code 2)."""
+
+    exit_code = 2
 
 
 class SizeParseError(UsageError):

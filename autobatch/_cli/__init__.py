@@ -100,11 +100,7 @@ def flag_for(parameter: str) -> str:
 
 def _cli_message(exc: AutobatchError) -> str:
     """One line; a message about a parameter names the CLI flag instead (the CLI translates)."""
-    from autobatch._errors import UsageError
-
-    text = str(exc)
-    if isinstance(exc, UsageError) and exc.parameter:
-        text = exc.message_for(flag_for(exc.parameter))
+    text = exc.render(flag_for) if hasattr(exc, "template") else str(exc)
     text = text.strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

@@ -26,7 +26,7 @@ def builtin_image_size(name: str, image_size: Any) -> tuple[int, int]:
     Raises:
         ModelError: (about ``image_size``) no image size was given.
     """
-    from autobatch._pipeline import normalize_image_size
+    from autobatch._data import normalize_image_size
 
     size = normalize_image_size(image_size)
     if size is None:

@@ -22,7 +22,7 @@ from autobatch._settings import PipelineSettings
 
 SCHEMA_VERSION = 1
 REQUIRED_FIELDS = ("batch_size", "num_examples", "ceiling_batch_size", "pipeline")
-_RERUN = "re-run 'autobatch tune'"
+_RERUN = "tune again"
 
 
 class PlanFieldError(PlanError):
@@ -44,7 +44,7 @@ def read_plan_json(path: str | os.PathLike[str]) -> Any:
     try:
         raw = source.read_bytes()
     except FileNotFoundError:
-        raise PlanError(f"plan file {str(source)!r} not found; run 'autobatch tune' first"
+        raise PlanError(f"plan file {str(source)!r} not found; tune first"
                         ) from None
     except OSError as exc:
         raise PlanError(f"cannot read plan file {str(source)!r}: {exc.strerror or exc}"
@@ -54,14 +54,14 @@ def read_plan_json(path: str | os.PathLike[str]) -> Any:
     except UnicodeDecodeError as exc:
         raise PlanError(
             f"plan file {str(source)!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
-            f"offset {exc.start}); re-run 'autobatch tune --force'"
+            f"offset {exc.start}); tune again with a fresh study ({{p:force}})"
         ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise PlanError(
             f"plan file {str(source)!r} is not valid JSON (line {exc.lineno}); "
-            "re-run 'autobatch tune --force'"
+            "tune again with a fresh study ({p:force})"
         ) from None
 
 
@@ -78,7 +78,7 @@ def plan_fields(data: Any) -> dict[str, Any]:
     if not _is_int(version) or version != SCHEMA_VERSION:
         raise PlanError(
             f"plan schema version {version!r} is not supported (this autobatch reads "
-            f"version {SCHEMA_VERSION}); re-run 'autobatch tune --force'"
+            f"version {SCHEMA_VERSION}); tune again with a fresh study ({{p:force}})"
         )
     missing = [key for key in REQUIRED_FIELDS if key not in data]
     if missing:

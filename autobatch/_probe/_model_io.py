@@ -13,6 +13,7 @@ from autobatch._errors import ModelError
 from autobatch._models import (
     BUILTIN_MODELS,
     build_model_from_function,
+    builtin_image_size,
     import_custom_objects_for_worker,
     is_builtin,
     load_model_file,
@@ -60,9 +61,7 @@ def describe_model(model: Any, source: Any, *, image_size: tuple[int, int] | Non
             class count, a missing file, a model Keras cannot save or rebuild).
     """
     if is_builtin(model):
-        if image_size is None:
-            raise ModelError(f"built-in model {model!r} needs an image size; pass {{param}}",
-                             parameter="image_size")
+        image_size = builtin_image_size(model, image_size)
         classes = num_classes(source)
         if classes is None:
             raise ModelError(f"cannot tell how many classes {model!r} needs from this data; "

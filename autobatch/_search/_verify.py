@@ -340,5 +340,5 @@ def _long_runs(runner: TrackedRunner, candidates: list[TrialRecord], rounds: _Ro
                                                   params=lean_params(step_down)))
     raise ProbeError(
         f"no finalist passed the verify run (last: {last.outcome if last else 'none'}); "
-        "re-run with a larger --memory-budget or --force"
+        "re-run with a larger {p:memory_budget}, or with a fresh study ({p:force})"
     )

@@ -447,7 +447,7 @@ def test_header_audit_never_imports_tensorflow(every_case: Path) -> None:
 
 
 def test_file_source_uses_the_audit(every_case: Path) -> None:
-    from autobatch._sources import FileSource
+    from autobatch._data import FileSource
 
     source = FileSource.from_directory(every_case)
     report = source.audit
