@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from autobatch._data._arrays import ArraySource
 from autobatch._data._folder import FileSource
 from autobatch._data._generator import GeneratorSource
+from autobatch._data._labels import LabelSpec
 from autobatch._data._resolve import rebuild_source, resolve_source
-from autobatch._data._source import EpochShape, LabelSpec, Source
+from autobatch._data._source import EpochShape, Source
 from autobatch._data._tail import normalize_image_size, remove_private_cache_folders
 from autobatch._settings import PipelineSettings
 

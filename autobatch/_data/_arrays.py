@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from autobatch._data._source import BuildRequest, LabelSpec, Source
+from autobatch._data import _tail as tail
+from autobatch._data._labels import LabelSpec
+from autobatch._data._source import Source
+from autobatch._data._tail import BuildRequest
 from autobatch._errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,8 +119,6 @@ class ArraySource(Source):
         import numpy as np
         import tensorflow as tf
 
-        from autobatch._data import _tail
-
         settings, size, channels = request.settings, request.image_size, request.channels
         x = self.x
         n = self.num_examples
@@ -153,26 +154,26 @@ class ArraySource(Source):
                 images = images[..., tf.newaxis]
             if images.shape.rank == 4:
                 if channels is not None:
-                    images = _tail.convert_channels(images, int(channels))
+                    images = tail.convert_channels(images, int(channels))
                 if size is not None and tuple(images.shape[1:3]) != size:
                     images = tf.image.resize(images, size, method="bilinear")
-            return _tail.to_pixels(images, settings), yb
+            return tail.to_pixels(images, settings), yb
 
-        kwargs = _tail.map_kwargs(settings)
+        kwargs = tail.map_kwargs(settings)
         if settings.cache != "none":
             # Converted examples, in their own order, into the cache (as for image folders).
             ds = tf.data.Dataset.range(n).batch(min(n, 256))
             ds = ds.map(gather, **kwargs).map(convert, **kwargs).unbatch()
-            return _tail.examples_to_batches(ds, n, request)
+            return tail.examples_to_batches(ds, n, request)
 
         # Shuffle and batch indices, then gather whole batches: no per-example copies in a
         # shuffle buffer, and streamed arrays (memory maps) are read one batch at a time.
         ds = tf.data.Dataset.range(n)
         if request.shuffle:
-            ds = ds.shuffle(_tail.shuffle_buffer(settings, n), seed=request.seed,
+            ds = ds.shuffle(tail.shuffle_buffer(settings, n), seed=request.seed,
                             reshuffle_each_iteration=True)
         if request.repeat:
             ds = ds.repeat()
         ds = ds.batch(request.batch_size, drop_remainder=False)
         ds = ds.map(gather, **kwargs).map(convert, **kwargs)
-        return _tail.batches_to_epochs(ds, request)
+        return tail.batches_to_epochs(ds, request)

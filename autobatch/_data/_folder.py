@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from autobatch._atomic import atomic_write_bytes
-from autobatch._data._source import BuildRequest, LabelSpec, Source
+from autobatch._data import _tail as tail
+from autobatch._data._labels import LabelSpec
+from autobatch._data._source import Source
+from autobatch._data._tail import BuildRequest
 from autobatch._errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -151,14 +154,12 @@ class FileSource(Source):
     def _build(self, request: BuildRequest) -> tf.data.Dataset:
         import tensorflow as tf
 
-        from autobatch._data import _tail
-
         if self.num_examples == 0:
             raise DataError("the image folder holds no usable images; run 'autobatch audit'")
         size = request.image_size
         assert size is not None  # build_dataset checks needs_image_size
         channels = 3 if request.channels is None else int(request.channels)
-        _tail.check_channels(channels)
+        tail.check_channels(channels)
         settings = request.settings
         n = self.num_examples
         # Paths as bytes: a non-UTF-8 file name (surrogate-escaped in Python) still reaches TF.
@@ -175,19 +176,19 @@ class FileSource(Source):
             if channels == 1:
                 image = tf.image.rgb_to_grayscale(image)
             image = tf.image.resize(image, size, method="bilinear")
-            image = _tail.to_pixels(image, settings)
+            image = tail.to_pixels(image, settings)
             image.set_shape((size[0], size[1], channels))
             return image, label
 
         if settings.cache != "none":
-            return _tail.examples_to_batches(ds.map(load, **_tail.map_kwargs(settings)), n,
+            return tail.examples_to_batches(ds.map(load, **tail.map_kwargs(settings)), n,
                                              request)
         # Shuffle file names, not pixels: a full shuffle costs a few bytes per example.
         if request.shuffle:
-            ds = ds.shuffle(_tail.shuffle_buffer(settings, n), seed=request.seed,
+            ds = ds.shuffle(tail.shuffle_buffer(settings, n), seed=request.seed,
                             reshuffle_each_iteration=True)
         if request.repeat:
             ds = ds.repeat()
-        ds = ds.map(load, **_tail.map_kwargs(settings))
-        return _tail.batches_to_epochs(ds.batch(request.batch_size, drop_remainder=False),
+        ds = ds.map(load, **tail.map_kwargs(settings))
+        return tail.batches_to_epochs(ds.batch(request.batch_size, drop_remainder=False),
                                        request)

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from autobatch._atomic import atomic_write_bytes
-from autobatch._data._source import BuildRequest, EpochShape, LabelSpec, Source
+from autobatch._data import _tail as tail
+from autobatch._data._labels import LabelSpec
+from autobatch._data._source import EpochShape, Source
 from autobatch._data._stream import (
     Stream,
     as_numpy,
@@ -29,6 +31,7 @@ from autobatch._data._stream import (
     count_examples,
     signature,
 )
+from autobatch._data._tail import BuildRequest
 from autobatch._errors import DataError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,28 +126,27 @@ class GeneratorSource(Source):
         return shape[1:] if self.is_batched else shape
 
     # ---- checks
-    def prepared(self, model: Any, *, steps_given: bool) -> GeneratorSource:
+    def prepared(self, input_shape: tuple[int | None, ...] | None, *,
+                 steps_given: bool) -> GeneratorSource:
         """Detect batches vs single examples from the model's input rank; know the epoch's
         length before any tuning or training (an endless generator would never end one)."""
         source = self
         if not steps_given and self.one_shot:
             source = source.with_known_length()  # an error without a length: read nothing
         if source.batched is None and not self._stream.py_dataset:
-            source = dataclasses.replace(source, batched=source._detect_batched(model))
+            source = dataclasses.replace(source, batched=source._detect_batched(input_shape))
         if not steps_given:
             source = source.with_known_length()
         return source
 
-    def _detect_batched(self, model: Any) -> bool:
+    def _detect_batched(self, input_shape: tuple[int | None, ...] | None) -> bool:
+        """Batches when the first element has one axis more than the model's input."""
         import numpy as np
 
-        from autobatch._models import model_input_shape
-
-        shape = model_input_shape(model) if model is not None else None
-        if shape is None:
+        if input_shape is None:
             return False
         x, _ = self._x_y()
-        return bool(np.ndim(x) == len(shape) + 1)
+        return bool(np.ndim(x) == len(input_shape) + 1)
 
     def with_known_length(self) -> GeneratorSource:
         """The source with its epoch length known.
@@ -268,8 +270,6 @@ class GeneratorSource(Source):
         runs in Python one element at a time: of the settings, only ``prefetch`` applies."""
         import tensorflow as tf
 
-        from autobatch._data import _tail
-
         epoch = self.epoch(request.batch_size)
         if epoch.uneven:
             logger.warning(
@@ -293,4 +293,4 @@ class GeneratorSource(Source):
             ds = ds.batch(epoch.batch_size, drop_remainder=False)
         if request.repeat:
             ds = ds.repeat()
-        return _tail.batches_to_epochs(ds, request)
+        return tail.batches_to_epochs(ds, request)

@@ -3,13 +3,34 @@ stratified validation split. The one place that reads these from label arrays.""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from autobatch._data._source import LabelKind, LabelSpec
 from autobatch._errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
+
+LabelKind = Literal["index", "one_hot", "unknown"]
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """The labels as the loss will see them.
+
+    Attributes:
+        kind: ``"index"`` (class indices, sparse), ``"one_hot"`` or ``"unknown"``.
+        num_classes: classes the labels span, when known.
+        exact: ``num_classes`` is the class count itself (a folder's classes, one-hot
+            columns), not a lower bound read from the largest label seen.
+        what: how a message names the classes ("classes", "label columns", ...).
+    """
+
+    kind: LabelKind
+    num_classes: int | None
+    exact: bool = False
+    what: str = "classes"
+
 
 DEFAULT_SPLIT_SEED = 1337
 """Split seed when ``seed`` is None: the split stays the same run after run."""

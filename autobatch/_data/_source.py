@@ -12,35 +12,16 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from autobatch._data._labels import LabelSpec, check_fraction, stratified_split
+from autobatch._data._tail import BuildRequest, dataset_options, normalize_image_size
 from autobatch._errors import DataError, UsageError
 from autobatch._settings import PipelineSettings, check_pixels_request
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import tensorflow as tf
-
-LabelKind = Literal["index", "one_hot", "unknown"]
-
-
-@dataclass(frozen=True)
-class LabelSpec:
-    """The labels as the loss will see them.
-
-    Attributes:
-        kind: ``"index"`` (class indices, sparse), ``"one_hot"`` or ``"unknown"``.
-        num_classes: classes the labels span, when known.
-        exact: ``num_classes`` is the class count itself (a folder's classes, one-hot
-            columns), not a lower bound read from the largest label seen.
-        what: how a message names the classes ("classes", "label columns", ...).
-    """
-
-    kind: LabelKind
-    num_classes: int | None
-    exact: bool = False
-    what: str = "classes"
-
 
 @dataclass(frozen=True)
 class EpochShape:
@@ -71,21 +52,6 @@ class EpochShape:
             return cls(batch_size, None, None, None)
         steps = max(1, math.ceil(num_examples / batch_size))
         return cls(batch_size, num_examples, steps, num_examples - batch_size * (steps - 1))
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    """How to build a pipeline: the arguments of ``Source.build_dataset``, checked once."""
-
-    batch_size: int
-    settings: PipelineSettings
-    image_size: tuple[int, int] | None
-    channels: int | None
-    shuffle: bool
-    seed: int | None
-    cache_dir: str | os.PathLike[str] | None
-    repeat: bool
-    repeat_epochs: bool
 
 
 class Source(abc.ABC):
@@ -144,9 +110,11 @@ class Source(abc.ABC):
     def check_learnable(self) -> None:  # noqa: B027 - most sources have nothing to check
         """Refuse data a classifier can learn nothing from, before any work (DataError)."""
 
-    def prepared(self, model: Any, *, steps_given: bool) -> Source:
+    def prepared(self, input_shape: tuple[int | None, ...] | None, *,
+                 steps_given: bool) -> Source:
         """The source ready for ``fit``: its epoch length known (or an error), its element
-        kind detected against ``model``. ``steps_given``: the user passed steps_per_epoch."""
+        kind detected against the model's per-example ``input_shape`` (None: not known).
+        ``steps_given``: the user passed steps_per_epoch."""
         return self
 
     def with_num_examples(self, num_examples: int) -> Source:
@@ -169,8 +137,6 @@ class Source(abc.ABC):
     def split(self, fraction: float, seed: int | None) -> tuple[Source, Source]:
         """Disjoint training and validation parts, stratified by class where labels are
         class indices, deterministic for a seed (see ``_labels.stratified_split``)."""
-        from autobatch._data._labels import check_fraction, stratified_split
-
         check_fraction(fraction)
         if not self.can_subset:
             raise UsageError(
@@ -237,8 +203,6 @@ class Source(abc.ABC):
         """The batched ``tf.data.Dataset`` of ``(x, y)`` (see ``autobatch._data.build_dataset``
         for what each argument and setting does). The source builds its examples; the tail
         every source shares (``_tail``) caches, shuffles, batches and prefetches them."""
-        from autobatch._data._tail import dataset_options, normalize_image_size
-
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         check_pixels_request(settings.pixels, eight_bit=self.eight_bit)

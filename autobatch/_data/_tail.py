@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from autobatch._data._source import BuildRequest
 from autobatch._errors import DataError
 from autobatch._settings import AUTOTUNE, PipelineSettings
 
@@ -19,6 +19,21 @@ if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """How to build a pipeline: the arguments of ``Source.build_dataset``, checked once."""
+
+    batch_size: int
+    settings: PipelineSettings
+    image_size: tuple[int, int] | None
+    channels: int | None
+    shuffle: bool
+    seed: int | None
+    cache_dir: str | os.PathLike[str] | None
+    repeat: bool
+    repeat_epochs: bool
 
 
 def normalize_image_size(

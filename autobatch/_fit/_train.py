@@ -21,6 +21,7 @@ from autobatch._fit._coverage import CoverageReport, counting_train_step, make_c
 from autobatch._fit._lr import apply_learning_rate
 from autobatch._fit._plans import adapt_plan, obtain_plan
 from autobatch._fit._preflight import preflight
+from autobatch._models import model_input_shape
 from autobatch._plan import load_plan
 from autobatch._progress import Verbose
 
@@ -114,7 +115,7 @@ def fit(
     source.check_learnable()
     model_spec = model if isinstance(model, (str, os.PathLike)) else None
     model = _resolve_model(model, source, image_size=image_size or tune_options.get("image_size"))
-    source = source.prepared(model, steps_given=user_steps is not None)
+    source = source.prepared(model_input_shape(model), steps_given=user_steps is not None)
     train_source, val_source = (source, None) if not validation_split else source.split(
         validation_split, seed)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from autobatch._report._load import plan_dict
 from autobatch._search._annotate import (
     OBJECTIVE_NAME,
     STUDY_USER_ATTRS,
@@ -27,6 +28,4 @@ def annotate_study(study: Any, plan: Any) -> dict[str, Any]:
     Returns:
         The attributes that were set.
     """
-    from autobatch._report import plan_dict
-
     return _annotate_study(study, plan_dict(plan))
