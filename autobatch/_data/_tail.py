@@ -81,11 +81,8 @@ def autotune_options(settings: PipelineSettings) -> tf.data.Options:
 
     Concrete settings leave the autotuner nothing to choose, and its background thread has a
     cost: an iterator being destroyed waits for the thread's next wake-up, whose period
-    doubles from 10 ms (wake-ups at 10, 30, 70, ... 2550, 5110 ms). Every ``model.fit``
-    call deletes its iterator: a fit of a small CNN that trained for 1.4 s returned after
-    exactly 2.55 s in 3 of 8 calls (1.05-1.16 s passed after ``on_train_end``), 0 of 8
-    with the autotuner off; MobileNetV2 epochs measured that way stuck at 40.98 s (the
-    wake-up at 40.95 s) in 16 of 30 samples.
+    doubles from 10 ms, and every ``model.fit`` call deletes its iterator (measurements:
+    docs/tune.md, "Measurements behind the constants").
     """
     import tensorflow as tf
 

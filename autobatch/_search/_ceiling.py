@@ -34,16 +34,12 @@ DEFAULT_CLOSE_ENOUGH = 0.05
 AIM_MARGIN = 0.03
 """A verify probe aims this share below the budget: the line is nearly right, readings are
 noisy by a few per cent, and a probe that fits ends the search where one that misses costs
-two more (a fresh worker below it, then a refit). Aimed 1.5% under, three benchmark runs
-(small CNN at 128 px, 1200 MiB) read 95.4%, 97.5% and 100.2% of the budget: the last one
-missed by 3 MB and cost two probes. Aiming 3% under centres the reading in the
-[FULL_ENOUGH, 100%] band that stops the search."""
+two more (a fresh worker below it, then a refit). 3% centres the reading in the
+[FULL_ENOUGH, 100%] band that stops the search (measurements: docs/tune.md)."""
 FULL_ENOUGH = 0.93
 """Stop once a fitting probe's peak reaches this share of the budget: what is left is within
-the noise of one reading. Host readings of one batch vary by about +-5% between fresh
-processes (glibc's heap: small CNN at 128 px, batch 116-170 read 1070-1210 MB fresh, the
-same batches 1137-1363 MB in a reused worker), so a fitting probe above 93% cannot be told
-from the ceiling by one more probe."""
+the noise of one reading (host readings of one batch vary by about +-5% between fresh
+processes; measurements: docs/tune.md)."""
 
 
 @dataclass(frozen=True)

@@ -237,9 +237,8 @@ def epoch_efficiency(num_examples: int | None, batch_size: int) -> float:
     """The share of an epoch's steps that carries examples: ``N / (ceil(N / B) * B)``.
 
     Probes time full batches, but an epoch of ``N`` examples takes ``ceil(N / B)`` steps and
-    the last one is partial; such a step costs about as much as a full one (600 photos of the
-    input-heavy benchmark at batch 128: the last step, 88 examples, took 93% of a full step,
-    interleaved in-memory batches). So a point's examples/s over an epoch is its full-batch
+    the last one is partial; such a step costs about as much as a full one (docs/tune.md,
+    "Measurements behind the constants"). So a point's examples/s over an epoch is its full-batch
     rate times this factor, and the search compares points by it: on 600 examples batch 150
     (4 full steps, factor 1.0) beats a batch 128 that reads up to 6% faster per full step
     (5 steps for 600, factor 0.94). 1.0 when ``N`` is unknown; negligible for large data.

@@ -198,7 +198,7 @@ def _measure_rounds(runner: TrackedRunner, rounds: _Rounds, finalists: list[Tria
     The finalists are judged the way the plan will train: epochs of ``model.fit``, not the
     trials' bare step loop (Keras' per-step work competes with the input pipeline's
     threads, which the loop cannot see). Their readings are kept apart from the trials':
-    the two scales differ (fit ran ~10% below the loop for the strided CNN).
+    the two scales differ (docs/tune.md).
     """
     entrants = finalists + ([default] if default is not None else [])
     default_key = point_key(default.params) if default is not None else None
