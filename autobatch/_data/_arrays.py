@@ -69,11 +69,11 @@ class ArraySource(Source):
     def subset(self, indices: Any) -> ArraySource:
         import numpy as np
 
-        idx = np.asarray(list(indices) if isinstance(indices, range) else indices, dtype=int)
         if isinstance(indices, range) and indices.step == 1:
             # A contiguous head stays a view (a memory map is not read into memory).
-            sl = slice(indices.start, indices.stop)
-            return ArraySource(self.x[sl], None if self.y is None else self.y[sl])
+            part = slice(indices.start, indices.stop)
+            return ArraySource(self.x[part], None if self.y is None else self.y[part])
+        idx = np.asarray(indices, dtype=int)
         return ArraySource(self.x[idx], None if self.y is None else self.y[idx])
 
     # ---- identity
