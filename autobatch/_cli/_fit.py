@@ -64,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
     if args.validation_split is not None and not 0.0 < args.validation_split < 1.0:
         raise UsageError(f"--validation-split must be between 0 and 1, got {args.validation_split}")
 
-    from autobatch._cli._tune import require_folder, require_image_size
+    from autobatch._cli._tune import require_folder, require_image_size, require_model
 
     require_folder(args.data_dir)
     model, image_size, plan = _model_and_size(args)
+    require_model(model)  # before the audit and before TensorFlow starts
     require_image_size(model, image_size)
 
     out = console()

@@ -66,8 +66,33 @@ def run(args: argparse.Namespace) -> int:
     # Cheap checks first so that a typo costs no probe: the folder, then what the model
     # needs of it; autobatch.tune checks the options before any work.
     require_folder(args.data_dir)
+    require_model(args.model)
     require_image_size(args.model, args.image_size)
-    plan = autobatch.tune(
+    from autobatch._plan._output import PlanOutputError
+
+    try:
+        plan = _tune(autobatch, args)
+    except PlanOutputError as exc:
+        if exc.kept_at is None:
+            # Kept nowhere else: the tune's result goes to stdout before the one-line error.
+            print_json(exc.plan.to_dict())
+        raise
+    report_files = None
+    if args.report:
+        from autobatch._report import write_report
+
+        report_files = write_report(plan, args.report)
+    if args.json:
+        print_json(plan.to_dict())
+        return 0
+    console().print(summary_table(plan))
+    if report_files is not None:
+        console().print(f"report: {report_files.html}")
+    return 0
+
+
+def _tune(autobatch: Any, args: argparse.Namespace) -> Any:
+    return autobatch.tune(
         args.model,
         args.data_dir,
         image_size=args.image_size,
@@ -83,18 +108,14 @@ def run(args: argparse.Namespace) -> int:
         pixels=args.pixels,
         verbose=0 if args.json else "auto",
     )
-    report_files = None
-    if args.report:
-        from autobatch._report import write_report
 
-        report_files = write_report(plan, args.report)
-    if args.json:
-        print_json(plan.to_dict())
-        return 0
-    console().print(summary_table(plan))
-    if report_files is not None:
-        console().print(f"report: {report_files.html}")
-    return 0
+
+def require_model(model: str) -> None:
+    """A model file that is no ``.keras`` model (missing, a folder, a text file, another
+    extension): the library's one check (``check_model_file``), before TensorFlow starts."""
+    from autobatch._models._files import check_model_file
+
+    check_model_file(model)
 
 
 def require_folder(data_dir: str) -> None:

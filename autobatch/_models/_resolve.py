@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from autobatch._errors import ModelError
 from autobatch._models._builtins import BUILTIN_MODELS, build_builtin, compile_default
+from autobatch._models._files import check_keras_file, check_model_file
 from autobatch._models._functions import build_model_from_function, model_function_spec
 from autobatch._models._userland import first_line, import_custom_objects
 
@@ -47,6 +48,7 @@ def resolve_model(
     Raises:
         ModelError: unknown name, missing or unloadable file, a failing model function.
     """
+    check_model_file(spec)  # a file that is no model: one line, before TensorFlow starts
     import keras
 
     if isinstance(spec, keras.Model):
@@ -77,16 +79,10 @@ def load_model_file(path: str | os.PathLike[str], *, custom_objects_module: str 
     ``custom_objects`` (name -> class or function, as ``import_custom_objects_for_worker``
     returns them) add to those of ``custom_objects_module``.
     """
+    check_keras_file(path)  # one line for a file that is no .keras model, before Keras
     import keras
 
     file = Path(path)
-    if file.suffix != ".keras":
-        raise ModelError(
-            f"model SPEC {str(path)!r} is neither a .keras file nor a built-in; use one of "
-            f"{', '.join(BUILTIN_MODELS)} or a path ending in .keras"
-        )
-    if not file.is_file():
-        raise ModelError(f"model file {str(path)!r} does not exist; check the path")
     custom_objects = {**(custom_objects or {}),
                       **(import_custom_objects(custom_objects_module) or {})} or None
     try:

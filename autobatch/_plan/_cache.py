@@ -1,7 +1,10 @@
 """The plan cache: one JSON file per combination of fingerprints, under the user cache folder.
 
-A cached file that cannot be read or breaks the schema is ignored with a warning (the tune
-then runs again); it never ends a tune with a traceback.
+The cache is an optimisation, never a reason for a tune to fail: a cached file that cannot
+be read (no permission, bytes that are not UTF-8 JSON, a folder in its place) or breaks the
+schema is ignored with a warning (the tune then runs again); a cache that cannot be written
+(the cache folder is a file or read-only, the disk is full) is a warning and the plan is
+returned uncached.
 """
 
 from __future__ import annotations
@@ -45,8 +48,18 @@ def load_cached_plan(fingerprints: dict[str, str]) -> Plan | None:
     return plan
 
 
-def save_cached_plan(plan: Plan) -> Path:
-    """Store ``plan`` in the cache under its own fingerprints (atomically)."""
+def save_cached_plan(plan: Plan) -> Path | None:
+    """Store ``plan`` in the cache under its own fingerprints (atomically); where it went.
+
+    A cache that cannot be written is logged as a warning and None returned (the plan is
+    not cached; nothing else is lost): an unwritable cache never ends a finished tune.
+    """
     path = plan_cache_path(plan.fingerprints)
-    atomic_write_text(path, plan.to_json())
+    try:
+        atomic_write_text(path, plan.to_json())
+    except OSError as exc:
+        logger.warning("could not cache the plan in %s (%s); the next tune with these "
+                       "options runs again (set AUTOBATCH_CACHE_DIR to a writable folder)",
+                       path.parent, exc.strerror or exc)
+        return None
     return path

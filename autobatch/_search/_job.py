@@ -10,13 +10,13 @@ from typing import Any
 
 from autobatch._data import Source, resolve_source
 from autobatch._env import environment
-from autobatch._errors import ModelError, UsageError
+from autobatch._errors import UsageError
 from autobatch._models import (
-    BUILTIN_MODELS,
     builtin_image_size,
     is_builtin,
     model_function_spec,
 )
+from autobatch._models._files import check_model_file
 from autobatch._plan import (
     hardware_fingerprint,
     model_fingerprint,
@@ -56,13 +56,11 @@ class TuneJob:
 def model_spec(model: Any) -> Any:
     """The model as it travels (and fingerprints): a model-building function as
     ``"module:function"``, a file by its absolute path (the plan names a file that any
-    folder can find); an unknown name is an error."""
+    folder can find); an unknown name, or a file that is no ``.keras`` model, is an error."""
     model = model_function_spec(model) or model
-    if isinstance(model, str) and not is_builtin(model) and not os.path.exists(model) \
-            and model_function_spec(model) is None:
-        raise ModelError(
-            f"unknown model {model!r}: pass a .keras file or one of {', '.join(BUILTIN_MODELS)}"
-        )
+    # A file that is no .keras model (missing, a folder, a text file): one line, now,
+    # before any probe and before TensorFlow starts.
+    check_model_file(model)
     if isinstance(model, (str, os.PathLike)) and not is_builtin(model) and os.path.isfile(model):
         model = os.path.abspath(model)
     return model

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from autobatch._errors import UsageError
 from autobatch._plan import cache_root, combined_key
 from autobatch._probe import ProbeRunner
 from autobatch._probe._types import ProbeResult
@@ -31,6 +30,13 @@ from autobatch._search._space import (
     robust_value,
     should_prune,
     should_repeat,
+)
+from autobatch._search._storage import (
+    bad_url_error,
+    is_bad_url,
+    is_storage_fault,
+    rdb_storage,
+    storage_error,
 )
 
 if TYPE_CHECKING:
@@ -56,11 +62,12 @@ are named here too for the callers that import them from this module."""
 logger = logging.getLogger(__name__)
 
 
-
 def default_storage_url() -> str:
-    """An embedded SQLite file in the user cache folder."""
+    """An embedded SQLite file in the user cache folder (its folder created when it can be;
+    when it cannot, opening the study says so)."""
     path = cache_root() / "optuna.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 
 
@@ -70,42 +77,50 @@ def study_name_for(fingerprints: dict[str, str]) -> str:
 
 
 def open_study(storage: str | None, study_name: str, *, seed: int,
-               n_startup_trials: int = 6) -> optuna.Study:
-    """Create or load the study (``load_if_exists``), with a seeded TPE sampler."""
+               n_startup_trials: int = 6, in_memory: bool = False) -> optuna.Study:
+    """Create or load the study (``load_if_exists``), with a seeded TPE sampler; the
+    storage's schema is created under an inter-process lock (``_storage``).
+
+    Raises:
+        UsageError: a storage URL that does not parse or whose driver is missing.
+        StorageError: a storage that cannot be created, opened or read (one line).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials,
                                          multivariate=True)
+    url = storage or default_storage_url()
     try:
         return optuna.create_study(
-            storage=storage or default_storage_url(),
+            storage=None if in_memory else rdb_storage(url),
             study_name=study_name,
             direction="maximize",
             sampler=sampler,
             load_if_exists=True,
         )
-    except (ValueError, ImportError, ModuleNotFoundError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(
-            f"cannot open Optuna storage {storage!r}: {first}; pass a valid {{param}} URL "
-            "such as sqlite:///study.db", parameter="storage"
-        ) from None
+    except Exception as exc:
+        if is_bad_url(exc):
+            raise bad_url_error(storage, exc) from None
+        if is_storage_fault(exc):
+            raise storage_error(url, exc) from None
+        raise
 
 
 def reset_and_open_study(storage: str | None, name: str, *, seed: int,
-                         force: bool) -> optuna.Study:
+                         force: bool, in_memory: bool = False) -> optuna.Study:
     """``open_study``; with ``force``, the stored study of that name is deleted first."""
-    if force:
+    if force and not in_memory:
         import optuna
 
         try:
-            optuna.delete_study(study_name=name, storage=storage or default_storage_url())
+            optuna.delete_study(study_name=name,
+                                storage=rdb_storage(storage or default_storage_url()))
         except KeyError:
             pass  # no such study yet
         except Exception as exc:  # storage problems surface in open_study with a clear message
             logger.debug("could not delete study %s: %s", name, exc)
-    return open_study(storage, name, seed=seed)
+    return open_study(storage, name, seed=seed, in_memory=in_memory)
 
 
 # ---------------------------------------------------------------- running trials

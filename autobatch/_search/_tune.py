@@ -15,14 +15,16 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from autobatch._models import optimizer_name
-from autobatch._plan import Plan, load_cached_plan, save_cached_plan
+from autobatch._models._files import check_model_file
+from autobatch._plan import Plan, load_cached_plan
+from autobatch._plan._output import output_error
 from autobatch._probe import ProbeRunner, SubprocessProbeRunner
 from autobatch._probe._budgets import resolve_budgets
 from autobatch._progress import Verbose
-from autobatch._search._annotate import annotate_study
 from autobatch._search._assemble import (
     build_plan,
     hardware_record,
@@ -45,17 +47,19 @@ from autobatch._search._finalists import (
     undecided,
 )
 from autobatch._search._job import TuneJob, open_source, prepare_job
+from autobatch._search._keep import (
+    annotate_or_warn,
+    keep_plan,
+    open_tune_study,
+    raise_storage_fault,
+)
 from autobatch._search._model_checks import pixels_phase, xla_phase
 from autobatch._search._run import SearchRun
 from autobatch._search._stand_in import for_source, plan_without_tuning
-from autobatch._search._study import fail_stale_trials, reset_and_open_study
 from autobatch._search._study_phase import study_phase, training_batch_cap
 from autobatch._search._timing import FINALIST_MIN_TIME_S, TRIAL_MIN_TIME_S
 from autobatch._search._tracked import TrackedRunner
 from autobatch._search._verify import verify_phase
-
-if TYPE_CHECKING:
-    import optuna
 
 __all__ = [
     "FINALIST_MIN_TIME_S",
@@ -182,6 +186,7 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
     """``tune`` with its options made into a ``TuneConfig``: cache -> search -> Plan."""
     started = time.perf_counter() if started is None else started
     emit = Emitter(on_event, started, config.time_budget_s)
+    check_model_file(model)  # a file that is no .keras model: one line, before the audit
     source = open_source(data, config.num_examples)
     # What the worker tunes on: the source, or a stand-in of the same shapes (a sample of a
     # generator), or nothing (a batched or one-shot generator keeps its own batch size).
@@ -195,20 +200,24 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
         if cached is not None:
             return for_source(cached, source)
 
-    study = _open_study(job, config, emit)
-    with _probe_runner(runner, job, config) as probe_runner:
-        plan = _search(SearchRun(
-            runner=TrackedRunner(probe_runner), study=study, stored=study.user_attrs,
-            config=config, emit=emit, deadline=config.deadline(started), count=job.count,
-            size=job.size, channels=job.channels, source=job.source, env=job.env,
-        ))
+    study, in_memory = open_tune_study(job, config, emit)
+    try:
+        with _probe_runner(runner, job, config) as probe_runner:
+            plan = _search(SearchRun(
+                runner=TrackedRunner(probe_runner), study=study, stored=study.user_attrs,
+                config=config, emit=emit, deadline=config.deadline(started),
+                count=job.count, size=job.size, channels=job.channels, source=job.source,
+                env=job.env,
+            ))
+    except Exception as exc:
+        raise_storage_fault(exc, config, in_memory=in_memory)
+        raise
     _complete_plan(plan, job, config, probe_runner)
+    if in_memory:
+        plan.study = {}  # nothing was kept: the report offers no dashboard command
     plan.measured["tune_wall_time_s"] = round(time.perf_counter() - started, 2)
-    annotate_study(study, plan)
-    if config.use_cache:
-        save_cached_plan(plan)
-    if config.output is not None:
-        plan.save(config.output)
+    annotate_or_warn(study, plan)
+    keep_plan(plan, config)
     emit("done", f"batch {plan.batch_size}: {plan.examples_per_s or 0:.1f} examples/s",
          best=plan.examples_per_s)
     return for_source(plan, source)
@@ -221,25 +230,13 @@ def _cached_plan(job: TuneJob, config: TuneConfig, emit: Emitter) -> Plan | None
         return None
     emit("cache", f"cached plan {cached.path}")
     if config.output is not None:
-        cached.save(config.output)
+        kept_at = Path(cached.path) if cached.path else None
+        try:
+            cached.save(config.output)
+        except OSError as exc:
+            raise output_error(cached, config.output, exc, kept_at=kept_at) from None
     cached.cache_hit = True
     return cached
-
-
-def _open_study(job: TuneJob, config: TuneConfig, emit: Emitter) -> optuna.Study:
-    """The tune's study (a fresh one with ``force``), its stale trials failed, with the
-    model, data and hardware it measures as user attributes."""
-    study = reset_and_open_study(config.storage, job.study_name, seed=config.seed,
-                                 force=config.force)
-    stale = fail_stale_trials(study)
-    if stale:
-        emit("search", f"marked {len(stale)} trial(s) failed that a killed tune left running")
-    study.set_user_attr("model", model_summary(job.model, image_size=job.size,
-                                               channels=job.channels,
-                                               num_classes=job.num_classes))
-    study.set_user_attr("data", {**job.source.summary(), "num_examples": job.count})
-    study.set_user_attr("hardware", hardware_record(job.env))
-    return study
 
 
 @contextlib.contextmanager
