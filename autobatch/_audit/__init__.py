@@ -20,15 +20,18 @@ folders belong to their top-level class. A folder without class folders is *unla
 from __future__ import annotations
 
 import os
+from numbers import Integral
 
 from autobatch._audit._findings import (
     EXTREME_ASPECT,
     HUGE_PIXELS,
+    MAX_PIXELS,
     SKIP_REASONS,
     TINY_SIDE_PX,
     WARNING_KINDS,
     AuditReport,
     assemble,
+    skip_too_many_pixels,
 )
 from autobatch._audit._headers import inspect_bytes, inspect_file
 from autobatch._audit._kinds import (
@@ -53,18 +56,20 @@ from autobatch._audit._scan import (
     keras_loadable_count,
     scan_folder,
 )
-from autobatch._errors import DataError
+from autobatch._errors import DataError, UsageError
 
 __all__ = [
     "CORRUPT", "DECODABLE_FORMATS", "EMPTY", "EXTENSION_FORMATS", "EXTREME_ASPECT", "HEAD_BYTES",
-    "HUGE_PIXELS", "KERAS_FORMATS", "NOT_AN_IMAGE", "SKIP_REASONS", "TAIL_BYTES", "TINY_SIDE_PX",
-    "UNREADABLE", "UNSUPPORTED", "WARNING_KINDS", "AuditReport", "ImageInfo", "ProgressCallback",
-    "audit", "expected_format", "inspect_bytes", "inspect_file", "keras_loadable_count", "sniff",
+    "HUGE_PIXELS", "KERAS_FORMATS", "MAX_PIXELS", "NOT_AN_IMAGE", "SKIP_REASONS", "TAIL_BYTES",
+    "TINY_SIDE_PX", "UNREADABLE", "UNSUPPORTED", "WARNING_KINDS", "AuditReport", "ImageInfo",
+    "ProgressCallback", "audit", "check_max_pixels", "expected_format", "inspect_bytes",
+    "inspect_file", "keras_loadable_count", "sniff",
 ]
 
 
 def audit(data_dir: str | os.PathLike[str], deep: bool = False, *, workers: int | None = None,
-          progress: ProgressCallback | None = None) -> AuditReport:
+          progress: ProgressCallback | None = None,
+          max_pixels: int | None = None) -> AuditReport:
     """Scan an image folder and account for every file in it.
 
     Args:
@@ -75,13 +80,19 @@ def audit(data_dir: str | os.PathLike[str], deep: bool = False, *, workers: int 
         workers: threads for header reads (default ``4 x CPUs``, at most 32); with ``deep``,
             the decode processes are the usable cores.
         progress: called as ``progress(done, total, phase)`` while files are checked.
+        max_pixels: the most pixels (width x height, read from the header) an image may
+            have; a larger one is skipped as ``too_many_pixels`` and never decoded, here or
+            by training (a decompression bomb). None: ``MAX_PIXELS`` (178,956,970, twice
+            Pillow's ``Image.MAX_IMAGE_PIXELS``).
 
     Returns:
         The ``AuditReport``.
 
     Raises:
         DataError: the path does not exist, is not a folder, or cannot be listed.
+        UsageError: ``max_pixels`` is not a positive whole number.
     """
+    limit = check_max_pixels(max_pixels)
     top = os.path.abspath(os.fspath(data_dir))
     if not os.path.exists(top):
         raise DataError(f"data folder {display(top)!r} does not exist; pass an image folder")
@@ -90,6 +101,7 @@ def audit(data_dir: str | os.PathLike[str], deep: bool = False, *, workers: int 
     class_names, entries, warnings = scan_folder(top)
     candidates = [e for e in entries if e.reason is None]
     inspect_all(candidates, workers, progress)
+    skip_too_many_pixels(candidates, limit)  # before --deep: a bomb is never decoded
     if deep:
         # Imported here, not at the top: the decode workers run ``python -m
         # autobatch._audit._decode``, which must not find that module imported already.
@@ -102,7 +114,17 @@ def audit(data_dir: str | os.PathLike[str], deep: bool = False, *, workers: int 
                 entry.reason, entry.detail = "corrupt", error
             elif channels is not None and entry.info is not None:
                 entry.info = _with_channels(entry.info, channels)
-    return assemble(top, deep, class_names, entries, warnings)
+    return assemble(top, deep, class_names, entries, warnings, limit)
+
+
+def check_max_pixels(max_pixels: int | None) -> int:
+    """The pixel limit to apply: ``max_pixels``, or ``MAX_PIXELS`` for None."""
+    if max_pixels is None:
+        return MAX_PIXELS
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, Integral) or max_pixels < 1:
+        raise UsageError("{param} must be a positive whole number of pixels (width x height), "
+                         f"got {max_pixels!r}", parameter="max_pixels")
+    return int(max_pixels)
 
 
 def _with_channels(info: ImageInfo, channels: int) -> ImageInfo:

@@ -18,9 +18,21 @@ from autobatch._audit._scan import (
     warning,
 )
 
-SKIP_REASONS = ("unsupported_format", "corrupt", "empty", "not_an_image", "root_level",
-                "hidden", "broken_link", "unreadable")
+SKIP_REASONS = ("unsupported_format", "corrupt", "too_many_pixels", "empty", "not_an_image",
+                "root_level", "hidden", "broken_link", "unreadable")
 """Every file not used gets exactly one of these."""
+
+MAX_PIXELS = 2 * 89_478_485
+"""The default pixel limit (width x height, from the header): above it an image is skipped
+as ``too_many_pixels`` and never decoded (a decompression bomb: a few kilobytes of PNG or
+GIF that decode to gigabytes). It is twice Pillow's ``Image.MAX_IMAGE_PIXELS`` (89,478,485,
+a quarter GiB of 24-bit pixels, where Pillow warns), the point at which Pillow itself refuses
+to open an image (``DecompressionBombError``): every image Pillow-based tools open passes,
+and so does every single camera frame up to 150 MP (a 102 MP GFX100 frame, a 151 MP Phase
+One IQ4), while a 20000 x 20000 bomb (400 MP, 1.2 GB of pixels decoded per copy, one copy
+per parallel decode) does not. At the limit one decoded RGB image is 537 MB. Training images
+that big are resized to a few hundred pixels anyway; pass a larger ``max_pixels`` to keep
+them."""
 
 WARNING_KINDS = ("extension_mismatch", "duplicate", "mixed_channels", "extreme_size",
                  "single_class", "empty_class", "unlabeled", "symlink_loop", "bmp_palette")
@@ -47,6 +59,8 @@ class AuditReport:
     image_sizes: dict[str, Any]
     formats: dict[str, int]
     class_imbalance_ratio: float | None
+    max_pixels: int = MAX_PIXELS
+    """The pixel limit the audit applied (``too_many_pixels`` above it)."""
     usable_files: list[tuple[str, int]] = field(default_factory=list, repr=False)
     """``(absolute path, label index)`` in Keras order (class, then folder, then name)."""
     class_names: list[str] = field(default_factory=list)
@@ -72,6 +86,7 @@ class AuditReport:
             "image_sizes": self.image_sizes,
             "formats": dict(self.formats),
             "class_imbalance_ratio": self.class_imbalance_ratio,
+            "max_pixels": self.max_pixels,
         }
 
     def summary_sentence(self) -> str:
@@ -84,8 +99,20 @@ class AuditReport:
         return f"{head}; {len(self.skipped)} skipped ({parts})."
 
 
+def skip_too_many_pixels(entries: list[Entry], max_pixels: int) -> None:
+    """Give every usable file whose header promises more than ``max_pixels`` its reason."""
+    for e in entries:
+        info = e.info
+        if e.reason is None and info is not None and info.width and info.height \
+                and info.width * info.height > max_pixels:
+            e.reason = "too_many_pixels"
+            e.detail = (f"{info.width}x{info.height} = {info.width * info.height:,} pixels, over "
+                        f"the limit of {max_pixels:,}; it is never decoded (raise max_pixels "
+                        "to use it)")
+
+
 def assemble(top: str, deep: bool, class_names: list[str], entries: list[Entry],
-              warnings: list[dict[str, str]]) -> AuditReport:
+              warnings: list[dict[str, str]], max_pixels: int = MAX_PIXELS) -> AuditReport:
     usable = sorted((e for e in entries if e.reason is None),
                     key=lambda e: (e.class_index, e.walk_root, e.name))
     skipped = [{"path": rel(top, e.path), "reason": str(e.reason), "detail": e.detail}
@@ -109,6 +136,7 @@ def assemble(top: str, deep: bool, class_names: list[str], entries: list[Entry],
         image_sizes=_size_summary(infos),
         formats=dict(sorted(Counter(str(i.format) for i in infos).items())),
         class_imbalance_ratio=_imbalance(classes),
+        max_pixels=max_pixels,
         usable_files=[(e.path, e.class_index) for e in usable],
         class_names=list(class_names),
     )

@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from autobatch import DataError
-from autobatch._cli._common import console, err_console, print_json
+from autobatch._cli._common import console, err_console, print_json, shown
 
 EXAMPLES_PER_REASON = 5
 
@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--json", action="store_true", help="print JSON (keys in the README)")
     parser.add_argument("--workers", type=int, default=None,
                         help="threads for header reads (default 4 x CPUs, at most 32)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="skip images over N pixels (width x height, from the header) as "
+                             "too_many_pixels, never decoding them (default 178956970, twice "
+                             "Pillow's decompression-bomb limit)")
     parser.set_defaults(func=run)
 
 
@@ -36,21 +40,22 @@ def run(args: argparse.Namespace) -> int:
 
     report = _run_audit(args, autobatch.audit)
     if report.files_on_disk == 0:
-        raise DataError(f"{report.data_dir} holds no files; pass a folder of class sub-folders "
-                        "of images")
+        raise DataError(f"{shown(report.data_dir, markup=False)} holds no files; pass a folder "
+                        "of class sub-folders of images")
     if args.json:
         print_json(report.to_dict())
     else:
         _print_human(report)
     if report.usable_images == 0:
-        raise DataError(f"no usable images in {report.data_dir}: all {report.files_on_disk} "
-                        "files are skipped (reasons above)")
+        raise DataError(f"no usable images in {shown(report.data_dir, markup=False)}: all "
+                        f"{report.files_on_disk} files are skipped (reasons above)")
     return 1 if report.skipped else 0
 
 
 def _run_audit(args: argparse.Namespace, audit: Any) -> Any:
     if args.json or not err_console().is_terminal:
-        return audit(args.data_dir, deep=args.deep, workers=args.workers)
+        return audit(args.data_dir, deep=args.deep, workers=args.workers,
+                     max_pixels=args.max_pixels)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     labels = {"scan": "reading headers", "decode": "decoding with TensorFlow"}
@@ -63,15 +68,15 @@ def _run_audit(args: argparse.Namespace, audit: Any) -> Any:
                 tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
             bar.update(tasks[phase], completed=done, total=total)
 
-        return audit(args.data_dir, deep=args.deep, workers=args.workers, progress=progress)
+        return audit(args.data_dir, deep=args.deep, workers=args.workers, progress=progress,
+                     max_pixels=args.max_pixels)
 
 
 def _print_human(report: Any) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     out = console()
-    table = Table(title=f"autobatch audit {escape(report.data_dir)}", show_header=False,
+    table = Table(title=f"autobatch audit {shown(report.data_dir)}", show_header=False,
                   title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
@@ -80,7 +85,7 @@ def _print_human(report: Any) -> None:
     table.add_row("skipped", str(len(report.skipped)))
     table.add_row("Keras would index", f"{report.keras_loadable} (image_dataset_from_directory)")
     if report.classes:
-        classes = ", ".join(f"{escape(k)} {v}" for k, v in report.classes.items())
+        classes = ", ".join(f"{shown(k)} {v}" for k, v in report.classes.items())
         table.add_row("classes", f"{len(report.classes)}: {classes}")
     else:
         table.add_row("classes", "none (unlabeled folder)")
@@ -105,7 +110,7 @@ def _print_human(report: Any) -> None:
             items = by_reason[reason]
             out.print(f"  [bold]{reason}[/bold]: {len(items)}")
             for item in items[:EXAMPLES_PER_REASON]:
-                out.print(f"    {escape(item['path'])}  [dim]{escape(item['detail'])}[/dim]")
+                out.print(f"    {shown(item['path'])}  [dim]{shown(item['detail'])}[/dim]")
             if len(items) > EXAMPLES_PER_REASON:
                 out.print(f"    ... and {len(items) - EXAMPLES_PER_REASON} more (--json lists "
                           "all)")
@@ -117,8 +122,8 @@ def _print_human(report: Any) -> None:
         for kind, items in by_kind.items():
             out.print(f"  [bold yellow]{kind}[/bold yellow]: {len(items)}")
             for item in items[:EXAMPLES_PER_REASON]:
-                out.print(f"    {escape(item['path'])}  {escape(item['message'])}")
+                out.print(f"    {shown(item['path'])}  {shown(item['message'])}")
             if len(items) > EXAMPLES_PER_REASON:
                 out.print(f"    ... and {len(items) - EXAMPLES_PER_REASON} more")
     out.print()
-    out.print(f"[bold]{escape(report.summary_sentence())}[/bold]")
+    out.print(f"[bold]{shown(report.summary_sentence())}[/bold]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -24,6 +25,34 @@ def err_console() -> Console:
     if _stderr is None:
         _stderr = Console(stderr=True, highlight=False)
     return _stderr
+
+
+# C0 and C1 controls (newline, ESC, BEL, CR, backspace, DEL ...), the Unicode line and paragraph
+# separators, and the bidirectional overrides/isolates (which reorder what follows them).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(text: object, *, markup: bool = True) -> str:
+    """A user-supplied string (a path, a class name, a message quoting one) made safe for one
+    terminal line: control characters become visible escapes (``\\n``, ``\\x1b``), so a file
+    name can neither break the line nor colour or move the terminal; with ``markup`` (for
+    rich's ``print``), ``[`` is escaped too, so a name is never read as rich markup. Every CLI
+    line that prints a user path goes through it."""
+    safe = _CONTROL.sub(_escape_one, str(text))
+    if not markup:
+        return safe
+    from rich.markup import escape
+
+    return escape(safe)
 
 
 def print_json(data: Any) -> None:

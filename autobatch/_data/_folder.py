@@ -42,11 +42,15 @@ class FileSource(Source):
             raise DataError(f"{len(self.paths)} paths but {len(self.labels)} labels")
 
     @classmethod
-    def from_directory(cls, data_dir: str | os.PathLike[str]) -> FileSource:
-        """Index a folder through the header audit: only files usable by content count."""
+    def from_directory(cls, data_dir: str | os.PathLike[str], *,
+                       max_pixels: int | None = None) -> FileSource:
+        """Index a folder through the header audit: only files usable by content count.
+
+        ``max_pixels`` is the audit's pixel limit (None: its default): a larger image is
+        left out, so that no pipeline built from this source ever decodes it."""
         from autobatch._audit import audit
 
-        report = audit(data_dir)
+        report = audit(data_dir, max_pixels=max_pixels)
         if not report.usable_files:
             raise DataError(f"no usable images in {data_dir}; run 'autobatch audit {data_dir}'")
         paths = tuple(p for p, _ in report.usable_files)
@@ -120,6 +124,21 @@ class FileSource(Source):
                 stamp = "missing"
             digest.update(f"{path}\0{label}\0{stamp}\n".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
+
+    def unavailable(self) -> list[str]:
+        """The files that no longer read as the audit found them (deleted, unreadable, or no
+        longer a usable image by their header), in this source's order: what to name when
+        training fails on a file that changed after indexing."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from autobatch._audit import inspect_file
+
+        def changed(path: str) -> bool:
+            return inspect_file(path).problem is not None
+
+        with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
+            flags = list(pool.map(changed, self.paths, chunksize=256))
+        return [path for path, flag in zip(self.paths, flags, strict=True) if flag]
 
     def summary(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.root, "class_names": list(self.class_names)}

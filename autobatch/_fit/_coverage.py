@@ -243,3 +243,90 @@ def _explain(seen: int, expected: int | None, short_cause: str | None) -> str:
         f"{seen - expected} examples more than usable: the input yielded more than one pass "
         "(a generator longer than its declared length)"
     )
+
+
+# TensorFlow errors that a changed input file raises inside the input pipeline: deleted
+# (NotFoundError from ReadFile), unreadable (PermissionDeniedError), cut or overwritten
+# (DataLossError, InvalidArgumentError from DecodeImage).
+_FILE_FAULTS = ("NotFoundError", "PermissionDeniedError", "DataLossError",
+                "InvalidArgumentError")
+
+
+def data_fault(exc: BaseException, counter: ExampleCounter, report: CoverageReport,
+               sources: list[Any], noun: str = "examples") -> Exception | None:
+    """The one-line ``DataError`` for a training run that failed on its input data (a file
+    deleted, made unreadable or overwritten after the folder was indexed), or None when
+    ``exc`` is not such a failure (it is then re-raised as it is).
+
+    The message names the file, the examples trained so far (this epoch and in all) and the
+    epoch's shortfall; the partial epoch is appended to ``report`` with that cause, and the
+    error carries ``coverage`` (the report) and ``tf_error`` (TensorFlow's own exception).
+    """
+    if type(exc).__name__ not in _FILE_FAULTS or not type(exc).__module__.startswith(
+            "tensorflow"):
+        return None
+    text = str(exc)
+    changed = [path for source in sources if source is not None
+               for path in _unavailable(source)]
+    if "IteratorGetNext" not in text and not changed:
+        return None  # raised by the model's own step, not by reading the data
+    from autobatch._errors import DataError
+
+    reason = _tf_reason(text)
+    named = next((p for p in changed if p in text), None) or _path_in(reason) or \
+        (changed[0] if changed else None)
+    if named is not None:
+        reason = reason.rpartition("; ")[2] or reason  # TF writes "PATH; why"
+        what = f"{named!r} {_verb(exc)} during fit ({reason})"
+    else:
+        what = f"an input file failed during fit ({reason})"
+    seen = int(counter.variable.numpy())
+    expected = report.expected_examples
+    epoch = len(report.epochs) + 1
+    before = report.total_examples_seen
+    if expected is None:
+        progress = f"epoch {epoch} stopped after {seen} {noun}"
+    else:
+        progress = (f"epoch {epoch} stopped after {seen} of {expected} usable {noun} "
+                    f"({max(expected - seen, 0)} not trained on)")
+    if before:
+        progress += f", {before + seen} trained in all"
+    if changed:
+        total = sum(s.num_examples or 0 for s in sources if s is not None)
+        gone = f"{len(changed)} of the {total} files indexed at the start are missing or " \
+               "changed now; restore them, or rerun (the folder is indexed again)"
+    else:
+        gone = "find it with 'autobatch audit --deep' and remove or replace it"
+    report.epochs.append(EpochCoverage(epoch, seen, expected, cause=what))
+    error = DataError(f"{what}: {progress}; {gone}")
+    error.coverage = report  # type: ignore[attr-defined]
+    error.tf_error = exc  # type: ignore[attr-defined]
+    return error
+
+
+def _unavailable(source: Any) -> list[str]:
+    """The source's examples that can no longer be read (files changed since indexing)."""
+    finder = getattr(source, "unavailable", None)
+    return list(finder()) if callable(finder) else []
+
+
+def _tf_reason(text: str) -> str:
+    """TensorFlow's own one-line reason out of its multi-line op error."""
+    lines = [line.strip() for line in text.splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith("[[") and i > 0 and lines[i - 1]:
+            return lines[i - 1]
+    kept = [line for line in lines if line and not line.startswith(("[[", "Graph execution",
+                                                                  "Detected at", "<stack"))]
+    return kept[0] if kept else "no detail"
+
+
+def _path_in(reason: str) -> str | None:
+    """The file TensorFlow names at the head of ``PATH; No such file or directory``."""
+    head, sep, _ = reason.partition("; ")
+    return head if sep and head.startswith("/") else None
+
+
+def _verb(exc: BaseException) -> str:
+    return {"NotFoundError": "vanished", "PermissionDeniedError": "became unreadable"}.get(
+        type(exc).__name__, "no longer decodes")

@@ -17,7 +17,12 @@ from typing import Any
 
 from autobatch._data import Source, resolve_source
 from autobatch._errors import UsageError
-from autobatch._fit._coverage import CoverageReport, counting_train_step, make_coverage_callback
+from autobatch._fit._coverage import (
+    CoverageReport,
+    counting_train_step,
+    data_fault,
+    make_coverage_callback,
+)
 from autobatch._fit._lr import apply_learning_rate
 from autobatch._fit._plans import adapt_plan, obtain_plan
 from autobatch._fit._preflight import preflight
@@ -95,6 +100,9 @@ def fit(
         UsageError: a pre-flight check failed, an argument the plan owns was passed, or
             the data cannot be trained on as given (one class, an endless generator
             without ``num_examples``).
+        DataError: an input file vanished, became unreadable or stopped decoding during
+            training: the message names it, the examples trained so far and the epoch's
+            shortfall; ``error.coverage`` holds the epochs up to the failed one.
     """
     tune_options = dict(tune_options or {})
     # The tune's own options, given to fit directly, join tune_options.
@@ -161,8 +169,18 @@ def fit(
                                              short_cause=short_cause, on_epoch=on_epoch)
         # shuffle=False: the pipeline reshuffles every epoch itself; Keras ignores (and
         # warns about) shuffle for a tf.data input.
-        history = model.fit(train_ds, epochs=epochs, shuffle=False,
-                            callbacks=[coverage_cb, *(callbacks or [])], **fit_kwargs)
+        try:
+            history = model.fit(train_ds, epochs=epochs, shuffle=False,
+                                callbacks=[coverage_cb, *(callbacks or [])], **fit_kwargs)
+        except Exception as exc:
+            # Data that changed under fit (a file deleted or overwritten after indexing) is
+            # an error, not a warning: TensorFlow's iterator cannot go on past the failed
+            # element, and skipping files would leave the epoch's count meaningless.
+            fault = data_fault(exc, counter, report, [train_source, val_source],
+                               noun=train_source.noun)
+            if fault is None:
+                raise
+            raise fault from None
     history.plan = plan
     history.coverage = report
     history.learning_rate = lr_info
