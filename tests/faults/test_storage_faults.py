@@ -364,8 +364,36 @@ def test_two_tunes_started_together_on_a_fresh_cache_both_exit_0(tmp_path: Path)
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
         for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for proc, (_, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err[-2000:]
         assert "Traceback" not in err
     for i in range(2):
         assert json.loads((tmp_path / f"plan{i}.json").read_text())["batch_size"] >= 1
+
+
+@pytest.mark.slow
+def test_the_cli_prints_a_plan_it_could_not_write_and_exits_1(tmpfs: Path,
+                                                              tmp_path: Path) -> None:
+    """Output on a full disk, a cache under a regular file (nothing can keep the plan):
+    the plan JSON on stdout, one line on stderr, exit 1; no traceback."""
+    from conftest import make_image_folder
+
+    data = make_image_folder(tmp_path / "data", {"a": 12, "b": 12}, size=(16, 16))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    _fill(tmpfs)
+    env = {**os.environ, "AUTOBATCH_CACHE_DIR": str(a_file / "cache"),
+           "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "autobatch", "tune", str(data), "--model", "small_cnn",
+         "--image-size", "16", "--trials", "1", "--time-budget", "40", "--no-xla",
+         "--output", str(tmpfs / "plan.json")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "No space left on device" in errors[0]
+    assert "--output" in errors[0] and "not stored anywhere else" in errors[0]
+    assert any("in-memory study" in line for line in done.stderr.splitlines())
+    plan = json.loads(done.stdout)
+    assert plan["batch_size"] >= 1 and plan["schema_version"] == 1
