@@ -7,8 +7,10 @@ signal) leaves the old file and no temporary behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -48,3 +50,22 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *,
                       mode: int | None = None) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (see ``atomic_write_bytes``)."""
     return atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
+@contextlib.contextmanager
+def atomic_target(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that writes files itself (Keras'
+    ``model.save``): renamed onto ``path`` when the block ends, removed when it raises.
+    ``suffix``: what the writer needs the name to end with (``.keras``)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autobatch._atomic import atomic_target
 from autobatch._errors import ModelError
 from autobatch._models._shapes import model_input_shape
 from autobatch._models._userland import (
@@ -91,15 +92,11 @@ def save_model_for_worker(model: keras.Model, path: str | os.PathLike[str],
             keras.saving.deserialize_keras_object(config)
     except Exception as exc:
         raise ModelError(_rebuild_error(model, exc), parameter="model") from exc
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.keras")
     try:
-        model.save(tmp)
-        os.replace(tmp, target)
+        with atomic_target(target, suffix=".keras") as tmp:
+            model.save(tmp)
     except Exception as exc:
         raise ModelError(f"model {model.name!r} cannot be saved: {first_line(exc)}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     modules = list(dict.fromkeys(o["module"] for o in objects))
     if custom_objects_module:
         modules.append(custom_objects_module)

@@ -17,7 +17,7 @@ import time
 import traceback
 from typing import Any
 
-from autobatch._data import build_dataset, has_8bit_pixels
+from autobatch._data import build_dataset
 from autobatch._models import model_accepts_uint8, model_input_shape
 from autobatch._probe._data_io import load_source, probe_subset
 from autobatch._probe._failures import is_oom
@@ -101,7 +101,7 @@ class Worker:
     def accepts_uint8(self) -> bool:
         """Whether uint8 batches can be built (8-bit images) and the model gives the same
         output for them as for float32 (``autobatch._models.model_accepts_uint8``)."""
-        return bool(has_8bit_pixels(self.source) and model_accepts_uint8(
+        return bool(self.source.eight_bit and model_accepts_uint8(
             self.model, self.image_size, self.channels))
 
     # ---- the train step, traced once per jit setting and input dtype, any batch size

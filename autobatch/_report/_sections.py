@@ -7,18 +7,23 @@ from typing import Any
 
 from autobatch._report._format import is_number, lookup
 from autobatch._report._markup import budget_key, esc, none_note, num, table_rows
+from autobatch._settings import SETTING_NAMES
 
-_PIPELINE_ROWS = (
-    ("num_parallel_calls", "parallel map calls"),
-    ("prefetch", "prefetched batches"),
-    ("cache", "cache"),
-    ("private_threadpool_size", "private thread pool (0 = shared)"),
-    ("max_intra_op_parallelism", "intra-op parallelism"),
-    ("deterministic", "deterministic order"),
-    ("shuffle_buffer", "shuffle buffer (0 = full shuffle of the file list)"),
-    ("arrays_in_memory", "arrays as one in-memory tensor"),
-    ("pixels", "pixel dtype (uint8: the model casts)"),
-)
+_SETTING_LABELS = {
+    "num_parallel_calls": "parallel map calls",
+    "prefetch": "prefetched batches",
+    "cache": "cache",
+    "private_threadpool_size": "private thread pool (0 = shared)",
+    "max_intra_op_parallelism": "intra-op parallelism",
+    "deterministic": "deterministic order",
+    "shuffle_buffer": "shuffle buffer (0 = full shuffle of the file list)",
+    "arrays_in_memory": "arrays as one in-memory tensor",
+    "pixels": "pixel dtype (uint8: the model casts)",
+}
+# Every setting, in the report's order (a new setting shows under its own name).
+_PIPELINE_ROWS = tuple((name, _SETTING_LABELS.get(name, name)) for name in (
+    *(n for n in _SETTING_LABELS if n in SETTING_NAMES),
+    *(n for n in SETTING_NAMES if n not in _SETTING_LABELS)))
 
 
 def settings_section(plan: dict[str, Any]) -> str:
