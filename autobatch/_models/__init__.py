@@ -27,6 +27,7 @@ from autobatch._models._builtins import (
     compile_default,
     is_builtin,
 )
+from autobatch._models._files import check_keras_file, check_model_file
 from autobatch._models._functions import (
     build_model_from_function,
     model_function_file,
@@ -46,6 +47,8 @@ from autobatch._models._shapes import model_accepts_uint8, model_input_shape, mo
 from autobatch._models._userland import import_custom_objects
 
 __all__ = [
+    "check_keras_file",
+    "check_model_file",
     "BUILTIN_MODELS",
     "WAYS_OUT",
     "build_builtin",

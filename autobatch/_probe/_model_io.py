@@ -23,6 +23,7 @@ from autobatch._models import (
     resolve_model,
     save_model_for_worker,
 )
+from autobatch._models._files import check_keras_file
 from autobatch._probe._data_io import image_size_from_data, num_classes
 
 logger = logging.getLogger(__name__)
@@ -78,13 +79,8 @@ def describe_model(model: Any, source: Any, *, image_size: tuple[int, int] | Non
         return ModelDescription({"function": function}, [function.partition(":")[0]],
                                 image_size, channels)
     if isinstance(model, (str, os.PathLike)):
+        check_keras_file(model)  # a zip with a config, checked before the worker starts
         path = Path(model)
-        if path.suffix != ".keras":
-            raise ModelError(f"model SPEC {str(model)!r} is neither a .keras file, a "
-                             "model-building function (module:function) nor a built-in; "
-                             f"use one of {', '.join(BUILTIN_MODELS)}")
-        if not path.is_file():
-            raise ModelError(f"model file {str(model)!r} does not exist; check the path")
         modules = [custom_objects_module] if custom_objects_module else []
         return ModelDescription({"path": str(path.resolve()),
                                  "custom_objects_module": custom_objects_module},
