@@ -20,7 +20,7 @@ EXPECTED_PUBLIC = {
 # Each public function's parameters as "name", "name=default", "*keyword_only=default",
 # "**var_keyword": callers' code depends on them.
 PUBLIC_SIGNATURES: dict[str, list[str]] = {
-    "audit": ["data_dir", "deep=False", "*workers=None", "*progress=None"],
+    "audit": ["data_dir", "deep=False", "*workers=None", "*progress=None", "*max_pixels=None"],
     "dataset": [
         "data", "plan=None", "*model=None", "*repeat=False", "*shuffle=True", "*seed=None",
         "*image_size=None", "*tune_options=None",

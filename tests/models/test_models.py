@@ -34,7 +34,7 @@ def test_keras_file_round_trip(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("spec, match", [
-    ("no_such_model", "neither a .keras file nor a built-in"),
+    ("no_such_model", "unknown model .no_such_model.: pass a .keras file"),
     ("missing.keras", "does not exist"),
 ])
 def test_bad_specs_are_model_errors(spec: str, match: str) -> None:
