@@ -107,8 +107,8 @@ def skip_too_many_pixels(entries: list[Entry], max_pixels: int) -> None:
                 and info.width * info.height > max_pixels:
             e.reason = "too_many_pixels"
             e.detail = (f"{info.width}x{info.height} = {info.width * info.height:,} pixels, over "
-                        f"the limit of {max_pixels:,}; it is never decoded (raise max_pixels "
-                        "to use it)")
+                        f"the limit of {max_pixels:,}; never decoded (a larger --max-pixels "
+                        "or max_pixels= keeps it)")
 
 
 def assemble(top: str, deep: bool, class_names: list[str], entries: list[Entry],

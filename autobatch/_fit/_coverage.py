@@ -246,10 +246,11 @@ def _explain(seen: int, expected: int | None, short_cause: str | None) -> str:
 
 
 # TensorFlow errors that a changed input file raises inside the input pipeline: deleted
-# (NotFoundError from ReadFile), unreadable (PermissionDeniedError), cut or overwritten
-# (DataLossError, InvalidArgumentError from DecodeImage).
-_FILE_FAULTS = ("NotFoundError", "PermissionDeniedError", "DataLossError",
-                "InvalidArgumentError")
+# (NotFoundError from ReadFile), unreadable (PermissionDeniedError; FailedPreconditionError
+# when a folder took its place), cut or overwritten (DataLossError, InvalidArgumentError
+# from DecodeImage).
+_FILE_FAULTS = ("NotFoundError", "PermissionDeniedError", "FailedPreconditionError",
+                "DataLossError", "InvalidArgumentError")
 
 
 def data_fault(exc: BaseException, counter: ExampleCounter, report: CoverageReport,
@@ -306,8 +307,10 @@ def data_fault(exc: BaseException, counter: ExampleCounter, report: CoverageRepo
 
 def _unavailable(source: Any) -> list[str]:
     """The source's examples that can no longer be read (files changed since indexing)."""
-    finder = getattr(source, "unavailable", None)
-    return list(finder()) if callable(finder) else []
+    try:
+        return list(source.unavailable())
+    except AttributeError:  # a Source without the method: nothing to name (in-memory kinds)
+        return []
 
 
 def _tf_reason(text: str) -> str:
@@ -328,5 +331,6 @@ def _path_in(reason: str) -> str | None:
 
 
 def _verb(exc: BaseException) -> str:
-    return {"NotFoundError": "vanished", "PermissionDeniedError": "became unreadable"}.get(
-        type(exc).__name__, "no longer decodes")
+    return {"NotFoundError": "vanished", "PermissionDeniedError": "became unreadable",
+            "FailedPreconditionError": "became unreadable"}.get(type(exc).__name__,
+                                                                "no longer decodes")
