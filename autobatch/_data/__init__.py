@@ -15,7 +15,6 @@ No TensorFlow at import: the pipeline builders import it inside.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from autobatch._data._arrays import ArraySource
@@ -25,7 +24,6 @@ from autobatch._data._labels import LabelSpec
 from autobatch._data._resolve import rebuild_source, resolve_source
 from autobatch._data._source import EpochShape, Source
 from autobatch._data._tail import normalize_image_size, remove_private_cache_folders
-from autobatch._settings import PipelineSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
@@ -47,19 +45,7 @@ __all__ = [
 ]
 
 
-def build_dataset(
-    source: Any,
-    *,
-    batch_size: int,
-    settings: PipelineSettings,
-    image_size: int | tuple[int, int] | None = None,
-    channels: int | None = None,
-    shuffle: bool = True,
-    seed: int | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    repeat: bool = False,
-    repeat_epochs: bool = False,
-) -> tf.data.Dataset:
+def build_dataset(source: Any, **options: Any) -> tf.data.Dataset:
     """The batched ``tf.data.Dataset`` of ``(images, labels)`` for ``source``: the one builder
     that probes and ``fit`` both run.
 
@@ -79,6 +65,7 @@ def build_dataset(
 
     Args:
         source: a ``Source`` or anything ``resolve_source`` takes.
+        **options: the keyword arguments of ``Source.build_dataset``:
         batch_size: examples per batch (a batched generator keeps its own).
         settings: the pipeline settings.
         image_size: ``N`` or ``(height, width)`` to resize to (bilinear, like Keras);
@@ -97,10 +84,7 @@ def build_dataset(
     Raises:
         DataError: the source cannot be built as asked.
     """
-    return resolve_source(source).build_dataset(
-        batch_size=batch_size, settings=settings, image_size=image_size, channels=channels,
-        shuffle=shuffle, seed=seed, cache_dir=cache_dir, repeat=repeat,
-        repeat_epochs=repeat_epochs)
+    return resolve_source(source).build_dataset(**options)
 
 
 def has_8bit_pixels(source: Any) -> bool:

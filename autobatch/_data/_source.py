@@ -101,6 +101,11 @@ class Source(abc.ABC):
         but a resize's fractions (folders decode to uint8; uint8 arrays)."""
         return False
 
+    def unavailable(self) -> list[str]:
+        """Examples that no longer read as they were indexed (files deleted or changed
+        since); in-memory kinds: none."""
+        return []
+
     def image_size_hint(self) -> tuple[int, int] | None:
         """The images' own size when they all share it (for a model without an input
         shape); None when unknown or mixed."""

@@ -268,7 +268,7 @@ def data_fault(exc: BaseException, counter: ExampleCounter, report: CoverageRepo
         return None
     text = str(exc)
     changed = [path for source in sources if source is not None
-               for path in _unavailable(source)]
+               for path in source.unavailable()]
     if "IteratorGetNext" not in text and not changed:
         return None  # raised by the model's own step, not by reading the data
     from autobatch._errors import DataError
@@ -303,14 +303,6 @@ def data_fault(exc: BaseException, counter: ExampleCounter, report: CoverageRepo
     error.coverage = report  # type: ignore[attr-defined]
     error.tf_error = exc  # type: ignore[attr-defined]
     return error
-
-
-def _unavailable(source: Any) -> list[str]:
-    """The source's examples that can no longer be read (files changed since indexing)."""
-    try:
-        return list(source.unavailable())
-    except AttributeError:  # a Source without the method: nothing to name (in-memory kinds)
-        return []
 
 
 def _tf_reason(text: str) -> str:
