@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 from autobatch import AutobatchError, __version__
+from autobatch._cli._common import shown
 
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 """What ``signal.signal`` returns and takes back."""
@@ -102,7 +103,8 @@ def _cli_message(exc: AutobatchError) -> str:
     """One line; a message about a parameter names the CLI flag instead (the CLI translates)."""
     text = exc.render(flag_for) if hasattr(exc, "template") else str(exc)
     text = text.strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    # A path or name quoted in the message cannot break the line or drive the terminal.
+    return shown(text, markup=False) if text else type(exc).__name__
 
 
 class Terminated(KeyboardInterrupt):

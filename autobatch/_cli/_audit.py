@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from autobatch import DataError
-from autobatch._cli._common import console, err_console, print_json, shown
+from autobatch._cli._common import add_max_pixels, console, err_console, print_json, shown
 
 EXAMPLES_PER_REASON = 5
 
@@ -28,10 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--json", action="store_true", help="print JSON (keys in the README)")
     parser.add_argument("--workers", type=int, default=None,
                         help="threads for header reads (default 4 x CPUs, at most 32)")
-    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help="skip images over N pixels (width x height, from the header) as "
-                             "too_many_pixels, never decoding them (default 178956970, twice "
-                             "Pillow's decompression-bomb limit)")
+    add_max_pixels(parser)
     parser.set_defaults(func=run)
 
 

@@ -55,6 +55,14 @@ def shown(text: object, *, markup: bool = True) -> str:
     return escape(safe)
 
 
+def add_max_pixels(parser: Any) -> None:
+    """``--max-pixels N``, the audit's pixel limit, for every command that indexes a folder."""
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="skip images over N pixels (width x height, from the header) as "
+                             "too_many_pixels, never decoding them (default 178956970, twice "
+                             "Pillow's decompression-bomb limit)")
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output: plain JSON on stdout, nothing else."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from autobatch._cli._common import console, err_console
+from autobatch._cli._common import add_max_pixels, console, err_console, shown
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="peak memory for tuning: 3GiB, 800MB or a fraction such as 0.8")
     parser.add_argument("--pixels", choices=("auto", "float32", "uint8"),
                         help="pixel dtype when tuning (see 'autobatch tune --help')")
+    add_max_pixels(parser)
     parser.set_defaults(func=run)
 
 
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     require_image_size(model, image_size)
 
     out = console()
-    report = autobatch.audit(args.data_dir)
+    report = autobatch.audit(args.data_dir, max_pixels=args.max_pixels)
     out.print(f"audit: {report.summary_sentence()}")
 
     lines: list[str] = []
@@ -83,9 +85,41 @@ def run(args: argparse.Namespace) -> int:
         style = "green" if entry.complete else "bold red"
         out.print(f"[{style}]{line}[/]")
 
-    history = autobatch.fit(
+    progress = _ProgressLine()
+    try:
+        history = _fit(autobatch, args, model, image_size, plan, on_epoch, progress.callback())
+    finally:
+        progress.close()  # an error (or Ctrl-C) mid-epoch starts on a line of its own
+    used = history.plan
+    lr = history.learning_rate
+    steps = history.steps_per_epoch
+    out.print(
+        f"plan: batch size {used.batch_size}, {steps if steps is not None else '?'} steps per "
+        f"epoch" + (f" ({shown(used.path)})" if used.path else "")
+    )
+    if lr["factor"] != 1.0 or lr["applied"]:
+        verb = "applied" if lr["applied"] else "suggested (pass --scale-lr to apply)"
+        out.print(
+            f"learning rate: x{lr['factor']:.3g} for batch {lr['batch_size']} vs reference "
+            f"{lr['reference_batch_size']} ({lr['rule']} rule, {lr['optimizer']}) {verb}"
+        )
+    if args.save:
+        _save(history.model, args.save)
+        out.print(f"model saved to {shown(args.save)}")
+    if not history.coverage.complete:
+        err_console().print(
+            "[bold red]coverage: some epochs did not train on every usable image[/]")
+        return 1
+    return 0
+
+
+def _fit(autobatch: Any, args: argparse.Namespace, model: Any, image_size: Any, plan: Any,
+         on_epoch: Any, progress: Any) -> Any:
+    return autobatch.fit(
         model,
         args.data_dir,
+        callbacks=[progress],
+        max_pixels=args.max_pixels,
         epochs=args.epochs,
         plan=plan,
         validation_split=args.validation_split,
@@ -99,27 +133,6 @@ def run(args: argparse.Namespace) -> int:
         on_epoch=on_epoch,
         verbose=1,
     )
-    used = history.plan
-    lr = history.learning_rate
-    steps = history.steps_per_epoch
-    out.print(
-        f"plan: batch size {used.batch_size}, {steps if steps is not None else '?'} steps per "
-        f"epoch" + (f" ({used.path})" if used.path else "")
-    )
-    if lr["factor"] != 1.0 or lr["applied"]:
-        verb = "applied" if lr["applied"] else "suggested (pass --scale-lr to apply)"
-        out.print(
-            f"learning rate: x{lr['factor']:.3g} for batch {lr['batch_size']} vs reference "
-            f"{lr['reference_batch_size']} ({lr['rule']} rule, {lr['optimizer']}) {verb}"
-        )
-    if args.save:
-        _save(history.model, args.save)
-        out.print(f"model saved to {args.save}")
-    if not history.coverage.complete:
-        err_console().print(
-            "[bold red]coverage: some epochs did not train on every usable image[/]")
-        return 1
-    return 0
 
 
 def _model_and_size(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -146,20 +159,37 @@ def _model_and_size(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def _save(model: Any, path: str) -> None:
-    import os
-    import tempfile
-    from pathlib import Path
+    from autobatch._atomic import atomic_target
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Keras writes the zip in place; write beside the target and rename so a crash never
-    # leaves a half-written model under the final name.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".keras", dir=target.parent)
-    os.close(fd)
-    try:
+    # Keras writes the zip in place: write beside the target and rename, so that a crash
+    # never leaves a half-written model under the final name.
+    with atomic_target(path, suffix=".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+
+class _ProgressLine:
+    """Whether Keras' progress bar has left the terminal mid-line (it rewrites one line with
+    ``\r`` until the epoch ends), so that an error starts on a line of its own."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def callback(self) -> Any:
+        import keras
+
+        line = self
+
+        class _Track(keras.callbacks.Callback):  # type: ignore[misc]
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                line.open = True
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                line.open = False
+
+        return _Track()
+
+    def close(self) -> None:
+        if self.open and sys.stdout.isatty():
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        self.open = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from autobatch._cli._common import console, describe_pipeline, print_json
+from autobatch._cli._common import add_max_pixels, console, describe_pipeline, print_json
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="dtype of the images in the pipeline: auto (default) uses uint8, "
                              "a quarter of the bytes, where the model casts its input itself; "
                              "float32 keeps Keras' exact pixel values")
+    add_max_pixels(parser)
     parser.add_argument("--json", action="store_true", help="print the plan JSON")
     parser.add_argument("--report", metavar="PATH",
                         help="also write the HTML report (and its PNG plots) here")
@@ -106,6 +107,7 @@ def _tune(autobatch: Any, args: argparse.Namespace) -> Any:
         seed=args.seed,
         try_xla=not args.no_xla,
         pixels=args.pixels,
+        max_pixels=args.max_pixels,
         verbose=0 if args.json else "auto",
     )
 

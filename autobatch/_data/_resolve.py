@@ -18,7 +18,7 @@ _KINDS: dict[str, type[Source]] = {
 
 
 def resolve_source(data: Any, *, num_examples: int | None = None,
-                   batched: bool | None = None) -> Source:
+                   batched: bool | None = None, max_pixels: int | None = None) -> Source:
     """A ``Source`` for what a user passes: an image folder, ``(x, y)`` or ``x`` arrays, a
     generator function, a generator, or a ``keras.utils.PyDataset`` (a ``Source`` is
     returned as it is).
@@ -27,12 +27,18 @@ def resolve_source(data: Any, *, num_examples: int | None = None,
         data: the user's data.
         num_examples: examples per epoch of a generator (generators only).
         batched: a generator yields batches (True) or single examples (False); None: detect.
+        max_pixels: an image folder's pixel limit (width x height from the header; None:
+            the audit's default); a larger image is left out of every epoch.
 
     Raises:
         DataError: the data cannot be used (the message says what to pass instead).
-        UsageError: ``num_examples``/``batched`` given for data that is not a generator.
+        UsageError: ``num_examples``/``batched`` given for data that is not a generator, or
+            ``max_pixels`` for data that is not an image folder.
     """
-    source = _resolve(data)
+    if max_pixels is not None and not isinstance(data, (str, os.PathLike, Source)):
+        raise UsageError("{param} applies to image folders only; remove it",
+                         parameter="max_pixels")
+    source = _resolve(data, max_pixels)
     if isinstance(source, GeneratorSource):
         return source.with_hints(num_examples, batched)
     if num_examples is not None or batched is not None:
@@ -40,7 +46,7 @@ def resolve_source(data: Any, *, num_examples: int | None = None,
     return source
 
 
-def _resolve(data: Any) -> Source:
+def _resolve(data: Any, max_pixels: int | None = None) -> Source:
     if isinstance(data, Source):
         return data
     if isinstance(data, (str, os.PathLike)):
@@ -49,7 +55,7 @@ def _resolve(data: Any) -> Source:
             raise DataError(f"data folder {str(path)!r} does not exist; pass an image folder")
         if not path.is_dir():
             raise DataError(f"{str(path)!r} is not a folder; pass a folder of class sub-folders")
-        return FileSource.from_directory(path)
+        return FileSource.from_directory(path, max_pixels=max_pixels)
     if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
         return ArraySource(data[0], data[1])
     if hasattr(data, "shape") and hasattr(data, "__len__"):

@@ -26,7 +26,7 @@ from autobatch._fit._coverage import (
 from autobatch._fit._lr import apply_learning_rate
 from autobatch._fit._plans import adapt_plan, obtain_plan
 from autobatch._fit._preflight import preflight
-from autobatch._models import model_input_shape
+from autobatch._models import check_model_file, model_input_shape
 from autobatch._plan import load_plan
 from autobatch._progress import Verbose
 
@@ -49,6 +49,7 @@ def fit(
     image_size: int | tuple[int, int] | None = None,
     num_examples: int | None = None,
     batched: bool | None = None,
+    max_pixels: int | None = None,
     time_budget: float | None = None,
     memory_budget: str | int | None = None,
     pixels: str | None = None,
@@ -82,6 +83,8 @@ def fit(
             is counted in one extra pass, which an endless one fails).
         batched: a generator yields batches (True) or single examples (False); None
             detects it from the model's input rank.
+        max_pixels: an image folder's pixel limit (``--max-pixels``; width x height read
+            from the header; default 178,956,970): a larger image is left out, never decoded.
         time_budget: tuning time limit in seconds (``--time-budget``).
         memory_budget: tuning memory budget (``--memory-budget``).
         pixels: tuning pixel dtype, ``"auto"``, ``"float32"`` or ``"uint8"`` (``--pixels``).
@@ -119,7 +122,9 @@ def fit(
     if epochs < 1:
         raise UsageError("{param} must be >= 1, got " + str(epochs), parameter="epochs")
     user_steps = fit_kwargs.get("steps_per_epoch")
-    source = resolve_source(data, num_examples=num_examples, batched=batched)
+    check_model_file(model)  # a bad model file is refused before TensorFlow starts
+    source = resolve_source(data, num_examples=num_examples, batched=batched,
+                            max_pixels=max_pixels)
     source.check_learnable()
     model_spec = model if isinstance(model, (str, os.PathLike)) else None
     model = _resolve_model(model, source, image_size=image_size or tune_options.get("image_size"))

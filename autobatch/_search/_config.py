@@ -69,6 +69,8 @@ class TuneConfig:
     force: bool = False
     seed: int = 0
     num_examples: int | None = None
+    max_pixels: int | None = None
+    """An image folder's pixel limit (None: the audit's default)."""
     measure_baseline: bool = True
     try_xla: bool = True
     trial_steps: int = 5

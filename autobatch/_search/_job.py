@@ -66,10 +66,10 @@ def model_spec(model: Any) -> Any:
     return model
 
 
-def open_source(data: Any, num_examples: int | None) -> Source:
+def open_source(data: Any, num_examples: int | None, max_pixels: int | None = None) -> Source:
     """The source of ``data``; a missing folder, one class or one image is an error here,
     before anything else (one class has nothing to tune for)."""
-    source = resolve_source(data)
+    source = resolve_source(data, max_pixels=max_pixels)
     source.check_learnable()
     if num_examples is not None and source.num_examples is None:
         source = source.with_num_examples(num_examples)

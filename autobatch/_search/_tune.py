@@ -98,6 +98,7 @@ def tune(
     try_xla: bool = True,
     seed: int = 0,
     num_examples: int | None = None,
+    max_pixels: int | None = None,
     output: str | os.PathLike[str] | None = None,
     storage: str | None = None,
     force: bool = False,
@@ -136,6 +137,8 @@ def tune(
         try_xla: include ``jit_compile`` in the search (``--no-xla`` turns it off).
         seed: seeds the sampler.
         num_examples: examples per epoch, where the data cannot say.
+        max_pixels: an image folder's pixel limit (``--max-pixels``; width x height read
+            from the header; default 178,956,970): a larger image is never decoded.
         output: also write the plan JSON here (atomically).
         storage: an Optuna storage URL; default SQLite in the user cache folder.
         force: ignore the cached plan and start a fresh study.
@@ -171,7 +174,8 @@ def tune(
         time_budget_s=resolve_time_budget(time_budget, time_budget_s, stacklevel=3),
         trials=trials, image_size=image_size, channels=channels,
         memory_budget=memory_budget, storage=storage, output=output, force=force, seed=seed,
-        num_examples=num_examples, measure_baseline=measure_baseline, try_xla=try_xla,
+        num_examples=num_examples, max_pixels=max_pixels, measure_baseline=measure_baseline,
+        try_xla=try_xla,
         trial_steps=trial_steps, verify_steps=verify_steps,
         max_batch_size=MAX_BATCH_SIZE if max_batch_size is None else max_batch_size,
         custom_objects_module=custom_objects_module, use_cache=use_cache,
@@ -187,7 +191,7 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
     started = time.perf_counter() if started is None else started
     emit = Emitter(on_event, started, config.time_budget_s)
     check_model_file(model)  # a file that is no .keras model: one line, before the audit
-    source = open_source(data, config.num_examples)
+    source = open_source(data, config.num_examples, config.max_pixels)
     # What the worker tunes on: the source, or a stand-in of the same shapes (a sample of a
     # generator), or nothing (a batched or one-shot generator keeps its own batch size).
     stand_in = source.tuning_source()

@@ -97,6 +97,32 @@ def test_sources_built_on_the_folder_never_hold_the_bomb(bomb_folder: Path) -> N
     assert source.audit.skipped_by_reason == {"too_many_pixels": 1}  # type: ignore[attr-defined]
 
 
+def test_tune_and_fit_take_the_limit_too(bomb_folder: Path) -> None:
+    # resolve_source is where tune (open_source) and fit index a folder: max_pixels= reaches
+    # the audit, and only a folder takes it.
+    raised = resolve_source(bomb_folder, max_pixels=BOMB_SIDE * BOMB_SIDE)
+    assert raised.num_examples == 12
+    assert raised.fingerprint() != resolve_source(bomb_folder).fingerprint()
+    import numpy as np
+
+    arrays = (np.zeros((4, 8, 8, 3), "uint8"), np.array([0, 1, 0, 1]))
+    with pytest.raises(UsageError, match="max_pixels applies to image folders only"):
+        resolve_source(arrays, max_pixels=100)
+    for function in (autobatch.tune, autobatch.fit):
+        with pytest.raises(UsageError, match="max_pixels must be a positive whole number"):
+            function("small_cnn", bomb_folder, image_size=16, max_pixels=0)
+
+
+@pytest.mark.parametrize("command", ["tune", "fit"])
+def test_cli_tune_and_fit_take_max_pixels(
+        bomb_folder: Path, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [command, str(bomb_folder), "--model", "small_cnn", "--image-size", "16",
+            "--max-pixels", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--max-pixels must be a positive whole number" in err
+
+
 def test_fit_on_the_folder_trains_on_the_rest_and_never_decodes_the_bomb(
         bomb_folder: Path) -> None:
     import resource

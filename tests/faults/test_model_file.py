@@ -112,12 +112,7 @@ def _library(function: str, model: Path, data: Path, cwd: Path) -> list[str]:
     return done.stdout.strip().splitlines()
 
 
-@pytest.mark.parametrize("function", [
-    "tune",
-    pytest.param("fit", marks=pytest.mark.xfail(
-        strict=True, reason="autobatch/_fit/_train.py:_resolve_model imports keras before "
-        "resolve_model's check; the one-line error comes, after TensorFlow has started")),
-])
+@pytest.mark.parametrize("function", ["tune", "fit"])
 def test_the_library_refuses_a_bad_model_file_before_tensorflow(
         bad_models: dict[str, Path], data: Path, tmp_path: Path, function: str) -> None:
     lines = _library(function, bad_models["text"], data, tmp_path)
