@@ -53,7 +53,7 @@ def measure_default(run: SearchRun) -> tuple[dict[str, Any] | None, list[ProbeRe
         return baseline, prior
     runner, emit = run.runner, run.emit
     batch = min(DEFAULT_REFERENCE_BATCH_SIZE, run.count, run.config.max_batch_size)
-    emit("baseline", f"untuned default: batch {batch}, AUTOTUNE")
+    emit("baseline", f"batch {batch}, AUTOTUNE")
     request = ProbeRequest(batch_size=batch, settings=PipelineSettings.keras_default(),
                            steps=run.config.trial_steps, warmup_steps=1,
                            timeout_s=probe_timeout(run.deadline))
@@ -85,7 +85,7 @@ def measure_default(run: SearchRun) -> tuple[dict[str, Any] | None, list[ProbeRe
         logger.warning("the untuned default failed (%s); it is not stored and the "
                        "plan cannot be compared with it", result.outcome)
         runner.restart()
-    emit("baseline", f"untuned default: {result.examples_per_s or 0:.1f} examples/s, "
+    emit("baseline", f"{result.examples_per_s or 0:.1f} examples/s, "
          f"peak {mib(result.peak_memory_bytes)}", result=result)
     return baseline, prior
 

@@ -13,7 +13,7 @@ from autobatch._search._events import TuneEvent
 
 def _events() -> list[TuneEvent]:
     return [
-        TuneEvent("baseline", "untuned default: 812.0 examples/s", elapsed_s=4, time_budget_s=120),
+        TuneEvent("baseline", "812.0 examples/s", elapsed_s=4, time_budget_s=120),
         TuneEvent("ceiling", "batch 64: ok, peak 300 MiB of 2 GiB", elapsed_s=9,
                   time_budget_s=120),
         TuneEvent("search", "trial 3: complete 812.3 examples/s", trial=3, trials_total=200,
@@ -32,7 +32,7 @@ def test_verbose_2_writes_one_line_per_event_with_clock_and_best() -> None:
             on_event(event)
     lines = out.getvalue().splitlines()
     assert len(lines) == 4
-    assert lines[0] == "[4s/2m00s] untuned default: untuned default: 812.0 examples/s"
+    assert lines[0] == "[4s/2m00s] untuned default: 812.0 examples/s"
     assert lines[2] == ("[1m05s/2m00s] study: trial 3: complete 812.3 examples/s"
                         " | best 900.1 examples/s (batch 128)")
     assert lines[3].startswith("[1m58s/2m00s] verify:")
