@@ -28,9 +28,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent))
 
+_TMPDIR = os.environ.get("TMPDIR")
 from conftest import make_image_folder  # noqa: E402
 
 from tests.faults.test_hostile_files import write_png_bomb  # noqa: E402
+
+# The tests' conftest moves TMPDIR into a session folder of its own: take it back.
+_SESSION = os.environ.pop("TMPDIR")
+if _TMPDIR is not None:
+    os.environ["TMPDIR"] = _TMPDIR
+tempfile.tempdir = None
+shutil.rmtree(_SESSION, ignore_errors=True)
 
 # The console script, as users run it (``python -m`` would put the current folder on the path
 # of the parent itself).

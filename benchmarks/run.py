@@ -566,8 +566,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         write_outputs(json.loads((Path(args.out) / "results.json").read_text()), Path(args.out))
         return 0
-    work = Path(args.work or tempfile.mkdtemp(prefix="autobatch-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        return _run(args, Path(args.work))
+    # A folder of the run's own (data, models, plans) goes when the run ends, however it ends.
+    with tempfile.TemporaryDirectory(prefix="autobatch-bench-") as work:
+        return _run(args, Path(work))
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
     only = set(args.only or ["input", "compute", "ceiling", "search"])
     quick = args.quick
     repeats = 3 if quick else 5

@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "autobatch"
 MAX_LINES = 400
-SOURCE_CLASSES = ("FileSource", "ArraySource", "GeneratorSource")
+SOURCE_CLASSES = ("FileSource", "ArraySource", "GeneratorSource", "DatasetSource")
 
 
 def _modules() -> dict[str, Path]:

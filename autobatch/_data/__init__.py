@@ -5,6 +5,7 @@
     _folder.py     ``FileSource``: an image folder, as the audit found it
     _arrays.py     ``ArraySource``: arrays in memory or memory-mapped
     _generator.py  ``GeneratorSource``: a generator function, a generator, a PyDataset
+    _tfdata.py     ``DatasetSource``: the user's own ``tf.data.Dataset`` of ``(x, y)``
     _stream.py     reading a generator: peeked once, epochs restarted or continued, counted
     _labels.py     label encodings, class counts, the stratified split
     _tail.py       the tail every pipeline shares: cache, shuffle, batch, prefetch, options
@@ -24,12 +25,14 @@ from autobatch._data._labels import LabelSpec
 from autobatch._data._resolve import rebuild_source, resolve_source
 from autobatch._data._source import EpochShape, Source
 from autobatch._data._tail import normalize_image_size, remove_private_cache_folders
+from autobatch._data._tfdata import DatasetSource
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
 __all__ = [
     "ArraySource",
+    "DatasetSource",
     "EpochShape",
     "FileSource",
     "GeneratorSource",

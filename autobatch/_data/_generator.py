@@ -62,6 +62,7 @@ class GeneratorSource(Source):
     kind: ClassVar[str] = "generator"
     endless_epochs: ClassVar[bool] = False
     can_subset: ClassVar[bool] = False
+    title: ClassVar[str] = "a generator"
 
     def __post_init__(self) -> None:
         if self.stream is None:

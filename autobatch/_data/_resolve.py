@@ -11,21 +11,24 @@ from autobatch._data._arrays import ArraySource
 from autobatch._data._folder import FileSource
 from autobatch._data._generator import GeneratorSource
 from autobatch._data._source import Source
+from autobatch._data._tfdata import FACTORY_PATTERN, DatasetSource, is_dataset
 from autobatch._errors import DataError, UsageError
 
 _KINDS: dict[str, type[Source]] = {
-    cls.kind: cls for cls in (FileSource, ArraySource, GeneratorSource)}
+    cls.kind: cls for cls in (FileSource, ArraySource, GeneratorSource, DatasetSource)}
 
 
 def resolve_source(data: Any, *, num_examples: int | None = None,
                    batched: bool | None = None, max_pixels: int | None = None) -> Source:
     """A ``Source`` for what a user passes: an image folder, ``(x, y)`` or ``x`` arrays, a
-    generator function, a generator, or a ``keras.utils.PyDataset`` (a ``Source`` is
-    returned as it is).
+    ``tf.data.Dataset`` of ``(x, y)`` (or a function returning one, or its
+    ``"module:function"``), a generator function, a generator, or a
+    ``keras.utils.PyDataset`` (a ``Source`` is returned as it is).
 
     Args:
         data: the user's data.
-        num_examples: examples per epoch of a generator (generators only).
+        num_examples: examples per epoch of a generator or of a dataset whose length is
+            unknown or infinite.
         batched: a generator yields batches (True) or single examples (False); None: detect.
         max_pixels: an image folder's pixel limit (width x height from the header; None:
             the audit's default); a larger image is left out of every epoch.
@@ -41,14 +44,23 @@ def resolve_source(data: Any, *, num_examples: int | None = None,
     source = _resolve(data, max_pixels)
     if isinstance(source, GeneratorSource):
         return source.with_hints(num_examples, batched)
-    if num_examples is not None or batched is not None:
-        raise UsageError("num_examples= and batched= apply to generators only; remove them")
+    if batched is not None:
+        raise UsageError("{param} applies to generators only; remove it", parameter="batched")
+    if isinstance(source, DatasetSource) and num_examples is not None:
+        return source.with_num_examples(num_examples)
+    if num_examples is not None:
+        raise UsageError("{param} applies to generators and tf.data datasets only; remove it",
+                         parameter="num_examples")
     return source
 
 
 def _resolve(data: Any, max_pixels: int | None = None) -> Source:
     if isinstance(data, Source):
         return data
+    if is_dataset(data):
+        return DatasetSource(data)
+    if isinstance(data, str) and FACTORY_PATTERN.fullmatch(data) and not os.path.exists(data):
+        return DatasetSource.from_factory(data)
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.exists():
@@ -60,12 +72,45 @@ def _resolve(data: Any, max_pixels: int | None = None) -> Source:
         return ArraySource(data[0], data[1])
     if hasattr(data, "shape") and hasattr(data, "__len__"):
         return ArraySource(data, None)
+    dataset = _dataset_returned_by(data)
+    if dataset is not None:
+        return DatasetSource(dataset, factory=_importable_name(data))
     if callable(data) or hasattr(data, "__next__") or hasattr(data, "__getitem__"):
         # No size hint here: a PyDataset's len() counts batches; the source sizes itself.
         return GeneratorSource(data)
     raise DataError(
         f"cannot use data of type {type(data).__name__}: pass an image folder path, "
         "an (x, y) tuple of arrays, a generator function, or a keras.utils.PyDataset")
+
+
+def _dataset_returned_by(data: Any) -> Any:
+    """The ``tf.data.Dataset`` a plain function without parameters returns, else None.
+
+    Called once to see; a generator function is never called here, nor is any function
+    while TensorFlow is not imported (one that builds a dataset has imported it)."""
+    import inspect
+    import sys
+
+    if (not inspect.isfunction(data) or inspect.isgeneratorfunction(data)
+            or "tensorflow" not in sys.modules):
+        return None
+    try:
+        parameters = inspect.signature(data).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+           for p in parameters):
+        return None
+    result = data()
+    return result if is_dataset(result) else None
+
+
+def _importable_name(function: Any) -> str | None:
+    """``module:qualname`` of a function the worker can import, else None."""
+    module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", "")
+    if not module or module == "__main__" or "<" in name:
+        return None
+    return f"{module}:{name}"
 
 
 def rebuild_source(description: dict[str, Any]) -> Source:

@@ -71,6 +71,8 @@ class Source(abc.ABC):
     """``fit`` may train from one endless iterator of whole epochs (``repeat_epochs``)."""
     can_subset: ClassVar[bool] = True
     """``subset`` and ``split`` work (a generator cannot be indexed without reading it)."""
+    title: ClassVar[str] = "the data"
+    """How a message names this kind of input."""
 
     # ---- size and labels
     @property
@@ -145,7 +147,7 @@ class Source(abc.ABC):
         check_fraction(fraction)
         if not self.can_subset:
             raise UsageError(
-                "{param} cannot split a generator; pass validation_data=... instead",
+                "{param} cannot split " + self.title + "; pass validation_data=... instead",
                 parameter="validation_split")
         train_idx, val_idx = stratified_split(self.label_indices(), self.num_examples or 0,
                                               fraction, seed)

@@ -110,7 +110,7 @@ def fit(
     tune_options = dict(tune_options or {})
     # The tune's own options, given to fit directly, join tune_options.
     for name, value in (("time_budget", time_budget), ("memory_budget", memory_budget),
-                        ("pixels", pixels)):
+                        ("pixels", pixels), ("image_size", image_size)):
         if value is not None:
             tune_options[name] = value
     for name in _PLAN_OWNED:
@@ -127,7 +127,7 @@ def fit(
                             max_pixels=max_pixels)
     source.check_learnable()
     model_spec = model if isinstance(model, (str, os.PathLike)) else None
-    model = _resolve_model(model, source, image_size=image_size or tune_options.get("image_size"))
+    model = _resolve_model(model, source, image_size=tune_options.get("image_size"))
     source = source.prepared(model_input_shape(model), steps_given=user_steps is not None)
     train_source, val_source = (source, None) if not validation_split else source.split(
         validation_split, seed)

@@ -87,6 +87,9 @@ def prepare_job(model: Any, source: Source, config: TuneConfig) -> TuneJob:
         builtin_image_size(model, size)  # a built-in SPEC needs an image size
     env = environment()
     host_budget, device_budget, _ = resolve_budgets(config.memory_budget, env)
+    # What fit would refuse (a batched tf.data.Dataset, an epoch without an end) is
+    # refused here too, before any probe.
+    source = source.prepared((*size, channels) if size else None, steps_given=False)
     count = source.num_examples
     if not count:
         raise UsageError("the number of examples per epoch is unknown; pass {param}=N",
