@@ -55,6 +55,46 @@ def shown(text: object, *, markup: bool = True) -> str:
     return escape(safe)
 
 
+def add_data_arguments(parser: Any) -> None:
+    """DATA_DIR, or ``--dataset MODULE:FUNCTION`` (a ``tf.data.Dataset``) instead of it."""
+    parser.add_argument("data_dir", metavar="DATA_DIR", nargs="?",
+                        help="image folder, one sub-folder per class")
+    parser.add_argument("--dataset", metavar="MODULE:FUNCTION",
+                        help="instead of DATA_DIR: a function returning a tf.data.Dataset of "
+                             "unbatched (image, label) pairs (MODULE is imported from the "
+                             "current folder or PYTHONPATH)")
+    parser.add_argument("--num-examples", type=int, metavar="N",
+                        help="examples per epoch of a --dataset whose length is unknown or "
+                             "infinite")
+
+
+def chosen_data(args: Any) -> str:
+    """What to train on: DATA_DIR (checked to be a folder) or ``--dataset``, exactly one.
+
+    The module of ``--dataset`` is imported as ``python -m`` would find it: the current
+    folder joins the import path (and so the probe worker's), for this named module only."""
+    import os
+
+    from autobatch._errors import UsageError
+
+    if (args.data_dir is None) == (args.dataset is None):
+        raise UsageError("give DATA_DIR or --dataset MODULE:FUNCTION (one of the two)")
+    if args.dataset is None:
+        if args.num_examples is not None:
+            raise UsageError("--num-examples applies to --dataset only; remove it")
+        from autobatch._cli._tune import require_folder
+
+        require_folder(args.data_dir)
+        return str(args.data_dir)
+    from autobatch._data._tfdata import FACTORY_PATTERN
+
+    if not FACTORY_PATTERN.fullmatch(args.dataset):
+        raise UsageError(f"--dataset must be MODULE:FUNCTION, got {args.dataset!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return str(args.dataset)
+
+
 def add_max_pixels(parser: Any) -> None:
     """``--max-pixels N``, the audit's pixel limit, for every command that indexes a folder."""
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",

@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from autobatch._cli._common import add_max_pixels, console, err_console, shown
+from autobatch._cli._common import (
+    add_data_arguments,
+    add_max_pixels,
+    chosen_data,
+    console,
+    err_console,
+    shown,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,8 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "come from the plan unless given."
         ),
     )
-    parser.add_argument("data_dir", metavar="DATA_DIR",
-                        help="image folder, one sub-folder per class")
+    add_data_arguments(parser)
     parser.add_argument("--model", metavar="SPEC",
                         help="a .keras file or a built-in: small_cnn, mobilenet_v2, resnet50, "
                              "efficientnet_b0 (default with --plan: the plan's model)")
@@ -66,28 +72,30 @@ def run(args: argparse.Namespace) -> int:
     if args.validation_split is not None and not 0.0 < args.validation_split < 1.0:
         raise UsageError(f"--validation-split must be between 0 and 1, got {args.validation_split}")
 
-    from autobatch._cli._tune import require_folder, require_image_size, require_model
+    from autobatch._cli._tune import require_image_size, require_model
 
-    require_folder(args.data_dir)
+    data = chosen_data(args)
     model, image_size, plan = _model_and_size(args)
     require_model(model)  # before the audit and before TensorFlow starts
     require_image_size(model, image_size)
 
     out = console()
-    report = autobatch.audit(args.data_dir, max_pixels=args.max_pixels)
-    out.print(f"audit: {report.summary_sentence()}")
+    if args.dataset is None:
+        report = autobatch.audit(data, max_pixels=args.max_pixels)
+        out.print(f"audit: {report.summary_sentence()}")
 
     lines: list[str] = []
 
     def on_epoch(entry: Any) -> None:
-        line = entry.line("images")
+        line = entry.line("images" if args.dataset is None else "examples")
         lines.append(line)
         style = "green" if entry.complete else "bold red"
         out.print(f"[{style}]{line}[/]")
 
     progress = _ProgressLine()
     try:
-        history = _fit(autobatch, args, model, image_size, plan, on_epoch, progress.callback())
+        history = _fit(autobatch, args, data, model, image_size, plan, on_epoch,
+                       progress.callback())
     finally:
         progress.close()  # an error (or Ctrl-C) mid-epoch starts on a line of its own
     used = history.plan
@@ -113,11 +121,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit(autobatch: Any, args: argparse.Namespace, model: Any, image_size: Any, plan: Any,
-         on_epoch: Any, progress: Any) -> Any:
+def _fit(autobatch: Any, args: argparse.Namespace, data: str, model: Any, image_size: Any,
+         plan: Any, on_epoch: Any, progress: Any) -> Any:
     return autobatch.fit(
         model,
-        args.data_dir,
+        data,
+        num_examples=args.num_examples,
         callbacks=[progress],
         max_pixels=args.max_pixels,
         epochs=args.epochs,

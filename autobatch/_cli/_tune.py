@@ -5,14 +5,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from autobatch._cli._common import add_max_pixels, console, describe_pipeline, print_json
+from autobatch._cli._common import (
+    add_data_arguments,
+    add_max_pixels,
+    chosen_data,
+    console,
+    describe_pipeline,
+    print_json,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "tune",
         help="tune batch size and tf.data settings with isolated probes; write a plan JSON",
-        usage=("%(prog)s DATA_DIR --model SPEC [--image-size N] [--memory-budget SIZE] "
+        usage=("%(prog)s (DATA_DIR | --dataset MODULE:FUNCTION) --model SPEC [--image-size N] "
+               "[--memory-budget SIZE] "
                "[--time-budget S] [--trials N] [options]\n"
                "       (--image-size N is required when SPEC is a built-in model; a .keras "
                "model's own input size is the default)"),
@@ -23,8 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "same model, data, machine and options returns the cached plan at once."
         ),
     )
-    parser.add_argument("data_dir", metavar="DATA_DIR",
-                        help="image folder, one sub-folder per class")
+    add_data_arguments(parser)
     parser.add_argument("--model", required=True, metavar="SPEC",
                         help="a .keras file or a built-in: small_cnn, mobilenet_v2, resnet50, "
                              "efficientnet_b0")
@@ -66,13 +73,13 @@ def run(args: argparse.Namespace) -> int:
 
     # Cheap checks first so that a typo costs no probe: the folder, then what the model
     # needs of it; autobatch.tune checks the options before any work.
-    require_folder(args.data_dir)
+    data = chosen_data(args)
     require_model(args.model)
     require_image_size(args.model, args.image_size)
     from autobatch._plan._output import PlanOutputError
 
     try:
-        plan = _tune(autobatch, args)
+        plan = _tune(autobatch, args, data)
     except PlanOutputError as exc:
         if exc.kept_at is None:
             # Kept nowhere else: the tune's result goes to stdout before the one-line error.
@@ -92,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tune(autobatch: Any, args: argparse.Namespace) -> Any:
+def _tune(autobatch: Any, args: argparse.Namespace, data: str) -> Any:
     return autobatch.tune(
         args.model,
-        args.data_dir,
+        data,
+        num_examples=args.num_examples,
         image_size=args.image_size,
         channels=args.channels,
         memory_budget=args.memory_budget,

@@ -159,3 +159,38 @@ def test_example_2_is_tuned_and_trained_end_to_end(folder: Path) -> None:
     assert history.history["examples_seen"] == [13, 13] and history.coverage.complete
     assert plan.data["kind"] == "dataset" and plan.data["class_names"] == ["cats", "dogs"]
     assert plan.baseline["outcome"] == "ok"  # measured in the worker, on the user's pipeline
+
+
+def test_cli_fit_takes_a_dataset_function_from_the_current_folder(
+        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from autobatch._cli import main
+
+    (tmp_path / "cli_data.py").write_text(
+        "import tensorflow as tf\n"
+        "def make():\n"
+        f"    files = tf.data.Dataset.list_files({str(folder / '*/*')!r})\n"
+        "    def load(path):\n"
+        "        image = tf.image.decode_jpeg(tf.io.read_file(path), channels=3)\n"
+        f"        return tf.image.resize(image, [{IMG}, {IMG}]), "
+        "tf.strings.split(path, '/')[-2]\n"
+        "    return files.map(load)\n")
+    _plan(4, 13).save(tmp_path / "plan.json")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI adds the current folder
+    args = ["fit", "--dataset", "cli_data:make", "--model", "small_cnn", "--image-size",
+            str(IMG), "--plan", "plan.json", "--epochs", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "epoch 2: trained on 13 of 13 usable examples" in out and "audit:" not in out
+    sys.modules.pop("cli_data", None)
+    for bad, message in ((["fit", str(folder), "--dataset", "cli_data:make"], "one of the two"),
+                         (["tune", "--dataset", "no/such", "--model", "small_cnn"],
+                          "--dataset must be MODULE:FUNCTION"),
+                         (["tune", "--dataset", "nosuch_module:make", "--model", "small_cnn",
+                           "--image-size", "32"], "cannot import the dataset function"),
+                         (["tune", str(folder), "--num-examples", "5", "--model", "small_cnn"],
+                          "--num-examples applies to --dataset only")):
+        assert main(bad) == 2, bad
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, err
