@@ -93,6 +93,9 @@ def probe(
 
     if is_builtin(model):
         builtin_image_size(model, image_size)
+    from autobatch._framework import require_tensorflow
+
+    require_tensorflow("a probe")
     options.update(
         steps=steps, warmup_steps=warmup_steps, min_time_s=float(min_time), mode=mode,
         jit_compile=bool(jit_compile), timeout_s=float(timeout), image_size=image_size,

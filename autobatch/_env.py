@@ -322,7 +322,10 @@ def _nvml_reason(exc: BaseException) -> str:
 
 def package_version(name: str) -> str | None:
     """A distribution's version from its metadata, without importing it."""
-    for candidate in (name, f"{name}-cpu", f"{name}-macos", f"{name}-intel"):
+    candidates = [name, f"{name}-cpu", f"{name}-macos", f"{name}-intel"]
+    if name == "tensorflow":
+        candidates += ["tf-nightly", "tf-nightly-cpu"]
+    for candidate in candidates:
         try:
             return metadata.version(candidate)
         except metadata.PackageNotFoundError:

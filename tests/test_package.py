@@ -29,9 +29,9 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
     "fit": [
         "model", "data", "*epochs=1", "*plan=None", "*validation_split=None", "*seed=None",
         "*callbacks=None", "*verbose='auto'", "*image_size=None", "*num_examples=None",
-        "*batched=None", "*max_pixels=None", "*time_budget=None", "*memory_budget=None",
-        "*pixels=None", "*scale_lr=False", "*reference_batch_size=None", "*tune_options=None",
-        "*on_epoch=None", "**fit_kwargs",
+        "*batched=None", "*max_pixels=None", "*parse=None", "*time_budget=None",
+        "*memory_budget=None", "*pixels=None", "*scale_lr=False", "*reference_batch_size=None",
+        "*tune_options=None", "*on_epoch=None", "**fit_kwargs",
     ],
     "parse_memory_size": ["text", "*limit_bytes=None"],
     "probe": [
@@ -42,7 +42,8 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
     "tune": [
         "model", "data", "*image_size=None", "*channels=None", "*memory_budget=None",
         "*time_budget=None", "*trials=None", "*pixels='auto'", "*try_xla=True", "*seed=0",
-        "*num_examples=None", "*max_pixels=None", "*output=None", "*storage=None", "*force=False",
+        "*num_examples=None", "*max_pixels=None", "*parse=None", "*output=None", "*storage=None",
+        "*force=False",
         "*verbose='auto'", "*on_event=None", "*measure_baseline=True", "*trial_steps=5",
         "*verify_steps=15", "*max_batch_size=None", "*custom_objects_module=None",
         "*search_space=None", "*use_cache=True", "*runner=None", "*time_budget_s=None",

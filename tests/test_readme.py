@@ -192,8 +192,9 @@ def test_synopsis_flags_exist() -> None:
 
 def test_setup_blocks_name_what_exists() -> None:
     setup = "\n".join(b.text for b in _blocks("setup"))
-    assert "pip install . && autobatch demo" in setup
-    extras = re.findall(r"pip install -e '\.\[(\w+)\]'", setup)
+    assert "pip install '.[tensorflow]' && autobatch demo" in setup
+    extras = re.findall(r"pip install (?:-e )?'\.\[(\w+)\]'", setup)
+    assert sorted(extras) == ["tensorflow", "test"], extras
     pyproject = (README.parent / "pyproject.toml").read_text()
     for extra in extras:
         assert re.search(rf"^{extra} = \[", pyproject, re.M), extra

@@ -93,6 +93,10 @@ def audit(data_dir: str | os.PathLike[str], deep: bool = False, *, workers: int 
         UsageError: ``max_pixels`` is not a positive whole number.
     """
     limit = check_max_pixels(max_pixels)
+    if deep:
+        from autobatch._framework import require_tensorflow
+
+        require_tensorflow("audit --deep (decoding with TensorFlow)")
     top = os.path.abspath(os.fspath(data_dir))
     if not os.path.exists(top):
         raise DataError(f"data folder {display(top)!r} does not exist; pass an image folder")

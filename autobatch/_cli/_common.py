@@ -63,36 +63,63 @@ def add_data_arguments(parser: Any) -> None:
                         help="instead of DATA_DIR: a function returning a tf.data.Dataset of "
                              "unbatched (image, label) pairs (MODULE is imported from the "
                              "current folder or PYTHONPATH)")
+    parser.add_argument("--parse", metavar="MODULE:FUNCTION",
+                        help="with DATA_DIR a folder (or quoted glob) of TFRecord shards: the "
+                             "function that turns one serialized record into (image, label)")
     parser.add_argument("--num-examples", type=int, metavar="N",
                         help="examples per epoch of a --dataset whose length is unknown or "
                              "infinite")
 
 
-def chosen_data(args: Any) -> str:
-    """What to train on: DATA_DIR (checked to be a folder) or ``--dataset``, exactly one.
+def chosen_data(args: Any) -> tuple[str, Any]:
+    """What to train on, ``(data, parse)``: DATA_DIR (a folder; with ``--parse``, a folder or
+    glob of TFRecord shards and the parse function) or ``--dataset``, exactly one.
 
-    The module of ``--dataset`` is imported as ``python -m`` would find it: the current
-    folder joins the import path (and so the probe worker's), for this named module only."""
-    import os
-
+    The module ``--dataset`` or ``--parse`` names is imported as ``python -m`` would find it:
+    the current folder joins the import path (and so the probe worker's), for that named
+    module only."""
     from autobatch._errors import UsageError
 
     if (args.data_dir is None) == (args.dataset is None):
         raise UsageError("give DATA_DIR or --dataset MODULE:FUNCTION (one of the two)")
-    if args.dataset is None:
-        if args.num_examples is not None:
-            raise UsageError("--num-examples applies to --dataset only; remove it")
-        from autobatch._cli._tune import require_folder
+    if args.dataset is not None:
+        if args.parse is not None:
+            raise UsageError("--parse applies to TFRecord shards given as DATA_DIR; remove it")
+        _importable_spec(args.dataset, "--dataset")
+        return str(args.dataset), None
+    if args.parse is not None:
+        from autobatch._data._tfdata import import_function
 
-        require_folder(args.data_dir)
-        return str(args.data_dir)
+        _importable_spec(args.parse, "--parse")
+        return str(args.data_dir), import_function(args.parse, what="parse function")
+    if args.num_examples is not None:
+        raise UsageError("--num-examples applies to --dataset and --parse only; remove it")
+    require_folder(args.data_dir)
+    return str(args.data_dir), None
+
+
+def require_folder(data_dir: str) -> None:
+    """A one-line ``DataError`` when DATA_DIR is missing or not a folder (checked first)."""
+    import os
+
+    from autobatch import DataError
+
+    if not os.path.exists(data_dir):
+        raise DataError(f"data folder {data_dir!r} does not exist; pass an image folder")
+    if not os.path.isdir(data_dir):
+        raise DataError(f"{data_dir!r} is not a folder; pass a folder of class sub-folders")
+
+
+def _importable_spec(spec: str, flag: str) -> None:
+    import os
+
     from autobatch._data._tfdata import FACTORY_PATTERN
+    from autobatch._errors import UsageError
 
-    if not FACTORY_PATTERN.fullmatch(args.dataset):
-        raise UsageError(f"--dataset must be MODULE:FUNCTION, got {args.dataset!r}")
+    if not FACTORY_PATTERN.fullmatch(spec):
+        raise UsageError(f"{flag} must be MODULE:FUNCTION, got {spec!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    return str(args.dataset)
 
 
 def add_max_pixels(parser: Any) -> None:

@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     import autobatch
     from autobatch._demo import make_demo_folder
+    from autobatch._framework import require_tensorflow
 
+    require_tensorflow("the demo")  # before a photo folder is made for nothing
     out = console()
     work = Path(args.dir)
     data_dir = work / "images"

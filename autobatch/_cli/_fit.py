@@ -74,27 +74,30 @@ def run(args: argparse.Namespace) -> int:
 
     from autobatch._cli._tune import require_image_size, require_model
 
-    data = chosen_data(args)
+    data, parse = chosen_data(args)
     model, image_size, plan = _model_and_size(args)
     require_model(model)  # before the audit and before TensorFlow starts
     require_image_size(model, image_size)
+    from autobatch._framework import require_tensorflow
+
+    require_tensorflow("training")
 
     out = console()
-    if args.dataset is None:
+    if args.dataset is None and parse is None:
         report = autobatch.audit(data, max_pixels=args.max_pixels)
         out.print(f"audit: {report.summary_sentence()}")
 
     lines: list[str] = []
 
     def on_epoch(entry: Any) -> None:
-        line = entry.line("images" if args.dataset is None else "examples")
+        line = entry.line("images" if args.dataset is None and parse is None else "examples")
         lines.append(line)
         style = "green" if entry.complete else "bold red"
         out.print(f"[{style}]{line}[/]")
 
     progress = _ProgressLine()
     try:
-        history = _fit(autobatch, args, data, model, image_size, plan, on_epoch,
+        history = _fit(autobatch, args, (data, parse), model, image_size, plan, on_epoch,
                        progress.callback())
     finally:
         progress.close()  # an error (or Ctrl-C) mid-epoch starts on a line of its own
@@ -121,11 +124,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit(autobatch: Any, args: argparse.Namespace, data: str, model: Any, image_size: Any,
-         plan: Any, on_epoch: Any, progress: Any) -> Any:
+def _fit(autobatch: Any, args: argparse.Namespace, data: tuple[str, Any], model: Any,
+         image_size: Any, plan: Any, on_epoch: Any, progress: Any) -> Any:
     return autobatch.fit(
         model,
-        data,
+        data[0],
+        parse=data[1],
         num_examples=args.num_examples,
         callbacks=[progress],
         max_pixels=args.max_pixels,

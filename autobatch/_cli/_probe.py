@@ -95,7 +95,7 @@ def _settings_from(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import autobatch
-    from autobatch._cli._tune import require_folder
+    from autobatch._cli._common import require_folder
 
     require_folder(args.data_dir)
     plan, settings = _settings_from(args)

@@ -73,13 +73,13 @@ def run(args: argparse.Namespace) -> int:
 
     # Cheap checks first so that a typo costs no probe: the folder, then what the model
     # needs of it; autobatch.tune checks the options before any work.
-    data = chosen_data(args)
+    data, parse = chosen_data(args)
     require_model(args.model)
     require_image_size(args.model, args.image_size)
     from autobatch._plan._output import PlanOutputError
 
     try:
-        plan = _tune(autobatch, args, data)
+        plan = _tune(autobatch, args, data, parse)
     except PlanOutputError as exc:
         if exc.kept_at is None:
             # Kept nowhere else: the tune's result goes to stdout before the one-line error.
@@ -99,10 +99,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tune(autobatch: Any, args: argparse.Namespace, data: str) -> Any:
+def _tune(autobatch: Any, args: argparse.Namespace, data: str, parse: Any) -> Any:
     return autobatch.tune(
         args.model,
         data,
+        parse=parse,
         num_examples=args.num_examples,
         image_size=args.image_size,
         channels=args.channels,
@@ -126,18 +127,6 @@ def require_model(model: str) -> None:
     from autobatch._models._files import check_model_file
 
     check_model_file(model)
-
-
-def require_folder(data_dir: str) -> None:
-    """A one-line ``DataError`` when DATA_DIR is missing or not a folder (checked first)."""
-    import os
-
-    from autobatch import DataError
-
-    if not os.path.exists(data_dir):
-        raise DataError(f"data folder {data_dir!r} does not exist; pass an image folder")
-    if not os.path.isdir(data_dir):
-        raise DataError(f"{data_dir!r} is not a folder; pass a folder of class sub-folders")
 
 
 def require_image_size(model: Any, image_size: Any) -> None:

@@ -11,19 +11,23 @@ from autobatch._data._arrays import ArraySource
 from autobatch._data._folder import FileSource
 from autobatch._data._generator import GeneratorSource
 from autobatch._data._source import Source
-from autobatch._data._tfdata import FACTORY_PATTERN, DatasetSource, is_dataset
+from autobatch._data._tfdata import FACTORY_PATTERN, DatasetSource, importable_name, is_dataset
+from autobatch._data._tfrecord import TFRecordSource, looks_like_shards
 from autobatch._errors import DataError, UsageError
 
 _KINDS: dict[str, type[Source]] = {
-    cls.kind: cls for cls in (FileSource, ArraySource, GeneratorSource, DatasetSource)}
+    cls.kind: cls for cls in (FileSource, ArraySource, GeneratorSource, DatasetSource,
+                             TFRecordSource)}
 
 
 def resolve_source(data: Any, *, num_examples: int | None = None,
-                   batched: bool | None = None, max_pixels: int | None = None) -> Source:
+                   batched: bool | None = None, max_pixels: int | None = None,
+                   parse: Any = None) -> Source:
     """A ``Source`` for what a user passes: an image folder, ``(x, y)`` or ``x`` arrays, a
     ``tf.data.Dataset`` of ``(x, y)`` (or a function returning one, or its
-    ``"module:function"``), a generator function, a generator, or a
-    ``keras.utils.PyDataset`` (a ``Source`` is returned as it is).
+    ``"module:function"``), TFRecord shards (a folder or glob, with ``parse``), a generator
+    function, a generator, or a ``keras.utils.PyDataset`` (a ``Source`` is returned as it
+    is).
 
     Args:
         data: the user's data.
@@ -32,6 +36,7 @@ def resolve_source(data: Any, *, num_examples: int | None = None,
         batched: a generator yields batches (True) or single examples (False); None: detect.
         max_pixels: an image folder's pixel limit (width x height from the header; None:
             the audit's default); a larger image is left out of every epoch.
+        parse: for TFRecord shards: a function of one serialized record -> ``(x, y)``.
 
     Raises:
         DataError: the data cannot be used (the message says what to pass instead).
@@ -41,6 +46,14 @@ def resolve_source(data: Any, *, num_examples: int | None = None,
     if max_pixels is not None and not isinstance(data, (str, os.PathLike, Source)):
         raise UsageError("{param} applies to image folders only; remove it",
                          parameter="max_pixels")
+    if parse is not None:
+        if not isinstance(data, (str, os.PathLike)) or max_pixels is not None:
+            raise UsageError("{param} applies to TFRecord shards (a folder or glob of them) "
+                             "only; remove it", parameter="parse")
+        if batched is not None:
+            raise UsageError("{param} applies to generators only; remove it",
+                             parameter="batched")
+        return TFRecordSource.from_shards(data, parse, num_examples=num_examples)
     source = _resolve(data, max_pixels)
     if isinstance(source, GeneratorSource):
         return source.with_hints(num_examples, batched)
@@ -67,6 +80,9 @@ def _resolve(data: Any, max_pixels: int | None = None) -> Source:
             raise DataError(f"data folder {str(path)!r} does not exist; pass an image folder")
         if not path.is_dir():
             raise DataError(f"{str(path)!r} is not a folder; pass a folder of class sub-folders")
+        if looks_like_shards(path):
+            raise UsageError(f"{str(path)!r} holds TFRecord shards: pass {{param}}=FUNCTION "
+                             "that turns one serialized record into (x, y)", parameter="parse")
         return FileSource.from_directory(path, max_pixels=max_pixels)
     if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
         return ArraySource(data[0], data[1])
@@ -74,7 +90,7 @@ def _resolve(data: Any, max_pixels: int | None = None) -> Source:
         return ArraySource(data, None)
     dataset = _dataset_returned_by(data)
     if dataset is not None:
-        return DatasetSource(dataset, factory=_importable_name(data))
+        return DatasetSource(dataset, factory=importable_name(data))
     if callable(data) or hasattr(data, "__next__") or hasattr(data, "__getitem__"):
         # No size hint here: a PyDataset's len() counts batches; the source sizes itself.
         return GeneratorSource(data)
@@ -103,14 +119,6 @@ def _dataset_returned_by(data: Any) -> Any:
         return None
     result = data()
     return result if is_dataset(result) else None
-
-
-def _importable_name(function: Any) -> str | None:
-    """``module:qualname`` of a function the worker can import, else None."""
-    module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", "")
-    if not module or module == "__main__" or "<" in name:
-        return None
-    return f"{module}:{name}"
 
 
 def rebuild_source(description: dict[str, Any]) -> Source:

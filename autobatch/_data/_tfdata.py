@@ -34,6 +34,8 @@ from autobatch._errors import DataError, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
+    from autobatch._settings import PipelineSettings
+
 logger = logging.getLogger(__name__)
 
 FACTORY_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -90,15 +92,7 @@ class DatasetSource(Source):
     def from_factory(cls, factory: str) -> DatasetSource:
         """The dataset ``module:function`` returns (the module imported from the caller's
         path)."""
-        module_name, _, name = factory.partition(":")
-        try:
-            function: Any = importlib.import_module(module_name)
-            for part in name.split("."):
-                function = getattr(function, part)
-        except (ImportError, AttributeError) as exc:
-            raise DataError(f"cannot import the dataset function {factory!r} ({exc}); pass "
-                            "module:function of an importable module") from exc
-        dataset = function()
+        dataset = import_function(factory, what="dataset function")()
         if not is_dataset(dataset):
             raise DataError(f"{factory} returned {type(dataset).__name__}, not a "
                             "tf.data.Dataset of (x, y)")
@@ -151,7 +145,7 @@ class DatasetSource(Source):
             self._require_length()
         started = time.perf_counter()
         seen: set[str] = set()
-        for _, y in self._epoch().batch(1024).as_numpy_iterator():
+        for _, y in self._epoch(None).batch(1024).as_numpy_iterator():
             seen.update(v.decode("utf-8", "surrogateescape") for v in y.reshape(-1))
         logger.info("read %d class names from the dataset's string labels in one pass (%.1f s)",
                     len(seen), time.perf_counter() - started)
@@ -295,10 +289,15 @@ class DatasetSource(Source):
         return graph
 
     # ---- the pipeline
-    def _epoch(self) -> tf.data.Dataset:
+    def elements(self, settings: PipelineSettings | None) -> tf.data.Dataset:
+        """The user's elements, before anything autobatch adds (a kind that reads files
+        itself builds its reads with ``settings``' parallelism; None: its default)."""
+        return self.dataset
+
+    def _epoch(self, settings: PipelineSettings | None) -> tf.data.Dataset:
         """One epoch of the user's elements (``take`` of the given length when the dataset
         cannot say, or repeats)."""
-        ds = self.dataset
+        ds = self.elements(settings)
         n = self.num_examples
         if n is not None and (self.cardinality < 0 or n < self.cardinality):
             ds = ds.take(n)
@@ -330,8 +329,29 @@ class DatasetSource(Source):
             labels = table.lookup(y) if table is not None else y
             return tail.to_pixels(images, settings), labels
 
-        ds = self._epoch().map(convert, **tail.map_kwargs(settings))
+        ds = self._epoch(settings).map(convert, **tail.map_kwargs(settings))
         return tail.examples_to_batches(ds, n, request)
+
+
+def import_function(spec: str, *, what: str) -> Any:
+    """The function ``module:qualname`` names (the module imported from the caller's path)."""
+    module_name, _, name = spec.partition(":")
+    try:
+        function: Any = importlib.import_module(module_name)
+        for part in name.split("."):
+            function = getattr(function, part)
+    except (ImportError, AttributeError) as exc:
+        raise DataError(f"cannot import the {what} {spec!r} ({exc}); pass module:function "
+                        "of an importable module") from exc
+    return function
+
+
+def importable_name(function: Any) -> str | None:
+    """``module:qualname`` of a function another process can import, else None."""
+    module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", "")
+    if not module or module == "__main__" or "<" in name:
+        return None
+    return f"{module}:{name}"
 
 
 def is_dataset(data: Any) -> bool:

@@ -26,6 +26,7 @@ from autobatch._fit._coverage import (
 from autobatch._fit._lr import apply_learning_rate
 from autobatch._fit._plans import adapt_plan, obtain_plan
 from autobatch._fit._preflight import preflight
+from autobatch._framework import require_tensorflow
 from autobatch._models import check_model_file, model_input_shape
 from autobatch._plan import load_plan
 from autobatch._progress import Verbose
@@ -50,6 +51,7 @@ def fit(
     num_examples: int | None = None,
     batched: bool | None = None,
     max_pixels: int | None = None,
+    parse: Callable[[Any], Any] | None = None,
     time_budget: float | None = None,
     memory_budget: str | int | None = None,
     pixels: str | None = None,
@@ -85,6 +87,8 @@ def fit(
             detects it from the model's input rank.
         max_pixels: an image folder's pixel limit (``--max-pixels``; width x height read
             from the header; default 178,956,970): a larger image is left out, never decoded.
+        parse: with ``data`` a folder or glob of TFRecord shards: the function of one
+            serialized record that returns ``(x, y)`` (``--parse module:function``).
         time_budget: tuning time limit in seconds (``--time-budget``).
         memory_budget: tuning memory budget (``--memory-budget``).
         pixels: tuning pixel dtype, ``"auto"``, ``"float32"`` or ``"uint8"`` (``--pixels``).
@@ -123,8 +127,9 @@ def fit(
         raise UsageError("{param} must be >= 1, got " + str(epochs), parameter="epochs")
     user_steps = fit_kwargs.get("steps_per_epoch")
     check_model_file(model)  # a bad model file is refused before TensorFlow starts
+    require_tensorflow("training")
     source = resolve_source(data, num_examples=num_examples, batched=batched,
-                            max_pixels=max_pixels)
+                            max_pixels=max_pixels, parse=parse)
     source.check_learnable()
     model_spec = model if isinstance(model, (str, os.PathLike)) else None
     model = _resolve_model(model, source, image_size=tune_options.get("image_size"))
@@ -230,6 +235,7 @@ def dataset(
         from autobatch._search import tune
 
         plan = tune(model, data, **(tune_options or {}))
+    require_tensorflow("a tf.data pipeline")
     return load_plan(plan).dataset(data, shuffle=shuffle, seed=seed, repeat=repeat,
                                    image_size=image_size)
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from autobatch._framework import require_tensorflow
 from autobatch._models import optimizer_name
 from autobatch._models._files import check_model_file
 from autobatch._plan import Plan, load_cached_plan
@@ -99,6 +100,7 @@ def tune(
     seed: int = 0,
     num_examples: int | None = None,
     max_pixels: int | None = None,
+    parse: Callable[[Any], Any] | None = None,
     output: str | os.PathLike[str] | None = None,
     storage: str | None = None,
     force: bool = False,
@@ -139,6 +141,8 @@ def tune(
         num_examples: examples per epoch, where the data cannot say.
         max_pixels: an image folder's pixel limit (``--max-pixels``; width x height read
             from the header; default 178,956,970): a larger image is never decoded.
+        parse: with ``data`` a folder or glob of TFRecord shards: the function of one
+            serialized record that returns ``(x, y)`` (``--parse module:function``).
         output: also write the plan JSON here (atomically).
         storage: an Optuna storage URL; default SQLite in the user cache folder.
         force: ignore the cached plan and start a fresh study.
@@ -170,6 +174,10 @@ def tune(
     from autobatch._progress import tune_events
 
     started = time.perf_counter()
+    if parse is not None:
+        from autobatch._data import resolve_source
+
+        data = resolve_source(data, parse=parse, num_examples=num_examples)
     config = TuneConfig.create(
         time_budget_s=resolve_time_budget(time_budget, time_budget_s, stacklevel=3),
         trials=trials, image_size=image_size, channels=channels,
@@ -204,6 +212,7 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
         if cached is not None:
             return for_source(cached, source)
 
+    require_tensorflow("tuning")  # (a cached plan above needs none)
     study, in_memory = open_tune_study(job, config, emit)
     try:
         with _probe_runner(runner, job, config) as probe_runner:

@@ -190,7 +190,7 @@ def test_cli_fit_takes_a_dataset_function_from_the_current_folder(
                          (["tune", "--dataset", "nosuch_module:make", "--model", "small_cnn",
                            "--image-size", "32"], "cannot import the dataset function"),
                          (["tune", str(folder), "--num-examples", "5", "--model", "small_cnn"],
-                          "--num-examples applies to --dataset only")):
+                          "--num-examples applies to --dataset and --parse only")):
         assert main(bad) == 2, bad
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and message in err, err

@@ -1,0 +1,184 @@
+"""TFRecord shards and the user's parse function as a source: a ``DatasetSource`` whose reads
+autobatch builds itself, so that their parallelism is tuned with the rest.
+
+The shards are read with ``interleave`` (cycle length and parallelism from the plan's
+``num_parallel_calls``, at most one per shard) and parsed with ``parse`` (one serialized
+record -> ``(x, y)``). The records are counted shard by shard before any tuning or training,
+so that a corrupt record is reported with its shard and offset, instead of ending an epoch
+early without a word.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from autobatch._data._tfdata import DatasetSource, import_function, importable_name
+from autobatch._errors import DataError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tensorflow as tf
+
+    from autobatch._settings import PipelineSettings
+
+logger = logging.getLogger(__name__)
+
+SHARD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfr")
+"""What a shard in a folder is called (a glob names its own)."""
+_OFFSET = re.compile(r"corrupted record at (\d+)")
+
+
+def shard_files(data: str | os.PathLike[str]) -> list[str]:
+    """The shards a folder holds (by suffix) or a glob matches, sorted."""
+    text = os.fspath(data)
+    if os.path.isdir(text):
+        names = sorted(os.listdir(text))
+        return [os.path.join(text, n) for n in names
+                if n.endswith(SHARD_SUFFIXES) and os.path.isfile(os.path.join(text, n))]
+    return sorted(p for p in glob.glob(text) if os.path.isfile(p))
+
+
+def looks_like_shards(data: str | os.PathLike[str]) -> bool:
+    """A folder of TFRecord shards (given without ``parse=``)."""
+    return os.path.isdir(data) and bool(shard_files(data))
+
+
+@dataclass(frozen=True)
+class TFRecordSource(DatasetSource):
+    """TFRecord ``files`` parsed by ``parse``; ``stamps`` are their size and mtime when
+    counted (``unavailable`` names a shard changed since)."""
+
+    files: tuple[str, ...] = ()
+    parse: Any = None
+    parse_name: str | None = None
+    stamps: tuple[str, ...] = ()
+
+    kind: ClassVar[str] = "tfrecord"
+    title: ClassVar[str] = "TFRecord shards"
+
+    @classmethod
+    def from_shards(cls, data: str | os.PathLike[str], parse: Any, *,
+                    num_examples: int | None = None) -> TFRecordSource:
+        """The shards of a folder or glob, counted (one pass over the records, not parsed)
+        unless ``num_examples`` is given."""
+        if not callable(parse):
+            raise UsageError("{param} must be a function of one serialized record that "
+                             "returns (x, y)", parameter="parse")
+        files = tuple(shard_files(data))
+        if not files:
+            raise DataError(f"no TFRecord shards in {os.fspath(data)!r}: pass a folder of "
+                            f"{'/'.join(SHARD_SUFFIXES)} files or a glob that matches them")
+        name = importable_name(parse)
+        dataset = _read(files, parse, parallel=None, deterministic=True)
+        stamps = tuple(_stamp(f) for f in files)
+        count = num_examples if num_examples is not None else count_records(files)
+        return cls(dataset, factory=None, num_examples_hint=count, files=files, parse=parse,
+                   parse_name=name, stamps=stamps)
+
+    def elements(self, settings: PipelineSettings | None) -> tf.data.Dataset:
+        if settings is None:
+            return self.dataset
+        return _read(self.files, self.parse, parallel=settings.num_parallel_calls,
+                     deterministic=bool(settings.deterministic))
+
+    def unavailable(self) -> list[str]:
+        return [f for f, stamp in zip(self.files, self.stamps, strict=True)
+                if _stamp(f) != stamp]
+
+    # ---- identity and summaries
+    def fingerprint(self) -> str:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{self.parse_name}:{self.num_examples}:{self.limit}".encode())
+        for path, stamp in zip(self.files, self.stamps, strict=True):
+            digest.update(f"{path}\0{stamp}\n".encode("utf-8", "surrogateescape"))
+        return digest.hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        root = os.path.commonpath(self.files) if self.files else None
+        return {**super().summary(), "path": root, "parse": self.parse_name}
+
+    # ---- the probe worker
+    def describe(self, work_dir: Path) -> dict[str, Any]:
+        if self.parse_name is None:
+            raise DataError(
+                "the parse function cannot be sent to the probe worker: define it at module "
+                f"level in an importable module (got {_qualified(self.parse)})")
+        return {"kind": self.kind, "files": list(self.files), "parse": self.parse_name,
+                "stamps": list(self.stamps), "num_examples_hint": self.num_examples_hint,
+                "limit": self.limit, "vocabulary": self.class_names()}
+
+    @classmethod
+    def rebuild(cls, description: dict[str, Any]) -> TFRecordSource:
+        parse = import_function(description["parse"], what="parse function")
+        files = tuple(description["files"])
+        vocabulary = description.get("vocabulary")
+        return cls(_read(files, parse, parallel=None, deterministic=True),
+                   num_examples_hint=description.get("num_examples_hint"),
+                   limit=description.get("limit"),
+                   vocabulary=tuple(vocabulary) if vocabulary is not None else None,
+                   files=files, parse=parse, parse_name=description["parse"],
+                   stamps=tuple(description.get("stamps") or ()))
+
+    def with_num_examples(self, num_examples: int) -> TFRecordSource:
+        if num_examples < 1:
+            raise UsageError("{param} must be >= 1, got " + str(num_examples),
+                             parameter="num_examples")
+        return dataclasses.replace(self, num_examples_hint=int(num_examples))
+
+
+def _read(files: tuple[str, ...], parse: Any, *, parallel: int | None,
+          deterministic: bool) -> tf.data.Dataset:
+    """The shards interleaved (one reader per shard at most) and parsed."""
+    import tensorflow as tf
+
+    readers = max(1, min(len(files), parallel if parallel and parallel > 0 else 4))
+    calls = tf.data.AUTOTUNE if parallel is None or parallel < 0 else max(1, parallel)
+    shards = tf.data.Dataset.from_tensor_slices(list(files))
+    records = shards.interleave(tf.data.TFRecordDataset, cycle_length=readers,
+                                num_parallel_calls=calls if len(files) > 1 else None,
+                                deterministic=deterministic)
+    return records.map(parse, num_parallel_calls=calls, deterministic=deterministic)
+
+
+def count_records(files: tuple[str, ...]) -> int:
+    """The records in ``files``, shard by shard; a corrupt record is a ``DataError`` that
+    names its shard and offset."""
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    total = 0
+    for path in files:
+        try:
+            total += int(tf.data.TFRecordDataset(path).reduce(
+                tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
+            match = _OFFSET.search(str(exc))
+            where = f" at offset {match.group(1)}" if match else ""
+            raise DataError(
+                f"TFRecord shard {path!r} has a corrupt record{where} (after {total} good "
+                "records in the shards before it); rewrite or remove that shard") from exc
+    logger.info("counted %d records in %d shards (%.1f s); pass num_examples= to skip the "
+                "count", total, len(files), time.perf_counter() - started)
+    return total
+
+
+def _stamp(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _qualified(function: Any) -> str:
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', '?')}"
+
+
