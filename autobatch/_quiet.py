@@ -62,13 +62,16 @@ def _fd2_filtered() -> Iterator[None]:
 
 
 class _QuietLoader(importlib.abc.Loader):
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, finder: Any) -> None:
         self._loader = loader
+        self._finder = finder
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
         return self._loader.create_module(spec)
 
     def exec_module(self, module: Any) -> None:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self._finder)  # imported now: the finder steps aside
         with _fd2_filtered():
             self._loader.exec_module(module)
 
@@ -77,17 +80,24 @@ class _QuietLoader(importlib.abc.Loader):
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):
-    """Wraps the first import of ``tensorflow`` in ``_fd2_filtered``, then steps aside."""
+    """Wraps the import of ``tensorflow`` in ``_fd2_filtered``. It stays in place until the
+    import has run: a look-up without an import (``importlib.util.find_spec``, as the check
+    that TensorFlow is installed makes) must not use it up."""
+
+    def __init__(self) -> None:
+        self._looking = False
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "tensorflow":
+        if name != "tensorflow" or self._looking:
             return None
-        with contextlib.suppress(ValueError):
-            sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        self._looking = True  # the look-up below asks the finders again, this one included
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._looking = False
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = _QuietLoader(spec.loader)
+        spec.loader = _QuietLoader(spec.loader, self)
         return spec
 
 

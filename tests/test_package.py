@@ -29,7 +29,8 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
     "fit": [
         "model", "data", "*epochs=1", "*plan=None", "*validation_split=None", "*seed=None",
         "*callbacks=None", "*verbose='auto'", "*image_size=None", "*num_examples=None",
-        "*batched=None", "*max_pixels=None", "*parse=None", "*time_budget=None",
+        "*batched=None", "*max_pixels=None", "*parse=None", "*label_mode=None",
+        "*augment=None", "*time_budget=None",
         "*memory_budget=None", "*pixels=None", "*scale_lr=False", "*reference_batch_size=None",
         "*tune_options=None", "*on_epoch=None", "**fit_kwargs",
     ],
@@ -42,7 +43,8 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
     "tune": [
         "model", "data", "*image_size=None", "*channels=None", "*memory_budget=None",
         "*time_budget=None", "*trials=None", "*pixels='auto'", "*try_xla=True", "*seed=0",
-        "*num_examples=None", "*max_pixels=None", "*parse=None", "*output=None", "*storage=None",
+        "*num_examples=None", "*max_pixels=None", "*parse=None", "*augment=None", "*output=None",
+        "*storage=None",
         "*force=False",
         "*verbose='auto'", "*on_event=None", "*measure_baseline=True", "*trial_steps=5",
         "*verify_steps=15", "*max_batch_size=None", "*custom_objects_module=None",
@@ -157,6 +159,9 @@ def test_cli_keeps_tensorflow_startup_lines_off_stderr() -> None:
     proc = _run("import os, sys\nfrom autobatch._cli import main\nmain(['env', '--json'])\n"
                 "assert 'tensorflow' not in sys.modules\n"
                 "assert os.environ['TF_CPP_MIN_LOG_LEVEL'] == '3'\n"
+                # The check that TensorFlow is installed looks it up without using the hook up.
+                "from autobatch._framework import require_tensorflow\nrequire_tensorflow()\n"
+                "assert 'tensorflow' not in sys.modules\n"
                 "import tensorflow as tf\ntf.config.list_physical_devices()\n"
                 "print(int(tf.constant(2) + 1))",
                 env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})

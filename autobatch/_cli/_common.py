@@ -75,20 +75,24 @@ def chosen_data(args: Any) -> tuple[str, Any]:
     """What to train on, ``(data, parse)``: DATA_DIR (a folder; with ``--parse``, a folder or
     glob of TFRecord shards and the parse function) or ``--dataset``, exactly one.
 
-    The module ``--dataset`` or ``--parse`` names is imported as ``python -m`` would find it:
-    the current folder joins the import path (and so the probe worker's), for that named
-    module only."""
+    The module ``--dataset`` or ``--parse`` names is found in the current folder too: that
+    folder joins the end of the import path (and so the probe worker's), where it can never
+    shadow an installed package."""
     from autobatch._errors import UsageError
 
     if (args.data_dir is None) == (args.dataset is None):
         raise UsageError("give DATA_DIR or --dataset MODULE:FUNCTION (one of the two)")
+    if args.dataset is not None or args.parse is not None:
+        from autobatch._framework import require_tensorflow
+
+        require_tensorflow("--dataset" if args.dataset is not None else "--parse")
     if args.dataset is not None:
         if args.parse is not None:
             raise UsageError("--parse applies to TFRecord shards given as DATA_DIR; remove it")
         _importable_spec(args.dataset, "--dataset")
         return str(args.dataset), None
     if args.parse is not None:
-        from autobatch._data._tfdata import import_function
+        from autobatch._data._userland import import_function
 
         _importable_spec(args.parse, "--parse")
         return str(args.data_dir), import_function(args.parse, what="parse function")
@@ -113,13 +117,13 @@ def require_folder(data_dir: str) -> None:
 def _importable_spec(spec: str, flag: str) -> None:
     import os
 
-    from autobatch._data._tfdata import FACTORY_PATTERN
+    from autobatch._data._userland import FACTORY_PATTERN
     from autobatch._errors import UsageError
 
     if not FACTORY_PATTERN.fullmatch(spec):
         raise UsageError(f"{flag} must be MODULE:FUNCTION, got {spec!r}")
     if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())  # last: it can never shadow an installed package
 
 
 def add_max_pixels(parser: Any) -> None:

@@ -6,6 +6,10 @@
     _arrays.py     ``ArraySource``: arrays in memory or memory-mapped
     _generator.py  ``GeneratorSource``: a generator function, a generator, a PyDataset
     _tfdata.py     ``DatasetSource``: the user's own ``tf.data.Dataset`` of ``(x, y)``
+    _tfrecord.py   ``TFRecordSource``: TFRecord shards and the user's parse function
+    _graphs.py     a dataset's graph: serialized for the worker, keyed, searched for randomness
+    _userland.py   the user's functions by ``module:qualname`` (for the worker)
+    _augment.py    augmentation after the cache: a function of one image or Keras layers
     _stream.py     reading a generator: peeked once, epochs restarted or continued, counted
     _labels.py     label encodings, class counts, the stratified split
     _tail.py       the tail every pipeline shares: cache, shuffle, batch, prefetch, options
@@ -83,6 +87,12 @@ def build_dataset(source: Any, **options: Any) -> tf.data.Dataset:
             batch, so ``steps_per_epoch = ceil(N / batch_size)`` steps are exactly one
             epoch). One iterator then serves every epoch, and the prefetch prepares the next
             epoch's first batches while the last ones train.
+        label_mode: ``"int"``, ``"categorical"`` (one-hot float32 rows) or ``"binary"``
+            (float32 0/1 of shape (batch, 1)) for class-index labels, as Keras' loaders
+            mean it; None: the labels as the data gives them.
+        augment: a function of one image (``augment(image)`` or ``augment(image, seed)``)
+            or a Keras layer, applied after the cache: new pixels every epoch, the cache
+            un-augmented (see ``_augment``).
 
     Raises:
         DataError: the source cannot be built as asked.

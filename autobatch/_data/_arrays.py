@@ -176,4 +176,4 @@ class ArraySource(Source):
             ds = ds.repeat()
         ds = ds.batch(request.batch_size, drop_remainder=False)
         ds = ds.map(gather, **kwargs).map(convert, **kwargs)
-        return tail.batches_to_epochs(ds, request)
+        return tail.batches_to_epochs(tail.augment_batched(ds, request), request)

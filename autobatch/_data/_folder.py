@@ -209,5 +209,4 @@ class FileSource(Source):
         if request.repeat:
             ds = ds.repeat()
         ds = ds.map(load, **tail.map_kwargs(settings))
-        return tail.batches_to_epochs(ds.batch(request.batch_size, drop_remainder=False),
-                                       request)
+        return tail.batches_to_epochs(tail.batch_examples(ds, request), request)

@@ -63,6 +63,7 @@ class GeneratorSource(Source):
     endless_epochs: ClassVar[bool] = False
     can_subset: ClassVar[bool] = False
     title: ClassVar[str] = "a generator"
+    can_augment: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.stream is None:

@@ -11,7 +11,7 @@ from autobatch._errors import UsageError
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-LabelKind = Literal["index", "one_hot", "unknown"]
+LabelKind = Literal["index", "one_hot", "binary", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,34 @@ class LabelSpec:
     num_classes: int | None
     exact: bool = False
     what: str = "classes"
+
+
+LABEL_MODES = ("int", "categorical", "binary")
+"""Keras' ``label_mode`` meanings: class indices (int32), one-hot rows (float32), or 0/1 of
+shape (batch, 1) (float32, two classes)."""
+
+
+def label_mode_for(loss_kind: str, labels: LabelSpec, requested: str | None = None) -> str | None:
+    """The labels to feed: ``requested`` (checked), else chosen from the loss, as Keras users
+    pick ``label_mode`` for their loss; None: the labels as the data gives them.
+
+    A one-hot loss (``categorical_crossentropy``) on class indices gets ``"categorical"``; a
+    binary loss on two classes of indices gets ``"binary"``."""
+    if requested is not None:
+        if requested not in LABEL_MODES:
+            raise UsageError("{param} must be one of " + ", ".join(LABEL_MODES) + f", got "
+                             f"{requested!r}", parameter="label_mode")
+        if requested == "binary" and labels.num_classes is not None and labels.num_classes > 2:
+            raise UsageError(f"{{param}}='binary' needs two classes; the data has "
+                             f"{labels.num_classes} {labels.what}", parameter="label_mode")
+        return None if requested == "int" or labels.kind != "index" else requested
+    if labels.kind != "index":
+        return None
+    if loss_kind == "one_hot":
+        return "categorical"
+    if loss_kind == "binary" and (labels.num_classes or 0) <= 2:
+        return "binary"
+    return None
 
 
 DEFAULT_SPLIT_SEED = 1337

@@ -11,8 +11,9 @@ from autobatch._data._arrays import ArraySource
 from autobatch._data._folder import FileSource
 from autobatch._data._generator import GeneratorSource
 from autobatch._data._source import Source
-from autobatch._data._tfdata import FACTORY_PATTERN, DatasetSource, importable_name, is_dataset
+from autobatch._data._tfdata import DatasetSource, is_dataset
 from autobatch._data._tfrecord import TFRecordSource, looks_like_shards
+from autobatch._data._userland import FACTORY_PATTERN, importable_name
 from autobatch._errors import DataError, UsageError
 
 _KINDS: dict[str, type[Source]] = {
@@ -47,14 +48,21 @@ def resolve_source(data: Any, *, num_examples: int | None = None,
         raise UsageError("{param} applies to image folders only; remove it",
                          parameter="max_pixels")
     if parse is not None:
-        if not isinstance(data, (str, os.PathLike)) or max_pixels is not None:
+        if not isinstance(data, (str, os.PathLike)):
             raise UsageError("{param} applies to TFRecord shards (a folder or glob of them) "
                              "only; remove it", parameter="parse")
+        if max_pixels is not None:
+            raise UsageError("{param} applies to image folders only; remove it",
+                             parameter="max_pixels")
         if batched is not None:
             raise UsageError("{param} applies to generators only; remove it",
                              parameter="batched")
         return TFRecordSource.from_shards(data, parse, num_examples=num_examples)
     source = _resolve(data, max_pixels)
+    if max_pixels is not None and not isinstance(source, FileSource) and \
+            not isinstance(data, Source):
+        raise UsageError("{param} applies to image folders only; remove it",
+                         parameter="max_pixels")
     if isinstance(source, GeneratorSource):
         return source.with_hints(num_examples, batched)
     if batched is not None:
@@ -114,7 +122,7 @@ def _dataset_returned_by(data: Any) -> Any:
         parameters = inspect.signature(data).parameters.values()
     except (TypeError, ValueError):
         return None
-    if any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    if any(p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
            for p in parameters):
         return None
     result = data()

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from autobatch._data._labels import LabelSpec, check_fraction, stratified_split
+from autobatch._data._augment import check_augment
+from autobatch._data._labels import LabelSpec, check_fraction, label_mode_for, stratified_split
 from autobatch._data._tail import BuildRequest, dataset_options, normalize_image_size
 from autobatch._errors import DataError, UsageError
 from autobatch._settings import PipelineSettings, check_pixels_request
@@ -73,6 +74,8 @@ class Source(abc.ABC):
     """``subset`` and ``split`` work (a generator cannot be indexed without reading it)."""
     title: ClassVar[str] = "the data"
     """How a message names this kind of input."""
+    can_augment: ClassVar[bool] = True
+    """``augment=`` applies (a generator yields what its own code made)."""
 
     # ---- size and labels
     @property
@@ -183,6 +186,11 @@ class Source(abc.ABC):
         return None
 
     # ---- the probe worker
+    def modules(self) -> list[str]:
+        """The user's modules the worker must import to rebuild this source (a dataset's
+        function, a parse function): their folders join its import path if need be."""
+        return []
+
     @abc.abstractmethod
     def describe(self, work_dir: Path) -> dict[str, Any]:
         """Write what the worker needs to rebuild this source into ``work_dir`` and return
@@ -206,6 +214,8 @@ class Source(abc.ABC):
         cache_dir: str | os.PathLike[str] | None = None,
         repeat: bool = False,
         repeat_epochs: bool = False,
+        label_mode: str | None = None,
+        augment: Any = None,
     ) -> tf.data.Dataset:
         """The batched ``tf.data.Dataset`` of ``(x, y)`` (see ``autobatch._data.build_dataset``
         for what each argument and setting does). The source builds its examples; the tail
@@ -216,8 +226,16 @@ class Source(abc.ABC):
         size = normalize_image_size(image_size)
         if size is None and self.needs_image_size:
             raise DataError("image_size is needed to batch an image folder; pass image_size=N")
+        check_augment(augment)
+        if augment is not None and not self.can_augment:
+            raise UsageError("{param} cannot be applied to " + self.title + "; augment inside "
+                             "it, or pass a folder, arrays or a tf.data.Dataset",
+                             parameter="augment")
+        labels = self.label_spec() if label_mode is not None else None
+        mode = label_mode_for("unknown", labels, label_mode) if labels is not None else None
         request = BuildRequest(batch_size, settings, size, channels, shuffle, seed, cache_dir,
-                               repeat, repeat_epochs)
+                               repeat, repeat_epochs, mode,
+                               labels.num_classes if labels is not None else None, augment)
         return self._build(request).with_options(dataset_options(settings))
 
     @abc.abstractmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autobatch._errors import DataError
 from autobatch._settings import AUTOTUNE, PipelineSettings
@@ -34,6 +34,11 @@ class BuildRequest:
     cache_dir: str | os.PathLike[str] | None
     repeat: bool
     repeat_epochs: bool
+    label_mode: str | None = None
+    """``"categorical"`` or ``"binary"``: class indices converted (``_labels.LABEL_MODES``)."""
+    num_classes: int | None = None
+    augment: Any = None
+    """A function of one image or a Keras layer (``_augment``), applied after the cache."""
 
 
 def normalize_image_size(
@@ -235,7 +240,80 @@ def examples_to_batches(ds: tf.data.Dataset, n: int, request: BuildRequest) -> t
         ds = ds.shuffle(buffer, seed=request.seed, reshuffle_each_iteration=True)
     if request.repeat:
         ds = ds.repeat()
-    return batches_to_epochs(ds.batch(request.batch_size, drop_remainder=False), request)
+    return batches_to_epochs(batch_examples(ds, request), request)
+
+
+def batch_examples(ds: tf.data.Dataset, request: BuildRequest) -> tf.data.Dataset:
+    """Examples (after any cache) -> augmented -> batches of ``request.batch_size``, the last
+    partial batch kept; a Keras-layer augmentation goes over each batch."""
+    ds = augment_examples(ds, request)
+    return augment_batches(ds.batch(request.batch_size, drop_remainder=False), request)
+
+
+def augment_examples(ds: tf.data.Dataset, request: BuildRequest) -> tf.data.Dataset:
+    """Examples through ``request.augment`` when it is a function (a parallel map; a
+    ``seed`` parameter gets a per-example seed, new each epoch, from the pipeline's seed)."""
+    import tensorflow as tf
+
+    from autobatch._data._augment import is_layer, takes_seed
+
+    augment, settings = request.augment, request.settings
+    if augment is None or is_layer(augment):
+        return ds
+    before = ds.element_spec[0]
+    if takes_seed(augment):
+        seeds = tf.data.Dataset.random(seed=request.seed, rerandomize_each_iteration=True)
+        paired = tf.data.Dataset.zip((ds, seeds.batch(2, drop_remainder=True)))
+
+        def seeded(xy: Any, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return to_pixels(augment(xy[0], seed=seed), settings), xy[1]
+
+        out = paired.map(seeded, **map_kwargs(settings))
+    else:
+        def plain(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return to_pixels(augment(x), settings), y
+
+        out = ds.map(plain, **map_kwargs(settings))
+    _check_shape(before.shape, out.element_spec[0].shape)
+    return out
+
+
+def augment_batches(ds: tf.data.Dataset, request: BuildRequest) -> tf.data.Dataset:
+    """Batches through ``request.augment`` when it is a Keras layer (``training=True``), in
+    order, so that the layer's own seed generator repeats a seeded run."""
+    from autobatch._data._augment import is_layer
+
+    augment, settings = request.augment, request.settings
+    if augment is None or not is_layer(augment):
+        return ds
+    before = ds.element_spec[0]
+
+    def apply(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return to_pixels(augment(x, training=True), settings), y
+
+    out = ds.map(apply)
+    _check_shape(before.shape[1:], out.element_spec[0].shape[1:])
+    return out
+
+
+def augment_batched(ds: tf.data.Dataset, request: BuildRequest) -> tf.data.Dataset:
+    """``augment`` for a pipeline that makes whole batches itself (arrays gathered batch by
+    batch): a function goes over the examples of each batch, a layer over the batch."""
+    from autobatch._data._augment import is_layer
+
+    if request.augment is None:
+        return ds
+    if not is_layer(request.augment):
+        ds = augment_examples(ds.unbatch(), request).batch(request.batch_size,
+                                                           drop_remainder=False)
+    return augment_batches(ds, request)
+
+
+def _check_shape(before: Any, after: Any) -> None:
+    if before.rank is not None and after.as_list() != before.as_list():
+        raise DataError(
+            f"the augmentation changes the image shape from {before.as_list()} to "
+            f"{after.as_list()}; it must keep it (crop, then resize back to the input size)")
 
 
 def batches_to_epochs(ds: tf.data.Dataset, request: BuildRequest) -> tf.data.Dataset:
@@ -244,6 +322,27 @@ def batches_to_epochs(ds: tf.data.Dataset, request: BuildRequest) -> tf.data.Dat
     Call after every parallel map: with ``deterministic=False`` such a map may reorder
     batches, which must stay inside their own epoch.
     """
+    ds = convert_labels(ds, request)
     if request.repeat_epochs and not request.repeat:
         ds = ds.repeat()
     return prefetch(ds, request.settings)
+
+
+def convert_labels(ds: tf.data.Dataset, request: BuildRequest) -> tf.data.Dataset:
+    """Batches of class indices as ``request.label_mode`` asks: one-hot float32 rows over
+    ``num_classes`` ("categorical"), or float32 0/1 of shape (batch, 1) ("binary")."""
+    import tensorflow as tf
+
+    mode, depth = request.label_mode, request.num_classes
+    if mode not in ("categorical", "binary"):
+        return ds
+    if mode == "categorical" and not depth:
+        raise DataError("label_mode='categorical' needs the number of classes")
+
+    def convert(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        indices = tf.reshape(tf.cast(y, tf.int32), [-1])
+        if mode == "categorical":
+            return x, tf.one_hot(indices, int(depth or 0), dtype=tf.float32)
+        return x, tf.cast(indices, tf.float32)[:, tf.newaxis]
+
+    return ds.map(convert)

@@ -16,19 +16,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
-import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from autobatch._atomic import atomic_write_bytes
 from autobatch._data import _tail as tail
+from autobatch._data._graphs import (
+    draws_random_numbers,
+    graph_key,
+    serialize,
+    shape_list,
+    shape_text,
+    spec_text,
+)
 from autobatch._data._labels import LabelSpec
 from autobatch._data._source import Source
 from autobatch._data._tail import BuildRequest
+from autobatch._data._userland import import_function
 from autobatch._errors import DataError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,22 +44,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-FACTORY_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-"""``module:function``: an importable function that returns the dataset."""
 LABEL_SAMPLE = 256
 """Elements read to see integer labels (their largest value bounds the class count)."""
-_PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
-# Per-process counters tf.data puts in a graph's names (traced functions, dataset metadata,
-# seed generators): the same pipeline built again differs only there.
-_COUNTERS = re.compile(r"(__inference_\w*?_|SeedGenerator_|FileIdentity/)\d+")
 
 
 @dataclass
-class _Labels:
-    """What was read of the labels, shared by every copy of a source (read once)."""
+class _Read:
+    """What was read of the dataset, shared by every copy of a source (read once): the
+    labels, and whether its own stages draw random numbers."""
 
     vocabulary: tuple[str, ...] | None = None
     spec: LabelSpec | None = None
+    random: bool | None = None
+    warned: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class DatasetSource(Source):
     num_examples_hint: int | None = None
     limit: int | None = None
     vocabulary: tuple[str, ...] | None = None
-    labels_read: _Labels = field(default_factory=_Labels, compare=False, repr=False)
+    read: _Read = field(default_factory=_Read, compare=False, repr=False)
 
     kind: ClassVar[str] = "dataset"
     can_subset: ClassVar[bool] = False
@@ -83,10 +86,10 @@ class DatasetSource(Source):
                 and all(hasattr(part, "shape") and hasattr(part, "dtype") for part in spec)):
             raise DataError(
                 f"the dataset's elements must be (image, label) pairs of tensors, got "
-                f"{_spec_text(spec)}; map it to (x, y), e.g. ds.map(lambda x: (x['image'], "
+                f"{spec_text(spec)}; map it to (x, y), e.g. ds.map(lambda x: (x['image'], "
                 "x['label']))")
         if self.vocabulary is not None:
-            self.labels_read.vocabulary = self.vocabulary
+            self.read.vocabulary = self.vocabulary
 
     @classmethod
     def from_factory(cls, factory: str) -> DatasetSource:
@@ -134,9 +137,9 @@ class DatasetSource(Source):
         """The sorted string labels (read in one pass), or None for numeric labels."""
         if not self.string_labels:
             return None
-        if self.labels_read.vocabulary is None:
-            self.labels_read.vocabulary = self._read_vocabulary()
-        return self.labels_read.vocabulary
+        if self.read.vocabulary is None:
+            self.read.vocabulary = self._read_vocabulary()
+        return self.read.vocabulary
 
     def _read_vocabulary(self) -> tuple[str, ...]:
         import time
@@ -145,16 +148,17 @@ class DatasetSource(Source):
             self._require_length()
         started = time.perf_counter()
         seen: set[str] = set()
-        for _, y in self._epoch(None).batch(1024).as_numpy_iterator():
+        labels = self._epoch(None).map(lambda x, y: y).batch(1024)
+        for y in labels.as_numpy_iterator():
             seen.update(v.decode("utf-8", "surrogateescape") for v in y.reshape(-1))
         logger.info("read %d class names from the dataset's string labels in one pass (%.1f s)",
                     len(seen), time.perf_counter() - started)
         return tuple(sorted(seen))
 
     def label_spec(self) -> LabelSpec:
-        if self.labels_read.spec is None:
-            self.labels_read.spec = self._label_spec()
-        return self.labels_read.spec
+        if self.read.spec is None:
+            self.read.spec = self._label_spec()
+        return self.read.spec
 
     def _label_spec(self) -> LabelSpec:
         from autobatch._data._labels import label_spec_of
@@ -188,9 +192,14 @@ class DatasetSource(Source):
     def prepared(self, input_shape: tuple[int | None, ...] | None, *,
                  steps_given: bool) -> DatasetSource:
         rank = self._x_spec().shape.rank
+        if rank is None:
+            raise DataError(
+                "the dataset's images have an unknown rank (tf.io.decode_image gives no "
+                "shape); give them one in your map, e.g. tf.ensure_shape(image, (None, None, "
+                "3)) or decode_jpeg/decode_png, then resize")
         if input_shape is not None and rank == len(input_shape) + 1:
             raise UsageError(
-                f"the dataset yields batches (x of shape {_shape_text(self._x_spec().shape)}); "
+                f"the dataset yields batches (x of shape {shape_text(self._x_spec().shape)}); "
                 "pass it unbatched (drop its .batch(...), or call .unbatch()) so that "
                 "autobatch chooses the batch size")
         if not steps_given:
@@ -212,17 +221,23 @@ class DatasetSource(Source):
     def fingerprint(self) -> str:
         digest = hashlib.blake2b(digest_size=16)
         digest.update(f"{self.factory}:{self.num_examples}:{self.limit}".encode())
-        digest.update(_spec_text(self.dataset.element_spec).encode())
-        if self.factory is None:
-            digest.update(self._graph_text().encode("utf-8", "surrogateescape"))
+        digest.update(spec_text(self.dataset.element_spec).encode())
+        try:
+            digest.update(self._graph_key())
+        except Exception:  # noqa: BLE001 - a graph TF cannot serialize: the name stands for it
+            if self.factory is None:
+                raise
         return digest.hexdigest()
 
     def summary(self) -> dict[str, Any]:
-        names = self.labels_read.vocabulary
+        names = self.read.vocabulary
         return {"kind": self.kind, "path": self.factory,
                 "class_names": list(names) if names is not None else None}
 
     # ---- the probe worker
+    def modules(self) -> list[str]:
+        return [self.factory.partition(":")[0]] if self.factory else []
+
     def describe(self, work_dir: Path) -> dict[str, Any]:
         description: dict[str, Any] = {
             "kind": self.kind, "factory": self.factory, "limit": self.limit,
@@ -232,7 +247,7 @@ class DatasetSource(Source):
             atomic_write_bytes(path, self._graph(check_python=True))
             description["graph_path"] = str(path)
             description["element_spec"] = [
-                [_shape_list(part.shape), part.dtype.name] for part in self.dataset.element_spec]
+                [shape_list(part.shape), part.dtype.name] for part in self.dataset.element_spec]
         return description
 
     @classmethod
@@ -253,40 +268,12 @@ class DatasetSource(Source):
         dataset = tf.data.experimental.from_variant(variant, structure=structure)
         return cls(dataset, **options)
 
-    def _graph_text(self) -> str:
-        """The graph as text without what differs when the same pipeline is built again:
-        the dataset ops' ``metadata`` (a per-process name) and the counters in names."""
-        import tensorflow as tf
-
-        graph_def = tf.compat.v1.GraphDef.FromString(self._graph())
-        nodes = list(graph_def.node)
-        for function in graph_def.library.function:
-            nodes.extend(function.node_def)
-        for node in nodes:
-            if "metadata" in node.attr:
-                del node.attr["metadata"]
-        return _COUNTERS.sub(r"\1", str(graph_def))
-
     def _graph(self, check_python: bool = False) -> bytes:
-        """The dataset's serialized ``GraphDef``; with ``check_python``, an error when the
-        graph calls back into Python (which another process cannot run)."""
-        import tensorflow as tf
+        """The dataset's serialized ``GraphDef`` (``_graphs.serialize``)."""
+        return serialize(self.dataset, check_python=check_python)
 
-        graph = bytes(tf.raw_ops.DatasetToGraphV2(
-            input_dataset=self.dataset._variant_tensor,  # noqa: SLF001 - tf.data's own handle
-            external_state_policy=0, strip_device_assignment=True).numpy())
-        if check_python:
-            graph_def = tf.compat.v1.GraphDef.FromString(graph)
-            ops = {node.op for node in graph_def.node}
-            for function in graph_def.library.function:
-                ops.update(node.op for node in function.node_def)
-            if ops & _PYTHON_OPS:
-                raise DataError(
-                    "the dataset runs Python code (tf.py_function, tf.numpy_function or "
-                    "Dataset.from_generator), which the probe worker cannot carry over; pass "
-                    "the function that builds the dataset as 'module:function' instead (a "
-                    "module the worker can import)")
-        return graph
+    def _graph_key(self) -> bytes:
+        return graph_key(self._graph())
 
     # ---- the pipeline
     def elements(self, settings: PipelineSettings | None) -> tf.data.Dataset:
@@ -303,10 +290,29 @@ class DatasetSource(Source):
             ds = ds.take(n)
         return ds
 
+    @property
+    def random_stages(self) -> bool:
+        """Whether the user's own maps draw random numbers (augmentation in their map):
+        such a pipeline is never cached, or every epoch would replay the first one's."""
+        if self.read.random is None:
+            try:
+                self.read.random = draws_random_numbers(self._graph())
+            except Exception:  # noqa: BLE001 - a graph TF cannot serialize: assume it may
+                self.read.random = True
+        return self.read.random
+
     def _build(self, request: BuildRequest) -> tf.data.Dataset:
         import tensorflow as tf
 
         self._require_length()
+        if request.settings.cache != "none" and self.random_stages:
+            if not self.read.warned:
+                self.read.warned = True
+                logger.warning("the dataset's own map draws random numbers (augmentation?): it "
+                               "is not cached, which would replay epoch 1's pixels in every "
+                               "epoch; pass augment= instead to augment after a cache")
+            request = dataclasses.replace(
+                request, settings=dataclasses.replace(request.settings, cache="none"))
         n = int(self.num_examples or 0)
         settings, size, channels = request.settings, request.image_size, request.channels
         names = self.class_names()
@@ -333,50 +339,9 @@ class DatasetSource(Source):
         return tail.examples_to_batches(ds, n, request)
 
 
-def import_function(spec: str, *, what: str) -> Any:
-    """The function ``module:qualname`` names (the module imported from the caller's path)."""
-    module_name, _, name = spec.partition(":")
-    try:
-        function: Any = importlib.import_module(module_name)
-        for part in name.split("."):
-            function = getattr(function, part)
-    except (ImportError, AttributeError) as exc:
-        raise DataError(f"cannot import the {what} {spec!r} ({exc}); pass module:function "
-                        "of an importable module") from exc
-    return function
-
-
-def importable_name(function: Any) -> str | None:
-    """``module:qualname`` of a function another process can import, else None."""
-    module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", "")
-    if not module or module == "__main__" or "<" in name:
-        return None
-    return f"{module}:{name}"
-
-
 def is_dataset(data: Any) -> bool:
     """Whether ``data`` is a ``tf.data.Dataset`` (without importing TensorFlow)."""
     import sys
 
     tf = sys.modules.get("tensorflow")
     return tf is not None and isinstance(data, tf.data.Dataset)
-
-
-def _shape_list(shape: Any) -> list[int | None] | None:
-    return None if shape.rank is None else [None if d is None else int(d) for d in shape]
-
-
-def _shape_text(shape: Any) -> str:
-    dims = _shape_list(shape)
-    return "unknown" if dims is None else "(" + ", ".join(
-        "None" if d is None else str(d) for d in dims) + ")"
-
-
-def _spec_text(spec: Any) -> str:
-    if isinstance(spec, tuple):
-        return "(" + ", ".join(_spec_text(part) for part in spec) + ")"
-    if isinstance(spec, dict):
-        return "{" + ", ".join(f"{k!r}: {_spec_text(v)}" for k, v in spec.items()) + "}"
-    if hasattr(spec, "shape") and hasattr(spec, "dtype"):
-        return f"{spec.dtype.name}{_shape_text(spec.shape)}"
-    return json.dumps(str(spec))

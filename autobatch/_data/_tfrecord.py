@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from autobatch._data._tfdata import DatasetSource, import_function, importable_name
+from autobatch._data._graphs import spec_text
+from autobatch._data._tfdata import DatasetSource
+from autobatch._data._userland import import_function, importable_name
 from autobatch._errors import DataError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,6 +74,9 @@ class TFRecordSource(DatasetSource):
         if not callable(parse):
             raise UsageError("{param} must be a function of one serialized record that "
                              "returns (x, y)", parameter="parse")
+        if num_examples is not None and (isinstance(num_examples, bool) or num_examples < 1):
+            raise UsageError("{param} must be >= 1, got " + repr(num_examples),
+                             parameter="num_examples")
         files = tuple(shard_files(data))
         if not files:
             raise DataError(f"no TFRecord shards in {os.fspath(data)!r}: pass a folder of "
@@ -97,6 +102,7 @@ class TFRecordSource(DatasetSource):
     def fingerprint(self) -> str:
         digest = hashlib.blake2b(digest_size=16)
         digest.update(f"{self.parse_name}:{self.num_examples}:{self.limit}".encode())
+        digest.update(spec_text(self.dataset.element_spec).encode())  # what parse returns
         for path, stamp in zip(self.files, self.stamps, strict=True):
             digest.update(f"{path}\0{stamp}\n".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
@@ -106,6 +112,9 @@ class TFRecordSource(DatasetSource):
         return {**super().summary(), "path": root, "parse": self.parse_name}
 
     # ---- the probe worker
+    def modules(self) -> list[str]:
+        return [self.parse_name.partition(":")[0]] if self.parse_name else []
+
     def describe(self, work_dir: Path) -> dict[str, Any]:
         if self.parse_name is None:
             raise DataError(
@@ -142,8 +151,10 @@ def _read(files: tuple[str, ...], parse: Any, *, parallel: int | None,
     readers = max(1, min(len(files), parallel if parallel and parallel > 0 else 4))
     calls = tf.data.AUTOTUNE if parallel is None or parallel < 0 else max(1, parallel)
     shards = tf.data.Dataset.from_tensor_slices(list(files))
+    # tf.data allows no more parallel readers than the cycle length.
+    reading = calls if calls == tf.data.AUTOTUNE else min(calls, readers)
     records = shards.interleave(tf.data.TFRecordDataset, cycle_length=readers,
-                                num_parallel_calls=calls if len(files) > 1 else None,
+                                num_parallel_calls=reading if len(files) > 1 else None,
                                 deterministic=deterministic)
     return records.map(parse, num_parallel_calls=calls, deterministic=deterministic)
 
@@ -159,7 +170,10 @@ def count_records(files: tuple[str, ...]) -> int:
         try:
             total += int(tf.data.TFRecordDataset(path).reduce(
                 tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as exc:
+        except tf.errors.OpError as exc:
+            if not isinstance(exc, (tf.errors.DataLossError, tf.errors.InvalidArgumentError)):
+                raise DataError(f"cannot read TFRecord shard {path!r} "
+                                f"({str(exc).splitlines()[0]})") from exc
             match = _OFFSET.search(str(exc))
             where = f" at offset {match.group(1)}" if match else ""
             raise DataError(

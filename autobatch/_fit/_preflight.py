@@ -4,20 +4,15 @@ Every failure is a one-line ``DataError`` that says how to fix it."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from autobatch._data import LabelSpec, Source
+from autobatch._data._labels import label_mode_for
 from autobatch._errors import DataError, ModelError
 from autobatch._models import model_input_shape
-
-_SPARSE_LOSSES = ("sparse_categorical_crossentropy", "sparsecategoricalcrossentropy",
-                  "sparse_categorical_focal", "sparse")
-_ONE_HOT_LOSSES = ("categorical_crossentropy", "categoricalcrossentropy",
-                   "categorical_focal_crossentropy", "categoricalfocalcrossentropy",
-                   "categorical_hinge", "categoricalhinge")
-_BINARY_LOSSES = ("binary_crossentropy", "binarycrossentropy", "binary_focal_crossentropy",
-                  "binaryfocalcrossentropy")
+from autobatch._models._losses import loss_label_kind
 
 
 @dataclass(frozen=True)
@@ -29,10 +24,15 @@ class InputSpec:
     label_kind: str
     """``"index"``, ``"one_hot"`` or ``"unknown"``."""
     num_classes: int | None
+    label_mode: str | None = None
+    """How class indices are fed (``"categorical"``, ``"binary"``; None: as they are)."""
 
 
-def preflight(model: Any, source: Source) -> InputSpec:
+def preflight(model: Any, source: Source, label_mode: str | None = None) -> InputSpec:
     """Check before the first step that the model can take the data; one-line errors.
+
+    The labels are fed as the loss expects them (``label_mode``, else chosen from the loss:
+    class indices become one-hot rows for ``categorical_crossentropy``).
 
     Raises:
         DataError: the model cannot take the data; the message says how to fix it.
@@ -45,33 +45,14 @@ def preflight(model: Any, source: Source) -> InputSpec:
     else:
         size, channels = _check_arrays(shape, source.example_shape())
     labels = source.label_spec()
-    _check_labels(loss_kind, labels, units)
-    return InputSpec(size, channels, labels.kind, labels.num_classes)
-
-
-def loss_label_kind(model: Any) -> str:
-    """What labels the compiled loss expects: ``"index"``, ``"one_hot"``, ``"binary"``,
-    or ``"unknown"`` (custom losses are not second-guessed)."""
-    loss = getattr(model, "loss", None)
-    if isinstance(loss, (list, tuple)) and len(loss) == 1:
-        loss = loss[0]
-    if isinstance(loss, dict) and len(loss) == 1:
-        loss = next(iter(loss.values()))
-    if isinstance(loss, str):
-        name = loss
-    else:
-        name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
-        fn = getattr(loss, "fn", None)  # LossFunctionWrapper
-        if fn is not None and getattr(fn, "__name__", None):
-            name = fn.__name__
-    name = str(name).lower()
-    if name in _SPARSE_LOSSES or name.startswith("sparse_categorical"):
-        return "index"
-    if name in _ONE_HOT_LOSSES:
-        return "one_hot"
-    if name in _BINARY_LOSSES:
-        return "binary"
-    return "unknown"
+    mode = label_mode_for(loss_kind, labels, label_mode)
+    fed = labels
+    if mode == "categorical":
+        fed = dataclasses.replace(labels, kind="one_hot")
+    elif mode == "binary":
+        fed = dataclasses.replace(labels, kind="binary")
+    _check_labels(loss_kind, fed, units)
+    return InputSpec(size, channels, labels.kind, labels.num_classes, mode)
 
 
 def _output_units(model: Any) -> int | None:
@@ -132,7 +113,8 @@ def _check_labels(loss_kind: str, labels: LabelSpec, units: int | None) -> None:
     if loss_kind == "one_hot" and label_kind == "index":
         raise DataError(
             "the loss expects one-hot labels (categorical_crossentropy) but the data gives class "
-            "indices; compile with loss='sparse_categorical_crossentropy'"
+            "indices; compile with loss='sparse_categorical_crossentropy', or leave label_mode "
+            "unset (or 'categorical') so that they are fed one-hot"
         )
     if loss_kind == "index" and label_kind == "one_hot":
         raise DataError(
@@ -141,7 +123,7 @@ def _check_labels(loss_kind: str, labels: LabelSpec, units: int | None) -> None:
         )
     if units is None or num_classes is None or loss_kind == "unknown":
         return
-    if loss_kind == "binary":
+    if loss_kind == "binary" or label_kind == "binary":
         if units == 1 and num_classes <= 2:
             return
         if units == num_classes and label_kind == "one_hot":

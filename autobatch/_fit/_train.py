@@ -52,6 +52,8 @@ def fit(
     batched: bool | None = None,
     max_pixels: int | None = None,
     parse: Callable[[Any], Any] | None = None,
+    label_mode: str | None = None,
+    augment: Any = None,
     time_budget: float | None = None,
     memory_budget: str | int | None = None,
     pixels: str | None = None,
@@ -89,6 +91,13 @@ def fit(
             from the header; default 178,956,970): a larger image is left out, never decoded.
         parse: with ``data`` a folder or glob of TFRecord shards: the function of one
             serialized record that returns ``(x, y)`` (``--parse module:function``).
+        label_mode: class indices fed as ``"int"``, ``"categorical"`` (one-hot) or
+            ``"binary"`` (Keras' meaning); None: chosen from the loss (one-hot for
+            ``categorical_crossentropy``, 0/1 for ``binary_crossentropy`` on two classes).
+        augment: a function of one image (``augment(image)``, or ``augment(image, seed)``
+            for ``tf.image.stateless_random_*``) or Keras preprocessing layers, applied to the
+            training data after the cache: new pixels every epoch, a seeded run repeats; the
+            tune measures the pipeline with it.
         time_budget: tuning time limit in seconds (``--time-budget``).
         memory_budget: tuning memory budget (``--memory-budget``).
         pixels: tuning pixel dtype, ``"auto"``, ``"float32"`` or ``"uint8"`` (``--pixels``).
@@ -114,7 +123,7 @@ def fit(
     tune_options = dict(tune_options or {})
     # The tune's own options, given to fit directly, join tune_options.
     for name, value in (("time_budget", time_budget), ("memory_budget", memory_budget),
-                        ("pixels", pixels), ("image_size", image_size)):
+                        ("pixels", pixels), ("image_size", image_size), ("augment", augment)):
         if value is not None:
             tune_options[name] = value
     for name in _PLAN_OWNED:
@@ -137,7 +146,7 @@ def fit(
     train_source, val_source = (source, None) if not validation_split else source.split(
         validation_split, seed)
 
-    spec = preflight(model, train_source)
+    spec = preflight(model, train_source, label_mode)
     plan, tune_time_s = obtain_plan(model, train_source, spec, plan, tune_options=tune_options,
                                     model_spec=model_spec, verbose=verbose)
     plan = adapt_plan(plan, spec, model, train_source, reference_batch_size)
@@ -146,7 +155,8 @@ def fit(
     # Folders and arrays train from one endless iterator: the next epoch's first batches are
     # prepared while the last ones train (each pass still exactly one epoch).
     endless = user_steps is None and train_source.endless_epochs and bool(epoch.num_examples)
-    train_ds = plan.dataset(train_source, shuffle=True, seed=seed, repeat=endless)
+    train_ds = plan.dataset(train_source, shuffle=True, seed=seed, repeat=endless,
+                            label_mode=spec.label_mode, augment=augment)
     report = CoverageReport(expected_examples=epoch.num_examples)
     if epoch.note:
         report.uneven_last_batch = epoch.last_batch_size
@@ -164,7 +174,8 @@ def fit(
         )
         report.notes.append(short_cause)
     if val_source is not None:
-        fit_kwargs["validation_data"] = plan.dataset(val_source, shuffle=False, seed=seed)
+        fit_kwargs["validation_data"] = plan.dataset(val_source, shuffle=False, seed=seed,
+                                                     label_mode=spec.label_mode)
 
     lr_info = apply_learning_rate(model, plan, scale_lr=scale_lr)
     fit_kwargs["verbose"] = verbose

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 def plan_dataset(plan: Plan, data: Any, *, repeat: bool, shuffle: bool, seed: int | None,
                  image_size: int | tuple[int, int] | None,
-                 cache_dir: str | os.PathLike[str] | None) -> Any:
+                 cache_dir: str | os.PathLike[str] | None,
+                 label_mode: str | None = None, augment: Any = None) -> Any:
     """The tuned ``tf.data.Dataset`` for ``data`` (see ``Plan.dataset``)."""
     from autobatch._data import normalize_image_size, resolve_source
 
@@ -46,6 +47,8 @@ def plan_dataset(plan: Plan, data: Any, *, repeat: bool, shuffle: bool, seed: in
         seed=seed,
         cache_dir=cache_dir,
         repeat_epochs=repeat,
+        label_mode=label_mode,
+        augment=augment,
     )
 
 

@@ -184,7 +184,8 @@ class Plan:
 
     def dataset(self, data: Any, *, repeat: bool = False, shuffle: bool = True,
                 seed: int | None = None, image_size: int | tuple[int, int] | None = None,
-                cache_dir: str | os.PathLike[str] | None = None) -> Any:
+                cache_dir: str | os.PathLike[str] | None = None,
+                label_mode: str | None = None, augment: Any = None) -> Any:
         """The tuned ``tf.data.Dataset`` for ``data``, built by the one pipeline builder.
 
         Args:
@@ -200,9 +201,15 @@ class Plan:
                 and the next epoch's first batches are prepared while the last ones train
                 (what ``autobatch.fit`` does). Image folders and arrays; a generator's
                 dataset stays one epoch long. Without it, one pass is one epoch.
+            label_mode: class indices as ``"int"``, ``"categorical"`` (one-hot, for
+                ``categorical_crossentropy``) or ``"binary"``, as Keras' loaders mean it;
+                None: as the data gives them.
+            augment: a function of one image or Keras preprocessing layers, applied after
+                the cache (new pixels every epoch; seeded by ``seed``).
         """
         return _dataset.plan_dataset(self, data, repeat=repeat, shuffle=shuffle, seed=seed,
-                                     image_size=image_size, cache_dir=cache_dir)
+                                     image_size=image_size, cache_dir=cache_dir,
+                                     label_mode=label_mode, augment=augment)
 
     def disk_cache_dir(self, source: Any) -> Path:
         """Where ``cache="disk"`` keeps ``source``'s examples by default: one folder per data

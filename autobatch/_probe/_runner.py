@@ -23,6 +23,7 @@ from typing import Any
 
 from autobatch._atomic import atomic_write_text
 from autobatch._data import normalize_image_size
+from autobatch._data._augment import describe_augment, is_layer
 from autobatch._errors import DataError, ModelError, ProbeError, UsageError
 from autobatch._isolated import python_command
 from autobatch._probe import _protocol as protocol
@@ -67,6 +68,8 @@ class SubprocessProbeRunner(ProbeRunner):
             the worker by itself when a probe asks for a smaller batch than an earlier probe
             of the same worker, so its memory reading is not inflated by the earlier probe.
         seed: shuffle seed of the probe pipelines.
+        augment: the augmentation training applies after the cache (a function by its
+            importable name, Keras layers by their config): the probes measure it.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class SubprocessProbeRunner(ProbeRunner):
         startup_timeout_s: float = 600.0,
         fresh_worker_for_smaller_batch: bool = True,
         seed: int = 0,
+        augment: Any = None,
     ) -> None:
         if not 0 < safety_fraction <= 1:
             raise UsageError(f"{{param}} must lie in (0, 1], got {safety_fraction}",
@@ -127,7 +131,9 @@ class SubprocessProbeRunner(ProbeRunner):
                 channels=channels, custom_objects_module=custom_objects_module,
                 work_dir=self.work_dir)
             self.model_description = described.config
-            self.worker_modules = described.modules
+            self.worker_modules = [*described.modules, *self.source.modules()]
+            if augment is not None and not is_layer(augment):
+                self.worker_modules.append(str(getattr(augment, "__module__", "")))
             self.image_size, self.channels = described.image_size, described.channels
             self.data_description = write_data_description(self.source, self.work_dir)
             self.config_path = self.work_dir / "worker_config.json"
@@ -137,6 +143,7 @@ class SubprocessProbeRunner(ProbeRunner):
                 "image_size": list(self.image_size) if self.image_size else None,
                 "channels": self.channels,
                 "seed": seed,
+                "augment": describe_augment(augment),
                 "cache_dir": str(self.work_dir / "cache"),
             }))
         except BaseException:

@@ -18,7 +18,10 @@ import traceback
 from typing import Any
 
 from autobatch._data import build_dataset
+from autobatch._data._augment import rebuild_augment
+from autobatch._data._labels import label_mode_for
 from autobatch._models import model_accepts_uint8, model_input_shape
+from autobatch._models._losses import loss_label_kind
 from autobatch._probe._data_io import load_source, probe_subset
 from autobatch._probe._failures import is_oom
 from autobatch._probe._memory import (
@@ -67,12 +70,13 @@ class Worker:
         seed: shuffle seed of the probe pipelines.
         cache_dir: folder of disk-cached probes (a temporary folder when None).
         device: ``"cpu"`` or ``"GPU:0"``, where the memory peaks are read.
+        augment: the augmentation training applies after the cache (probes measure it).
     """
 
     def __init__(self, model: Any, source: Any, *,
                  image_size: tuple[int, int] | None = None,
                  channels: int | None = None, seed: int = 0, cache_dir: str | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", augment: Any = None) -> None:
         self.model = model
         self.source = source
         self.device = device
@@ -82,6 +86,9 @@ class Worker:
         self.channels = channels or (shape[-1] if len(shape) == 3 else None)
         self.seed = int(seed)
         self.cache_dir = cache_dir
+        # The labels as the model's loss takes them, by the rule fit's pre-flight uses.
+        self.label_mode = label_mode_for(loss_label_kind(model), source.label_spec())
+        self.augment = augment  # what training applies after the cache: probes measure it
         self._steps: dict[tuple[bool, str], Any] = {}
         self._built = False
         self.probes_served = 0
@@ -96,7 +103,8 @@ class Worker:
         size = config.get("image_size")
         return cls(model, source, image_size=(int(size[0]), int(size[1])) if size else None,
                    channels=config.get("channels"), seed=int(config.get("seed", 0)),
-                   cache_dir=config.get("cache_dir"), device=device)
+                   cache_dir=config.get("cache_dir"), device=device,
+                   augment=rebuild_augment(config.get("augment")))
 
     def accepts_uint8(self) -> bool:
         """Whether uint8 batches can be built (8-bit images) and the model gives the same
@@ -202,7 +210,8 @@ class Worker:
         dataset = build_dataset(
             source, batch_size=request.batch_size, settings=request.settings,
             image_size=self.image_size, channels=self.channels, shuffle=True, seed=self.seed,
-            cache_dir=cache_dir, repeat=True,
+            cache_dir=cache_dir, repeat=True, label_mode=self.label_mode,
+            augment=self.augment,
         )
         if request.mode == "fit":
             measured = self._time_fit(dataset, request)

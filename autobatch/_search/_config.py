@@ -71,6 +71,8 @@ class TuneConfig:
     num_examples: int | None = None
     max_pixels: int | None = None
     """An image folder's pixel limit (None: the audit's default)."""
+    augment: Any = None
+    """The augmentation training applies after the cache (``_data._augment``)."""
     measure_baseline: bool = True
     try_xla: bool = True
     trial_steps: int = 5

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autobatch._data import Source, resolve_source
+from autobatch._data._augment import augment_key
 from autobatch._env import environment
 from autobatch._errors import UsageError
 from autobatch._models import (
@@ -71,7 +72,8 @@ def open_source(data: Any, num_examples: int | None, max_pixels: int | None = No
     before anything else (one class has nothing to tune for)."""
     source = resolve_source(data, max_pixels=max_pixels)
     source.check_learnable()
-    if num_examples is not None and source.num_examples is None:
+    if num_examples is not None:
+        # As fit applies it: a generator's or a dataset's epoch length (others know theirs).
         source = source.with_num_examples(num_examples)
     return source
 
@@ -130,4 +132,6 @@ def search_options(config: TuneConfig, size: tuple[int, int] | None,
         "search_space": config.search_space.to_dict() if config.search_space is not None
         else None,
         "pixels": config.pixels,
+        # Only when given: plans tuned without augmentation keep their cache keys.
+        **({"augment": augment_key(config.augment)} if config.augment is not None else {}),
     }

@@ -101,6 +101,7 @@ def tune(
     num_examples: int | None = None,
     max_pixels: int | None = None,
     parse: Callable[[Any], Any] | None = None,
+    augment: Any = None,
     output: str | os.PathLike[str] | None = None,
     storage: str | None = None,
     force: bool = False,
@@ -143,6 +144,9 @@ def tune(
             from the header; default 178,956,970): a larger image is never decoded.
         parse: with ``data`` a folder or glob of TFRecord shards: the function of one
             serialized record that returns ``(x, y)`` (``--parse module:function``).
+        augment: a function of one image or Keras preprocessing layers that training will
+            apply after the cache: the trials measure the pipeline with it (see
+            ``autobatch.fit``).
         output: also write the plan JSON here (atomically).
         storage: an Optuna storage URL; default SQLite in the user cache folder.
         force: ignore the cached plan and start a fresh study.
@@ -182,7 +186,8 @@ def tune(
         time_budget_s=resolve_time_budget(time_budget, time_budget_s, stacklevel=3),
         trials=trials, image_size=image_size, channels=channels,
         memory_budget=memory_budget, storage=storage, output=output, force=force, seed=seed,
-        num_examples=num_examples, max_pixels=max_pixels, measure_baseline=measure_baseline,
+        num_examples=num_examples, max_pixels=max_pixels, augment=augment,
+        measure_baseline=measure_baseline,
         try_xla=try_xla,
         trial_steps=trial_steps, verify_steps=verify_steps,
         max_batch_size=MAX_BATCH_SIZE if max_batch_size is None else max_batch_size,
@@ -264,7 +269,7 @@ def _probe_runner(runner: ProbeRunner | None, job: TuneJob,
     try:
         own = SubprocessProbeRunner(
             job.model, job.source, image_size=job.size, channels=job.channels,
-            host_memory_budget_bytes=job.host_budget_bytes,
+            augment=config.augment, host_memory_budget_bytes=job.host_budget_bytes,
             device_memory_budget_bytes=job.device_budget_bytes,
             custom_objects_module=config.custom_objects_module, work_dir=work_dir,
             # The search decides when a memory figure needs a fresh worker; throughput

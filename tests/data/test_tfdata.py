@@ -194,3 +194,56 @@ def test_cli_fit_takes_a_dataset_function_from_the_current_folder(
         assert main(bad) == 2, bad
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and message in err, err
+
+
+def make_pairs() -> Any:
+    """A dataset-building function at module level: found by name in another process."""
+    x = np.arange(12 * 4 * 4 * 3, dtype=np.uint8).reshape(12, 4, 4, 3)
+    return tf.data.Dataset.from_tensor_slices((x, np.arange(12) % 3)).map(
+        lambda image, label: (tf.image.flip_left_right(image), label))
+
+
+_FINGERPRINT = """
+import sys, tensorflow as tf
+sys.path[:0] = {path!r}
+from test_tfdata import example_2
+from pathlib import Path
+from autobatch._data import resolve_source
+ds = example_2(Path({folder!r})).map(lambda x, y: (x * 2.0, y))
+print(resolve_source(ds).fingerprint())
+"""
+
+
+def test_the_fingerprint_is_the_same_in_another_process(folder: Path) -> None:
+    import subprocess
+
+    here = str(Path(__file__).parent)
+    code = _FINGERPRINT.format(path=[here, str(Path(__file__).parents[1])], folder=str(folder))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()[-1]
+    ds = example_2(folder).map(lambda x, y: (x * 2.0, y))
+    assert out == resolve_source(ds).fingerprint()
+
+
+def test_a_function_returning_a_dataset_is_rebuilt_by_its_name(tmp_path: Path) -> None:
+    source = resolve_source(make_pairs)
+    assert isinstance(source, DatasetSource) and source.factory == f"{__name__}:make_pairs"
+    assert source.num_examples == 12 and "graph_path" not in source.describe(tmp_path)
+    model = counting_model((4, 4, 3), 3)
+    plan = Plan(batch_size=5, num_examples=12, ceiling_batch_size=10, image_size=(4, 4))
+    history = autobatch.fit(model, make_pairs, plan=plan, epochs=1, verbose=0)
+    assert history.history["examples_seen"] == [12]
+
+
+def test_random_stages_of_the_users_own_are_never_cached(
+        caplog: pytest.LogCaptureFixture) -> None:
+    x = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3)).astype(np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((x, np.arange(6) % 2)).map(
+        lambda image, label: (tf.image.random_flip_left_right(image), label))
+    source = resolve_source(ds)
+    assert source.random_stages and not resolve_source(make_pairs()).random_stages
+    built = source.build_dataset(batch_size=6, settings=PipelineSettings(cache="memory"),
+                                 shuffle=False)
+    epochs = [next(built.as_numpy_iterator())[0] for _ in range(6)]
+    assert any(not np.array_equal(epochs[0], e) for e in epochs[1:])  # not replayed
+    assert "not cached" in caplog.text

@@ -75,6 +75,24 @@ def test_the_shards_are_counted_and_read_with_the_plans_parallelism(shards: Path
     assert np.bincount(y).tolist() == [335, 334, 334]  # every record once
     folder = resolve_source(shards, parse=parse)
     assert folder.fingerprint() == source.fingerprint()
+    # The reads follow the plan: one reader per shard at most, its parallelism.
+    for calls, readers in ((3, 3), (2, 2), (8, 3)):
+        read = source.elements(PipelineSettings(num_parallel_calls=calls))
+        assert _interleave_inputs(read) == (readers, min(calls, readers))
+
+
+def _interleave_inputs(ds: Any) -> tuple[int, int]:
+    """(cycle_length, num_parallel_calls) of the ParallelInterleaveDataset in ``ds``'s graph."""
+    graph = tf.compat.v1.GraphDef.FromString(tf.raw_ops.DatasetToGraphV2(
+        input_dataset=ds._variant_tensor, external_state_policy=0).numpy())
+    nodes = {node.name: node for node in graph.node}
+    (node,) = [n for n in graph.node if n.op.startswith("ParallelInterleaveDataset")]
+
+    def value(name: str) -> int:
+        return int(tf.make_ndarray(nodes[name.split(":")[0]].attr["value"].tensor))
+
+    inputs = [name for name in node.input if not name.startswith("^")]
+    return value(inputs[1]), value(inputs[-1])
 
 
 def test_the_worker_rebuilds_them_by_the_parse_functions_name(shards: Path,

@@ -103,3 +103,28 @@ def test_examples_seen_is_an_int_in_history_and_not_a_bar_metric(capsys) -> None
     bar_end = max(i for i, ln in enumerate(lines) if "loss" in ln and "3/3" in ln)
     assert lines.index("epoch 2: trained on 70 of 70 usable images") > bar_end
     assert lines.index("epoch 1: trained on 70 of 70 usable images") < lines.index("Epoch 2/2")
+
+
+def test_an_error_mid_epoch_starts_on_a_line_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from autobatch._cli._fit import _ProgressLine
+
+    class Terminal(io.StringIO):  # stands in for a terminal: Keras' bar rewrites one line
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    monkeypatch.setattr(sys, "stdout", out)
+    line = _ProgressLine()
+    callback = line.callback()
+    line.close()
+    assert out.getvalue() == ""  # nothing drawn yet: no blank line
+    callback.on_train_batch_end(0)
+    line.close()
+    assert out.getvalue() == "\n"  # the bar was mid-line: the error gets a line of its own
+    callback.on_train_batch_end(1)
+    callback.on_epoch_end(0)  # Keras ends the epoch's line itself
+    line.close()
+    assert out.getvalue() == "\n"

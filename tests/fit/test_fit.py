@@ -188,10 +188,14 @@ def test_preflight_classes_differ_from_output_units(folder_1003: Path, plan: Pla
         autobatch.fit(model, folder_1003, plan=plan, verbose=0)
 
 
-def test_preflight_one_hot_loss_with_index_labels(folder_1003: Path, plan: Plan) -> None:
+def test_one_hot_loss_on_a_folder_is_fed_one_hot_rows(folder_1003: Path, plan: Plan) -> None:
+    # Issue #18: the label form follows the loss (Keras' label_mode="categorical"), instead
+    # of refusing; label_mode="int" asks for indices, which that loss cannot take.
     model = counting_model((16, 16, 3), 3, loss="categorical_crossentropy")
-    with pytest.raises(DataError, match="expects one-hot labels.*sparse_categorical"):
-        autobatch.fit(model, folder_1003, plan=plan, verbose=0)
+    history = autobatch.fit(model, folder_1003, plan=plan, verbose=0)
+    assert int(model.seen.numpy()) == 1003 and history.coverage.complete
+    with pytest.raises(DataError, match="expects one-hot labels.*label_mode"):
+        autobatch.fit(model, folder_1003, plan=plan, verbose=0, label_mode="int")
 
 
 def test_preflight_sparse_loss_with_one_hot_arrays(plan: Plan) -> None:
