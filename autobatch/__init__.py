@@ -22,6 +22,7 @@ from autobatch._sizes import parse_memory_size
 if _TYPE_CHECKING:  # pragma: no cover - what the lazy names below are, for type checkers
     from autobatch._api import probe
     from autobatch._audit import AuditReport, audit
+    from autobatch._data import image_folder
     from autobatch._env import Environment, environment
     from autobatch._fit import dataset, fit
     from autobatch._plan import Plan
@@ -43,6 +44,7 @@ _LAZY = {
     "tune": "autobatch._search",
     "fit": "autobatch._fit",
     "dataset": "autobatch._fit",
+    "image_folder": "autobatch._data",
     "ProbeResult": "autobatch._probe",
     "Plan": "autobatch._plan",
     "PipelineSettings": "autobatch._settings",
@@ -66,6 +68,7 @@ __all__ = [
     "dataset",
     "environment",
     "fit",
+    "image_folder",
     "parse_memory_size",
     "probe",
     "tune",

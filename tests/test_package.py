@@ -13,7 +13,7 @@ from autobatch._cli import main
 EXPECTED_PUBLIC = {
     "AuditReport", "AutobatchError", "DataError", "Environment", "ModelError",
     "PipelineSettings", "Plan", "PlanError", "ProbeError", "ProbeResult", "SizeParseError",
-    "UsageError", "__version__", "audit", "dataset", "environment", "fit",
+    "UsageError", "__version__", "audit", "dataset", "environment", "fit", "image_folder",
     "parse_memory_size", "probe", "tune",
 }
 
@@ -33,6 +33,10 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
         "*augment=None", "*time_budget=None",
         "*memory_budget=None", "*pixels=None", "*scale_lr=False", "*reference_batch_size=None",
         "*tune_options=None", "*on_epoch=None", "**fit_kwargs",
+    ],
+    "image_folder": [
+        "directory", "*class_names=None", "*color_mode=None", "*interpolation='bilinear'",
+        "*crop_to_aspect_ratio=False", "*pad_to_aspect_ratio=False", "*max_pixels=None",
     ],
     "parse_memory_size": ["text", "*limit_bytes=None"],
     "probe": [

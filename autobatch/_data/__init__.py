@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from autobatch._data._arrays import ArraySource
-from autobatch._data._folder import FileSource
+from autobatch._data._folder import FileSource, FolderOptions, image_folder
 from autobatch._data._generator import GeneratorSource
 from autobatch._data._labels import LabelSpec
 from autobatch._data._resolve import rebuild_source, resolve_source
@@ -39,12 +39,14 @@ __all__ = [
     "DatasetSource",
     "EpochShape",
     "FileSource",
+    "FolderOptions",
     "GeneratorSource",
     "LabelSpec",
     "Source",
     "build_dataset",
     "check_learnable",
     "has_8bit_pixels",
+    "image_folder",
     "normalize_image_size",
     "rebuild_source",
     "remove_private_cache_folders",

@@ -1,5 +1,6 @@
 """An image folder as a source: the files the audit found usable by content, with integer
-labels in Keras' class order (one sub-folder per class)."""
+labels in Keras' class order (one sub-folder per class), and the options of Keras'
+``image_dataset_from_directory`` with their meaning there (``FolderOptions``)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,53 @@ from autobatch._data import _tail as tail
 from autobatch._data._labels import LabelSpec
 from autobatch._data._source import Source
 from autobatch._data._tail import BuildRequest
-from autobatch._errors import DataError
+from autobatch._errors import DataError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import tensorflow as tf
+
+COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5",
+                  "gaussian", "mitchellcubic")
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """How images are read, as ``keras.utils.image_dataset_from_directory`` means it.
+
+    Attributes:
+        color_mode: ``"grayscale"``, ``"rgb"`` or ``"rgba"`` (None: the model's channels).
+        interpolation: the resize method (``tf.image.resize``'s names).
+        crop_to_aspect_ratio: crop the centre to the target's aspect ratio, then resize
+            (Keras' ``smart_resize``), instead of stretching.
+        pad_to_aspect_ratio: pad to the target's aspect ratio, then resize.
+    """
+
+    color_mode: str | None = None
+    interpolation: str = "bilinear"
+    crop_to_aspect_ratio: bool = False
+    pad_to_aspect_ratio: bool = False
+
+    def __post_init__(self) -> None:
+        if self.color_mode is not None and self.color_mode not in COLOR_MODES:
+            raise UsageError("{param} must be one of " + ", ".join(COLOR_MODES) + ", got "
+                             + repr(self.color_mode), parameter="color_mode")
+        if self.interpolation not in INTERPOLATIONS:
+            raise UsageError("{param} must be one of " + ", ".join(INTERPOLATIONS) + ", got "
+                             + repr(self.interpolation), parameter="interpolation")
+        if self.crop_to_aspect_ratio and self.pad_to_aspect_ratio:
+            raise UsageError("{param} and pad_to_aspect_ratio exclude each other; choose one",
+                             parameter="crop_to_aspect_ratio")
+
+    @property
+    def channels(self) -> int | None:
+        return COLOR_MODES[self.color_mode] if self.color_mode else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"color_mode": self.color_mode, "interpolation": self.interpolation,
+                "crop_to_aspect_ratio": self.crop_to_aspect_ratio,
+                "pad_to_aspect_ratio": self.pad_to_aspect_ratio}
 
 
 @dataclass(frozen=True)
@@ -32,6 +75,7 @@ class FileSource(Source):
     root: str | None = None
     audit: Any = field(default=None, compare=False, repr=False)
     """The ``AuditReport`` this source was built from, when it was."""
+    options: FolderOptions = field(default_factory=FolderOptions)
 
     kind: ClassVar[str] = "directory"
     noun: ClassVar[str] = "images"
@@ -43,19 +87,37 @@ class FileSource(Source):
 
     @classmethod
     def from_directory(cls, data_dir: str | os.PathLike[str], *,
-                       max_pixels: int | None = None) -> FileSource:
+                       max_pixels: int | None = None,
+                       class_names: list[str] | tuple[str, ...] | None = None,
+                       options: FolderOptions | None = None) -> FileSource:
         """Index a folder through the header audit: only files usable by content count.
 
         ``max_pixels`` is the audit's pixel limit (None: its default): a larger image is
-        left out, so that no pipeline built from this source ever decodes it."""
+        left out, so that no pipeline built from this source ever decodes it.
+        ``class_names`` chooses and orders the classes (Keras' meaning: the sub-folders
+        named, labelled in that order; the others left out)."""
         from autobatch._audit import audit
 
         report = audit(data_dir, max_pixels=max_pixels)
         if not report.usable_files:
             raise DataError(f"no usable images in {data_dir}; run 'autobatch audit {data_dir}'")
-        paths = tuple(p for p, _ in report.usable_files)
-        labels = tuple(label for _, label in report.usable_files)
-        return cls(paths, labels, tuple(report.class_names), str(data_dir), audit=report)
+        names = tuple(report.class_names)
+        pairs = list(report.usable_files)
+        if class_names is not None:
+            chosen = tuple(class_names)
+            unknown = [c for c in chosen if c not in names]
+            if unknown or len(set(chosen)) != len(chosen):
+                raise UsageError(
+                    f"{{param}} must name distinct class sub-folders of {str(data_dir)!r} "
+                    f"({', '.join(names) or 'none'}); not found or repeated: "
+                    f"{', '.join(unknown) or 'a repeated name'}", parameter="class_names")
+            order = {names.index(c): i for i, c in enumerate(chosen)}
+            pairs = [(p, order[label]) for p, label in pairs if label in order]
+            names = chosen
+        paths = tuple(p for p, _ in pairs)
+        labels = tuple(label for _, label in pairs)
+        return cls(paths, labels, names, str(data_dir), audit=report,
+                   options=options or FolderOptions())
 
     # ---- size and labels
     @property
@@ -106,16 +168,27 @@ class FileSource(Source):
                     "learns nothing from one class; add a sub-folder of images per class "
                     "(two or more)")
 
+    def prepared(self, input_shape: tuple[int | None, ...] | None, *,
+                 steps_given: bool) -> FileSource:
+        want = self.options.channels
+        if want is not None and input_shape and input_shape[-1] not in (None, want):
+            raise DataError(
+                f"color_mode={self.options.color_mode!r} gives {want} channel(s) but the model "
+                f"takes {input_shape[-1]}; choose the color_mode of the model's input")
+        return self
+
     # ---- subsets
     def subset(self, indices: Any) -> FileSource:
         return FileSource(tuple(self.paths[i] for i in indices),
                           tuple(self.labels[i] for i in indices),
-                          self.class_names, self.root, audit=self.audit)
+                          self.class_names, self.root, audit=self.audit, options=self.options)
 
     # ---- identity and summaries
     def fingerprint(self) -> str:
         digest = hashlib.blake2b(digest_size=16)
         digest.update("\0".join(self.class_names).encode())
+        if self.options != FolderOptions():  # (folders read as Keras' defaults keep their key)
+            digest.update(json.dumps(self.options.to_dict(), sort_keys=True).encode())
         for path, label in zip(self.paths, self.labels, strict=True):
             try:
                 st = os.stat(path)
@@ -160,14 +233,16 @@ class FileSource(Source):
         index = work_dir / "data_index.json"
         atomic_write_bytes(index, json.dumps({
             "paths": list(self.paths), "labels": list(self.labels),
-            "class_names": list(self.class_names), "root": self.root}).encode())
+            "class_names": list(self.class_names), "root": self.root,
+            "options": self.options.to_dict()}).encode())
         return {"kind": self.kind, "index_path": str(index)}
 
     @classmethod
     def rebuild(cls, description: dict[str, Any]) -> FileSource:
         index = json.loads(Path(description["index_path"]).read_text())
         return cls(tuple(index["paths"]), tuple(index["labels"]),
-                   tuple(index["class_names"]), index.get("root"))
+                   tuple(index["class_names"]), index.get("root"),
+                   options=FolderOptions(**(index.get("options") or {})))
 
     # ---- the pipeline
     def _build(self, request: BuildRequest) -> tf.data.Dataset:
@@ -177,7 +252,15 @@ class FileSource(Source):
             raise DataError("the image folder holds no usable images; run 'autobatch audit'")
         size = request.image_size
         assert size is not None  # build_dataset checks needs_image_size
+        options = self.options
         channels = 3 if request.channels is None else int(request.channels)
+        if options.channels is not None:
+            if request.channels is not None and int(request.channels) != options.channels:
+                raise DataError(
+                    f"color_mode={options.color_mode!r} gives {options.channels} channel(s) "
+                    f"but the model takes {request.channels}; choose the color_mode of the "
+                    "model's input")
+            channels = options.channels
         tail.check_channels(channels)
         settings = request.settings
         n = self.num_examples
@@ -194,7 +277,7 @@ class FileSource(Source):
             image = tf.io.decode_image(raw, channels=decode_channels, expand_animations=False)
             if channels == 1:
                 image = tf.image.rgb_to_grayscale(image)
-            image = tf.image.resize(image, size, method="bilinear")
+            image = _resize(image, size, options)
             image = tail.to_pixels(image, settings)
             image.set_shape((size[0], size[1], channels))
             return image, label
@@ -210,3 +293,68 @@ class FileSource(Source):
             ds = ds.repeat()
         ds = ds.map(load, **tail.map_kwargs(settings))
         return tail.batches_to_epochs(tail.batch_examples(ds, request), request)
+
+
+def _resize(image: tf.Tensor, size: tuple[int, int], options: FolderOptions) -> tf.Tensor:
+    """To ``size`` as Keras' loader does it: stretched, centre-cropped to the aspect ratio
+    (``smart_resize``), or padded to it."""
+    import tensorflow as tf
+
+    if options.crop_to_aspect_ratio:
+        from keras.preprocessing.image import smart_resize
+
+        return smart_resize(image, size, interpolation=options.interpolation)
+    if options.pad_to_aspect_ratio:
+        return tf.image.resize_with_pad(image, size[0], size[1], method=options.interpolation)
+    return tf.image.resize(image, size, method=options.interpolation)
+
+
+def image_folder(
+    directory: str | os.PathLike[str],
+    *,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    color_mode: str | None = None,
+    interpolation: str = "bilinear",
+    crop_to_aspect_ratio: bool = False,
+    pad_to_aspect_ratio: bool = False,
+    max_pixels: int | None = None,
+) -> FileSource:
+    """An image folder read as ``keras.utils.image_dataset_from_directory`` reads it, to pass
+    as ``data`` to ``tune``, ``fit``, ``dataset`` or ``plan.dataset``.
+
+    The folder is audited first (files usable by content only, as for a plain path); the
+    batch size, shuffling, caching and image size are the plan's, and the labels follow the
+    loss unless ``label_mode=`` is given to ``fit``.
+
+    Args:
+        directory: a folder with one sub-folder per class.
+        class_names: the classes to use, in label order (the others are left out); default
+            every sub-folder, alphabetically.
+        color_mode: ``"grayscale"``, ``"rgb"`` or ``"rgba"``; default the model's channels.
+        interpolation: the resize method: ``"bilinear"`` (default), ``"nearest"``,
+            ``"bicubic"``, ``"area"``, ``"lanczos3"``, ``"lanczos5"``, ``"gaussian"``,
+            ``"mitchellcubic"``.
+        crop_to_aspect_ratio: crop the centre to the target aspect ratio before resizing.
+        pad_to_aspect_ratio: pad to the target aspect ratio before resizing.
+        max_pixels: the audit's pixel limit (see ``autobatch.audit``).
+
+    Raises:
+        UsageError: an option outside Keras' values, both aspect-ratio options, or a class
+            name that is no sub-folder.
+        DataError: the folder is missing or holds no usable image.
+    """
+    options = FolderOptions(color_mode, interpolation, bool(crop_to_aspect_ratio),
+                            bool(pad_to_aspect_ratio))
+    path = check_folder(directory)
+    return FileSource.from_directory(path, max_pixels=max_pixels, class_names=class_names,
+                                     options=options)
+
+
+def check_folder(directory: str | os.PathLike[str]) -> str:
+    """The folder's path; a one-line ``DataError`` when it is missing or not a folder."""
+    path = os.fspath(directory)
+    if not os.path.exists(path):
+        raise DataError(f"data folder {path!r} does not exist; pass an image folder")
+    if not os.path.isdir(path):
+        raise DataError(f"{path!r} is not a folder; pass a folder of class sub-folders")
+    return path

@@ -80,6 +80,18 @@ def draws_random_numbers(graph: bytes) -> bool:
                for function in graph_def.library.function for node in function.node_def)
 
 
+_STAGE = re.compile(r"^(\w+?)Dataset(?:V\d+)?$")
+
+
+def dataset_stages(graph: bytes) -> list[str]:
+    """The user's stages as the graph holds them, in order: ``["TensorSlice", "Shuffle",
+    "Map"]`` (a dataset op's name without ``Dataset`` and its version)."""
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef.FromString(graph)
+    return [match.group(1) for node in graph_def.node if (match := _STAGE.match(node.op))]
+
+
 def shape_list(shape: Any) -> list[int | None] | None:
     return None if shape.rank is None else [None if d is None else int(d) for d in shape]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autobatch._data._arrays import ArraySource
-from autobatch._data._folder import FileSource
+from autobatch._data._folder import FileSource, check_folder
 from autobatch._data._generator import GeneratorSource
 from autobatch._data._source import Source
 from autobatch._data._tfdata import DatasetSource, is_dataset
@@ -83,11 +83,7 @@ def _resolve(data: Any, max_pixels: int | None = None) -> Source:
     if isinstance(data, str) and FACTORY_PATTERN.fullmatch(data) and not os.path.exists(data):
         return DatasetSource.from_factory(data)
     if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.exists():
-            raise DataError(f"data folder {str(path)!r} does not exist; pass an image folder")
-        if not path.is_dir():
-            raise DataError(f"{str(path)!r} is not a folder; pass a folder of class sub-folders")
+        path = Path(check_folder(data))
         if looks_like_shards(path):
             raise UsageError(f"{str(path)!r} holds TFRecord shards: pass {{param}}=FUNCTION "
                              "that turns one serialized record into (x, y)", parameter="parse")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from autobatch._atomic import atomic_write_bytes
 from autobatch._data import _tail as tail
 from autobatch._data._graphs import (
+    dataset_stages,
     draws_random_numbers,
     graph_key,
     serialize,
@@ -230,9 +231,15 @@ class DatasetSource(Source):
         return digest.hexdigest()
 
     def summary(self) -> dict[str, Any]:
+        """The plan's ``data`` record, with the user's own stages, which autobatch leaves as
+        they are (``stages``: ``["TensorSlice", "Shuffle", "Map"]``, say)."""
         names = self.read.vocabulary
+        try:
+            stages: list[str] | None = dataset_stages(self._graph())
+        except Exception:  # noqa: BLE001 - a graph TF cannot serialize: not reported
+            stages = None
         return {"kind": self.kind, "path": self.factory,
-                "class_names": list(names) if names is not None else None}
+                "class_names": list(names) if names is not None else None, "stages": stages}
 
     # ---- the probe worker
     def modules(self) -> list[str]:

@@ -82,7 +82,7 @@ class TFRecordSource(DatasetSource):
             raise DataError(f"no TFRecord shards in {os.fspath(data)!r}: pass a folder of "
                             f"{'/'.join(SHARD_SUFFIXES)} files or a glob that matches them")
         name = importable_name(parse)
-        dataset = _read(files, parse, parallel=None, deterministic=True)
+        dataset = _parsed_or_error(files, parse)
         stamps = tuple(_stamp(f) for f in files)
         count = num_examples if num_examples is not None else count_records(files)
         return cls(dataset, factory=None, num_examples_hint=count, files=files, parse=parse,
@@ -157,6 +157,25 @@ def _read(files: tuple[str, ...], parse: Any, *, parallel: int | None,
                                 num_parallel_calls=reading if len(files) > 1 else None,
                                 deterministic=deterministic)
     return records.map(parse, num_parallel_calls=calls, deterministic=deterministic)
+
+
+def _parsed_or_error(files: tuple[str, ...], parse: Any) -> tf.data.Dataset:
+    """The parsed shards, the parse function tried on the first record: a function that
+    fails there (wrong feature names or types, a traceback while tf.data traces it) is a
+    one-line ``DataError`` now, not an error in the middle of a tune."""
+    import tensorflow as tf
+
+    what = getattr(parse, "__qualname__", "the parse function")
+    try:
+        dataset = _read(files, parse, parallel=None, deterministic=True)
+        next(iter(dataset.take(1)), None)
+    except (tf.errors.OpError, TypeError, ValueError, KeyError) as exc:
+        reason = str(getattr(exc, "message", "") or exc).strip().splitlines()
+        raise DataError(
+            f"the parse function {what} fails on the first record of {files[0]!r} "
+            f"({reason[0] if reason else type(exc).__name__}); it must turn one serialized "
+            "record into (x, y): check its feature names and types") from exc
+    return dataset
 
 
 def count_records(files: tuple[str, ...]) -> int:

@@ -68,6 +68,8 @@ def test_string_labels_become_class_indices_in_sorted_order(folder: Path) -> Non
     assert x.shape == (13, IMG, IMG, 3) and y.dtype == np.int32
     assert Counter(y.tolist()) == {0: 7, 1: 6}
     assert source.summary()["class_names"] == ["cats", "dogs"]
+    # The user's own stages, reported as left: list_files (a shuffled file list), the map.
+    assert source.summary()["stages"] == ["TensorSlice", "Shuffle", "Map"]
 
 
 def test_the_graph_is_carried_to_another_process_and_rebuilt(folder: Path,

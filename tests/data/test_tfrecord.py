@@ -130,6 +130,17 @@ def test_bad_shard_arguments_are_one_line_errors(shards: Path, tmp_path: Path) -
     with pytest.raises(DataError, match="define it at module level"):
         resolve_source(shards, parse=local_parse).describe(tmp_path)
 
+    def wrong_features(record: Any) -> Any:
+        example = tf.io.parse_single_example(
+            record, {"img": tf.io.FixedLenFeature([], tf.string)})
+        return example["img"], 0
+
+    with pytest.raises(DataError, match=r"parse function .*wrong_features fails on the first "
+                                        r"record of '.*train-00000\.tfrecord'"):
+        resolve_source(shards, parse=wrong_features)
+    with pytest.raises(DataError, match="fails on the first record"):
+        resolve_source(shards, parse=lambda record: record["image"])  # fails as it is traced
+
 
 def test_cli_tune_takes_parse(shards: Path, tmp_path: Path,
                               monkeypatch: pytest.MonkeyPatch,
