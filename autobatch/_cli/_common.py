@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -68,50 +69,102 @@ def add_data_arguments(parser: Any) -> None:
                              "function that turns one serialized record into (image, label)")
     parser.add_argument("--num-examples", type=int, metavar="N",
                         help="examples per epoch of a --dataset whose length is unknown or "
-                             "infinite")
+                             "infinite (or of --parse shards, to skip their count)")
+    parser.add_argument("--augment", metavar="MODULE:FUNCTION",
+                        help="augment each image after the cache with this function (of one "
+                             "image, or of image and seed)")
+    folder = parser.add_argument_group(
+        "image folder options (as keras.utils.image_dataset_from_directory means them)")
+    folder.add_argument("--class-names", metavar="A,B,...",
+                        help="the classes to use, in label order (default: every sub-folder)")
+    folder.add_argument("--color-mode", choices=("grayscale", "rgb", "rgba"),
+                        help="the images' channels (default: the model's)")
+    folder.add_argument("--interpolation", metavar="METHOD",
+                        help="resize method: bilinear (default), nearest, bicubic, area, "
+                             "lanczos3, lanczos5, gaussian, mitchellcubic")
+    folder.add_argument("--crop-to-aspect-ratio", action="store_true",
+                        help="crop the centre to the target aspect ratio before resizing")
+    folder.add_argument("--pad-to-aspect-ratio", action="store_true",
+                        help="pad to the target aspect ratio before resizing")
 
 
-def chosen_data(args: Any) -> tuple[str, Any]:
-    """What to train on, ``(data, parse)``: DATA_DIR (a folder; with ``--parse``, a folder or
-    glob of TFRecord shards and the parse function) or ``--dataset``, exactly one.
+@dataclass(frozen=True)
+class ChosenData:
+    """What the command trains on, as the library takes it."""
 
-    The module ``--dataset`` or ``--parse`` names is found in the current folder too: that
-    folder joins the end of the import path (and so the probe worker's), where it can never
-    shadow an installed package."""
+    data: Any
+    """DATA_DIR, an ``image_folder`` with the folder options, or ``--dataset``'s spec."""
+    parse: Any = None
+    max_pixels: int | None = None
+    augment: Any = None
+    is_folder: bool = False
+
+
+def chosen_data(args: Any) -> ChosenData:
+    """DATA_DIR (a folder, read with the folder options; with ``--parse``, a folder or glob
+    of TFRecord shards) or ``--dataset``, exactly one; with ``--augment``'s function.
+
+    The module ``--dataset``, ``--parse`` or ``--augment`` names is found in the current
+    folder too: that folder joins the end of the import path (and so the probe worker's),
+    where it can never shadow an installed package."""
+    from autobatch._data._userland import import_function
     from autobatch._errors import UsageError
 
     if (args.data_dir is None) == (args.dataset is None):
         raise UsageError("give DATA_DIR or --dataset MODULE:FUNCTION (one of the two)")
-    if args.dataset is not None or args.parse is not None:
+    named = [flag for flag, value in (("--dataset", args.dataset), ("--parse", args.parse),
+                                      ("--augment", args.augment)) if value is not None]
+    if named:
         from autobatch._framework import require_tensorflow
 
-        require_tensorflow("--dataset" if args.dataset is not None else "--parse")
+        require_tensorflow(named[0])
+    augment = None
+    if args.augment is not None:
+        _importable_spec(args.augment, "--augment")
+        augment = import_function(args.augment, what="augment function")
+    folder_flags = [flag for flag, value in _folder_options(args).items() if value]
+    if args.dataset is not None or args.parse is not None:
+        if folder_flags:
+            raise UsageError(f"--{folder_flags[0].replace('_', '-')} applies to an image "
+                             "folder; remove it")
     if args.dataset is not None:
         if args.parse is not None:
             raise UsageError("--parse applies to TFRecord shards given as DATA_DIR; remove it")
         _importable_spec(args.dataset, "--dataset")
-        return str(args.dataset), None
+        return ChosenData(str(args.dataset), augment=augment, max_pixels=args.max_pixels)
     if args.parse is not None:
-        from autobatch._data._userland import import_function
-
         _importable_spec(args.parse, "--parse")
-        return str(args.data_dir), import_function(args.parse, what="parse function")
+        return ChosenData(str(args.data_dir), import_function(args.parse, what="parse function"),
+                          max_pixels=args.max_pixels, augment=augment)
     if args.num_examples is not None:
         raise UsageError("--num-examples applies to --dataset and --parse only; remove it")
     require_folder(args.data_dir)
-    return str(args.data_dir), None
+    if not folder_flags:
+        return ChosenData(str(args.data_dir), max_pixels=args.max_pixels, augment=augment,
+                          is_folder=True)
+    import autobatch
+
+    options = _folder_options(args)
+    folder = autobatch.image_folder(
+        args.data_dir, max_pixels=args.max_pixels,
+        class_names=options["class_names"].split(",") if options["class_names"] else None,
+        color_mode=options["color_mode"], interpolation=options["interpolation"] or "bilinear",
+        crop_to_aspect_ratio=options["crop_to_aspect_ratio"],
+        pad_to_aspect_ratio=options["pad_to_aspect_ratio"])
+    return ChosenData(folder, augment=augment, is_folder=True)
+
+
+def _folder_options(args: Any) -> dict[str, Any]:
+    return {name: getattr(args, name, None) for name in (
+        "class_names", "color_mode", "interpolation", "crop_to_aspect_ratio",
+        "pad_to_aspect_ratio")}
 
 
 def require_folder(data_dir: str) -> None:
     """A one-line ``DataError`` when DATA_DIR is missing or not a folder (checked first)."""
-    import os
+    from autobatch._data._folder import check_folder
 
-    from autobatch import DataError
-
-    if not os.path.exists(data_dir):
-        raise DataError(f"data folder {data_dir!r} does not exist; pass an image folder")
-    if not os.path.isdir(data_dir):
-        raise DataError(f"{data_dir!r} is not a folder; pass a folder of class sub-folders")
+    check_folder(data_dir)
 
 
 def _importable_spec(spec: str, flag: str) -> None:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from autobatch._cli._common import (
+    ChosenData,
     add_data_arguments,
     add_max_pixels,
     chosen_data,
@@ -58,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--pixels", choices=("auto", "float32", "uint8"),
                         help="pixel dtype when tuning (see 'autobatch tune --help')")
     add_max_pixels(parser)
+    parser.add_argument("--label-mode", choices=("int", "categorical", "binary"),
+                        help="how class indices are fed (default: as the model's loss takes "
+                             "them: one-hot for categorical_crossentropy)")
     parser.set_defaults(func=run)
 
 
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     from autobatch._cli._tune import require_image_size, require_model
 
-    data, parse = chosen_data(args)
+    chosen = chosen_data(args)
     model, image_size, plan = _model_and_size(args)
     require_model(model)  # before the audit and before TensorFlow starts
     require_image_size(model, image_size)
@@ -83,21 +87,21 @@ def run(args: argparse.Namespace) -> int:
     require_tensorflow("training")
 
     out = console()
-    if args.dataset is None and parse is None:
-        report = autobatch.audit(data, max_pixels=args.max_pixels)
+    if chosen.is_folder:
+        report = autobatch.audit(args.data_dir, max_pixels=args.max_pixels)
         out.print(f"audit: {report.summary_sentence()}")
 
     lines: list[str] = []
 
     def on_epoch(entry: Any) -> None:
-        line = entry.line("images" if args.dataset is None and parse is None else "examples")
+        line = entry.line("images" if chosen.is_folder else "examples")
         lines.append(line)
         style = "green" if entry.complete else "bold red"
         out.print(f"[{style}]{line}[/]")
 
     progress = _ProgressLine()
     try:
-        history = _fit(autobatch, args, (data, parse), model, image_size, plan, on_epoch,
+        history = _fit(autobatch, args, chosen, model, image_size, plan, on_epoch,
                        progress.callback())
     finally:
         progress.close()  # an error (or Ctrl-C) mid-epoch starts on a line of its own
@@ -124,15 +128,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit(autobatch: Any, args: argparse.Namespace, data: tuple[str, Any], model: Any,
+def _fit(autobatch: Any, args: argparse.Namespace, chosen: ChosenData, model: Any,
          image_size: Any, plan: Any, on_epoch: Any, progress: Any) -> Any:
     return autobatch.fit(
         model,
-        data[0],
-        parse=data[1],
+        chosen.data,
+        parse=chosen.parse,
+        augment=chosen.augment,
+        label_mode=args.label_mode,
         num_examples=args.num_examples,
         callbacks=[progress],
-        max_pixels=args.max_pixels,
+        max_pixels=chosen.max_pixels,
         epochs=args.epochs,
         plan=plan,
         validation_split=args.validation_split,

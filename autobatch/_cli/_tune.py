@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from autobatch._cli._common import (
+    ChosenData,
     add_data_arguments,
     add_max_pixels,
     chosen_data,
@@ -73,13 +74,13 @@ def run(args: argparse.Namespace) -> int:
 
     # Cheap checks first so that a typo costs no probe: the folder, then what the model
     # needs of it; autobatch.tune checks the options before any work.
-    data, parse = chosen_data(args)
+    chosen = chosen_data(args)
     require_model(args.model)
     require_image_size(args.model, args.image_size)
     from autobatch._plan._output import PlanOutputError
 
     try:
-        plan = _tune(autobatch, args, data, parse)
+        plan = _tune(autobatch, args, chosen)
     except PlanOutputError as exc:
         if exc.kept_at is None:
             # Kept nowhere else: the tune's result goes to stdout before the one-line error.
@@ -99,11 +100,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tune(autobatch: Any, args: argparse.Namespace, data: str, parse: Any) -> Any:
+def _tune(autobatch: Any, args: argparse.Namespace, chosen: ChosenData) -> Any:
     return autobatch.tune(
         args.model,
-        data,
-        parse=parse,
+        chosen.data,
+        parse=chosen.parse,
+        augment=chosen.augment,
         num_examples=args.num_examples,
         image_size=args.image_size,
         channels=args.channels,
@@ -116,7 +118,7 @@ def _tune(autobatch: Any, args: argparse.Namespace, data: str, parse: Any) -> An
         seed=args.seed,
         try_xla=not args.no_xla,
         pixels=args.pixels,
-        max_pixels=args.max_pixels,
+        max_pixels=chosen.max_pixels,
         verbose=0 if args.json else "auto",
     )
 

@@ -52,7 +52,7 @@ class FolderOptions:
             raise UsageError("{param} must be one of " + ", ".join(INTERPOLATIONS) + ", got "
                              + repr(self.interpolation), parameter="interpolation")
         if self.crop_to_aspect_ratio and self.pad_to_aspect_ratio:
-            raise UsageError("{param} and pad_to_aspect_ratio exclude each other; choose one",
+            raise UsageError("{param} and {p:pad_to_aspect_ratio} exclude each other; choose one",
                              parameter="crop_to_aspect_ratio")
 
     @property
