@@ -16,9 +16,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Every temporary folder the suite's tunes, fits, probes and audits make (in this process and
 # in the workers it starts) goes into one folder of the session's own; at the end no
 # ``autobatch-*`` folder may be left in it, whatever was interrupted or failed on the way.
-_SESSION_TMP = tempfile.mkdtemp(prefix="autobatch-test-session-")
-os.environ["TMPDIR"] = _SESSION_TMP
-tempfile.tempdir = _SESSION_TMP
+# A process the suite starts that imports a test module (a probe worker importing a parse or
+# augment function by name, a child computing a fingerprint) is inside that folder already:
+# it makes no folder of its own, which nothing would remove.
+_INHERITED = os.environ.get("TMPDIR", "")
+_OWN_SESSION_TMP = "autobatch-test-session-" not in _INHERITED
+if not _OWN_SESSION_TMP:
+    _SESSION_TMP = _INHERITED
+else:
+    _SESSION_TMP = tempfile.mkdtemp(prefix="autobatch-test-session-")
+    os.environ["TMPDIR"] = _SESSION_TMP
+    tempfile.tempdir = _SESSION_TMP
 
 
 def write_image(path: Path, *, size: tuple[int, int] = (40, 48), mode: str = "RGB",
@@ -57,6 +65,17 @@ def make_image_folder(root: Path, counts: dict[str, int], *, size: tuple[int, in
     return root
 
 
+def assert_cli_usage_errors(cases: list[tuple[list[str], str]],
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Each ``(argv, message)``: the CLI exits 2 with one line on stderr holding ``message``."""
+    from autobatch._cli import main
+
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, err
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """Three uneven classes, 23 small JPEGs in all."""
@@ -88,6 +107,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         # What the process removes at exit (atexit runs after this hook): its private
         # disk-cache folders.
         pipeline.remove_private_cache_folders()
+    if not _OWN_SESSION_TMP:
+        return  # a session inside another one's folder: the outer one checks and removes it
     left = sorted(p.name for p in Path(_SESSION_TMP).glob("autobatch-*"))
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
     if left:

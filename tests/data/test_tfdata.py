@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from _fitmodels import counting_model
-from conftest import make_image_folder
+from conftest import assert_cli_usage_errors, make_image_folder
 
 import autobatch
 from autobatch._data import DatasetSource, resolve_source
@@ -186,16 +186,15 @@ def test_cli_fit_takes_a_dataset_function_from_the_current_folder(
     out = capsys.readouterr().out
     assert "epoch 2: trained on 13 of 13 usable examples" in out and "audit:" not in out
     sys.modules.pop("cli_data", None)
-    for bad, message in ((["fit", str(folder), "--dataset", "cli_data:make"], "one of the two"),
-                         (["tune", "--dataset", "no/such", "--model", "small_cnn"],
-                          "--dataset must be MODULE:FUNCTION"),
-                         (["tune", "--dataset", "nosuch_module:make", "--model", "small_cnn",
-                           "--image-size", "32"], "cannot import the dataset function"),
-                         (["tune", str(folder), "--num-examples", "5", "--model", "small_cnn"],
-                          "--num-examples applies to --dataset and --parse only")):
-        assert main(bad) == 2, bad
-        err = capsys.readouterr().err.strip()
-        assert err.count("\n") == 0 and message in err, err
+    assert_cli_usage_errors([
+        (["fit", str(folder), "--dataset", "cli_data:make"], "one of the two"),
+        (["tune", "--dataset", "no/such", "--model", "small_cnn"],
+         "--dataset must be MODULE:FUNCTION"),
+        (["tune", "--dataset", "nosuch_module:make", "--model", "small_cnn", "--image-size", "32"],
+         "cannot import the dataset function"),
+        (["tune", str(folder), "--num-examples", "5", "--model", "small_cnn"],
+         "--num-examples applies to --dataset and --parse only"),
+    ], capsys)
 
 
 def make_pairs() -> Any:
