@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,21 @@ def assert_cli_usage_errors(cases: list[tuple[list[str], str]],
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and message in err, err
+
+
+@pytest.fixture
+def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The current folder of a CLI run that imports the user's own module from it (the CLI
+    adds the folder to ``sys.path``): path, folder and the modules imported from it are
+    restored afterwards."""
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield tmp_path
+    for name in [n for n, m in sys.modules.items()
+                 if str(getattr(m, "__file__", "") or "").startswith(str(tmp_path))]:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture

@@ -99,26 +99,20 @@ def test_bad_folder_options_are_one_line_errors(folder: Path, tmp_path: Path) ->
 
 
 def test_cli_fit_takes_the_folder_options_and_augment(
-        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    import sys
-
+        folder: Path, user_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from autobatch._cli import main
 
-    (tmp_path / "cli_aug.py").write_text(
+    (user_folder / "cli_aug.py").write_text(
         "import tensorflow as tf\n"
         "def flip(image, seed):\n"
         "    return tf.image.stateless_random_flip_left_right(image, seed)\n")
     Plan(batch_size=4, num_examples=5, ceiling_batch_size=8, image_size=SIZE).save(
-        tmp_path / "plan.json")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
+        user_folder / "plan.json")
     args = ["fit", str(folder), "--model", "small_cnn", "--image-size", str(SIZE[0]),
             "--plan", "plan.json", "--class-names", "a,b", "--crop-to-aspect-ratio",
             "--color-mode", "rgb", "--augment", "cli_aug:flip", "--label-mode", "int"]
     assert main(args) == 0, capsys.readouterr().err
     assert "epoch 1: trained on 5 of 5 usable images" in capsys.readouterr().out
-    sys.modules.pop("cli_aug", None)
     assert_cli_usage_errors([
         ([*args[:8], "--crop-to-aspect-ratio", "--pad-to-aspect-ratio"],
          "--crop-to-aspect-ratio and --pad-to-aspect-ratio exclude each other"),

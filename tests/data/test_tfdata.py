@@ -164,11 +164,10 @@ def test_example_2_is_tuned_and_trained_end_to_end(folder: Path) -> None:
 
 
 def test_cli_fit_takes_a_dataset_function_from_the_current_folder(
-        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        folder: Path, user_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from autobatch._cli import main
 
-    (tmp_path / "cli_data.py").write_text(
+    (user_folder / "cli_data.py").write_text(
         "import tensorflow as tf\n"
         "def make():\n"
         f"    files = tf.data.Dataset.list_files({str(folder / '*/*')!r})\n"
@@ -177,15 +176,12 @@ def test_cli_fit_takes_a_dataset_function_from_the_current_folder(
         f"        return tf.image.resize(image, [{IMG}, {IMG}]), "
         "tf.strings.split(path, '/')[-2]\n"
         "    return files.map(load)\n")
-    _plan(4, 13).save(tmp_path / "plan.json")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI adds the current folder
+    _plan(4, 13).save(user_folder / "plan.json")
     args = ["fit", "--dataset", "cli_data:make", "--model", "small_cnn", "--image-size",
             str(IMG), "--plan", "plan.json", "--epochs", "2"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "epoch 2: trained on 13 of 13 usable examples" in out and "audit:" not in out
-    sys.modules.pop("cli_data", None)
     assert_cli_usage_errors([
         (["fit", str(folder), "--dataset", "cli_data:make"], "one of the two"),
         (["tune", "--dataset", "no/such", "--model", "small_cnn"],
