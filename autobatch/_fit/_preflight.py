@@ -10,7 +10,7 @@ from typing import Any
 
 from autobatch._data import LabelSpec, Source
 from autobatch._data._labels import label_mode_for
-from autobatch._errors import DataError, ModelError
+from autobatch._errors import DataError, ModelError, UsageError
 from autobatch._models import model_input_shape
 from autobatch._models._losses import loss_label_kind
 
@@ -137,3 +137,34 @@ def _check_labels(loss_kind: str, labels: LabelSpec, units: int | None) -> None:
 
 def _fmt(shape: Any) -> str:
     return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"
+
+
+def check_strategy(model: Any) -> int:
+    """The replicas a model built under a ``tf.distribute`` strategy trains on (1 without
+    one); a one-line ``UsageError`` for what Keras 3 ``fit`` cannot do under a strategy.
+
+    * ``MultiWorkerMirroredStrategy``: ``model.fit`` is broken since TF 2.16
+      (keras-team/keras#20585).
+    * Gradient accumulation (``gradient_accumulation_steps``) under any strategy raises inside
+      ``fit`` (keras-team/keras#20582).
+    """
+    import tensorflow as tf
+
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is None or type(strategy).__name__.startswith("_Default"):
+        return 1  # no strategy: TensorFlow's default one
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise UsageError(
+            "Keras 3 model.fit under MultiWorkerMirroredStrategy is broken since TensorFlow "
+            "2.16 (keras-team/keras#20585): train each worker with plan.dataset(data, "
+            "input_context=...) in a custom training loop, or use MirroredStrategy on one "
+            "machine")
+    replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+    optimizer = getattr(model, "optimizer", None)
+    steps = getattr(optimizer, "gradient_accumulation_steps", None)
+    if steps:
+        raise UsageError(
+            f"gradient accumulation (gradient_accumulation_steps={steps}) under "
+            f"{type(strategy).__name__} raises inside Keras' fit (keras-team/keras#20582): "
+            "drop it (a larger batch does the same), or train without a strategy")
+    return replicas

@@ -25,7 +25,7 @@ from autobatch._fit._coverage import (
 )
 from autobatch._fit._lr import apply_learning_rate
 from autobatch._fit._plans import adapt_plan, obtain_plan
-from autobatch._fit._preflight import preflight
+from autobatch._fit._preflight import check_strategy, preflight
 from autobatch._framework import require_tensorflow
 from autobatch._models import check_model_file, model_input_shape
 from autobatch._plan import load_plan
@@ -110,12 +110,15 @@ def fit(
     Returns:
         The Keras ``History`` with ``history.plan``, ``history.coverage``,
         ``history.learning_rate``, ``history.steps_per_epoch``, ``history.tune_time_s``
-        (seconds spent getting the plan) and ``history.history["examples_seen"]``.
+        (seconds spent getting the plan), ``history.num_replicas`` (a model built under a
+        ``tf.distribute`` strategy trains the plan's batch as the global batch, split
+        across them) and ``history.history["examples_seen"]`` (summed across replicas).
 
     Raises:
         UsageError: a pre-flight check failed, an argument the plan owns was passed, or
             the data cannot be trained on as given (one class, an endless generator
-            without ``num_examples``).
+            without ``num_examples``); Keras 3 ``fit`` under MultiWorkerMirroredStrategy,
+            or with gradient accumulation under a strategy (Keras bugs 20585, 20582).
         DataError: an input file vanished, became unreadable or stopped decoding during
             training: the message names it, the examples trained so far and the epoch's
             shortfall; ``error.coverage`` holds the epochs up to the failed one.
@@ -147,6 +150,7 @@ def fit(
         validation_split, seed)
 
     spec = preflight(model, train_source, label_mode)
+    replicas = check_strategy(model)
     plan, tune_time_s = obtain_plan(model, train_source, spec, plan, tune_options=tune_options,
                                     model_spec=model_spec, verbose=verbose)
     plan = adapt_plan(plan, spec, model, train_source, reference_batch_size)
@@ -207,6 +211,7 @@ def fit(
     history.learning_rate = lr_info
     history.tune_time_s = tune_time_s
     history.steps_per_epoch = user_steps if user_steps is not None else epoch.steps
+    history.num_replicas = replicas  # the plan's batch is the global one, split across them
     if report.complete and report.epochs:
         logger.info("coverage: every epoch trained on all %d usable %s",
                     report.epochs[-1].examples_seen, train_source.noun)
