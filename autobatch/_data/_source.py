@@ -144,6 +144,15 @@ class Source(abc.ABC):
             return self
         return self.subset(range(n))
 
+    def shard(self, count: int, index: int) -> Source:
+        """Worker ``index`` of ``count``'s part for ``distribute_datasets_from_function``:
+        every ``count``-th example from ``index`` on (a folder's files one by one), so that
+        the parts are disjoint and cover the data."""
+        if not self.can_subset:
+            raise UsageError(f"{self.title} cannot be sharded across workers; give each "
+                             "worker its own part of the data")
+        return self.subset(range(index, self.num_examples or 0, count))
+
     def split(self, fraction: float, seed: int | None) -> tuple[Source, Source]:
         """Disjoint training and validation parts, stratified by class where labels are
         class indices, deterministic for a seed (see ``_labels.stratified_split``)."""

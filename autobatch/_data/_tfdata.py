@@ -214,6 +214,12 @@ class DatasetSource(Source):
                 f"the dataset's length is {what}, so an epoch has no end; pass {{param}}=N "
                 "(examples per epoch)", parameter="num_examples")
 
+    def shard(self, count: int, index: int) -> DatasetSource:
+        n = self.num_examples
+        part = None if n is None else len(range(index, n, count))
+        return dataclasses.replace(self, dataset=self._epoch(None).shard(count, index),
+                                   num_examples_hint=part, limit=None, factory=None)
+
     def head(self, n: int) -> DatasetSource:
         total = self.num_examples or 0
         return self if n <= 0 or n >= total else dataclasses.replace(self, limit=n)

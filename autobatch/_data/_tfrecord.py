@@ -88,11 +88,26 @@ class TFRecordSource(DatasetSource):
         return cls(dataset, factory=None, num_examples_hint=count, files=files, parse=parse,
                    parse_name=name, stamps=stamps)
 
+    @classmethod
+    def from_shards_list(cls, files: tuple[str, ...], parse: Any, *,
+                         stamps: tuple[str, ...]) -> TFRecordSource:
+        """The source of these shard files, counted."""
+        return cls(_parsed_or_error(files, parse), num_examples_hint=count_records(files),
+                   files=files, parse=parse, parse_name=importable_name(parse), stamps=stamps)
+
     def elements(self, settings: PipelineSettings | None) -> tf.data.Dataset:
         if settings is None:
             return self.dataset
         return _read(self.files, self.parse, parallel=settings.num_parallel_calls,
                      deterministic=bool(settings.deterministic))
+
+    def shard(self, count: int, index: int) -> DatasetSource:
+        """By shard file where there are at least as many files as workers (each worker
+        reads only its files), else by record."""
+        if len(self.files) < count:
+            return super().shard(count, index)
+        files = self.files[index::count]
+        return TFRecordSource.from_shards_list(files, self.parse, stamps=self.stamps[index::count])
 
     def unavailable(self) -> list[str]:
         return [f for f, stamp in zip(self.files, self.stamps, strict=True)

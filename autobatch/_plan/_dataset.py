@@ -23,11 +23,18 @@ if TYPE_CHECKING:
 def plan_dataset(plan: Plan, data: Any, *, repeat: bool, shuffle: bool, seed: int | None,
                  image_size: int | tuple[int, int] | None,
                  cache_dir: str | os.PathLike[str] | None,
-                 label_mode: str | None = None, augment: Any = None) -> Any:
+                 label_mode: str | None = None, augment: Any = None,
+                 input_context: Any = None) -> Any:
     """The tuned ``tf.data.Dataset`` for ``data`` (see ``Plan.dataset``)."""
     from autobatch._data import normalize_image_size, resolve_source
 
     source = resolve_source(data)
+    batch_size = plan.batch_size
+    if input_context is not None:
+        # distribute_datasets_from_function: this worker's part, at the per-replica batch.
+        source = source.shard(int(input_context.num_input_pipelines),
+                              int(input_context.input_pipeline_id))
+        batch_size = int(input_context.get_per_replica_batch_size(plan.batch_size))
     sized = plan
     if image_size is not None:
         sized = dataclasses.replace(plan, image_size=normalize_image_size(image_size))
@@ -39,7 +46,7 @@ def plan_dataset(plan: Plan, data: Any, *, repeat: bool, shuffle: bool, seed: in
     if plan.pipeline.cache == "disk" and cache_dir is None:
         cache_dir = sized.disk_cache_dir(source)
     return source.build_dataset(
-        batch_size=plan.batch_size,
+        batch_size=batch_size,
         settings=plan.pipeline,
         image_size=sized.image_size,
         channels=plan.channels,

@@ -185,7 +185,8 @@ class Plan:
     def dataset(self, data: Any, *, repeat: bool = False, shuffle: bool = True,
                 seed: int | None = None, image_size: int | tuple[int, int] | None = None,
                 cache_dir: str | os.PathLike[str] | None = None,
-                label_mode: str | None = None, augment: Any = None) -> Any:
+                label_mode: str | None = None, augment: Any = None,
+                input_context: Any = None) -> Any:
         """The tuned ``tf.data.Dataset`` for ``data``, built by the one pipeline builder.
 
         Args:
@@ -206,10 +207,16 @@ class Plan:
                 None: as the data gives them.
             augment: a function of one image or Keras preprocessing layers, applied after
                 the cache (new pixels every epoch; seeded by ``seed``).
+            input_context: the ``tf.distribute.InputContext`` that
+                ``strategy.distribute_datasets_from_function`` passes: this worker's part of
+                the data (every worker's disjoint; a folder or arrays by example, TFRecord
+                shards by file where there are at least as many as workers) at the
+                per-replica batch (the plan's batch is the global one).
         """
         return _dataset.plan_dataset(self, data, repeat=repeat, shuffle=shuffle, seed=seed,
                                      image_size=image_size, cache_dir=cache_dir,
-                                     label_mode=label_mode, augment=augment)
+                                     label_mode=label_mode, augment=augment,
+                                     input_context=input_context)
 
     def disk_cache_dir(self, source: Any) -> Path:
         """Where ``cache="disk"`` keeps ``source``'s examples by default: one folder per data

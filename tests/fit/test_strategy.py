@@ -95,3 +95,46 @@ refused(lambda: autobatch.fit(model, {str(folder_1003)!r}, plan=plan, verbose=0)
 """, tmp_path)
     assert "REFUSED Keras 3 model.fit under MultiWorkerMirroredStrategy is broken since " \
            "TensorFlow 2.16 (keras-team/keras#20585)" in out, out
+
+
+def _contexts(count: int) -> list[object]:
+    import tensorflow as tf
+
+    return [tf.distribute.InputContext(num_input_pipelines=count, input_pipeline_id=i,
+                                       num_replicas_in_sync=2 * count) for i in range(count)]
+
+
+def test_each_worker_gets_a_disjoint_part_that_covers_the_data(tmp_path: Path) -> None:
+    """``plan.dataset(data, input_context=...)`` for ``distribute_datasets_from_function``: the
+    parts of two workers are disjoint, cover every example once, and batch per replica."""
+    import numpy as np
+
+    from autobatch._plan import Plan
+
+    x = np.arange(103 * 2 * 2 * 1, dtype=np.float32).reshape(103, 2, 2, 1)
+    y = np.arange(103) % 3
+    plan = Plan(batch_size=8, num_examples=103, ceiling_batch_size=16)
+    parts = []
+    for context in _contexts(2):
+        batches = list(plan.dataset((x, y), shuffle=False, input_context=context)
+                       .as_numpy_iterator())
+        assert max(len(b[0]) for b in batches) == 2  # 8 global / (2 workers x 2 replicas)
+        parts.append(sorted(int(v) for b in batches for v in b[0][:, 0, 0, 0] // 4))
+    assert not set(parts[0]) & set(parts[1])
+    assert sorted(parts[0] + parts[1]) == list(range(103))
+
+
+def test_tfrecord_shards_are_split_by_file_between_workers(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+    try:
+        from test_tfrecord import parse, write_shards
+    finally:
+        sys.path.pop(0)
+    from autobatch._data import resolve_source
+
+    source = resolve_source(write_shards(tmp_path / "shards", (5, 6, 7, 8)), parse=parse)
+    parts = [source.shard(2, i) for i in range(2)]
+    assert [p.num_examples for p in parts] == [5 + 7, 6 + 8]  # files 0, 2 and 1, 3
+    assert not set(parts[0].files) & set(parts[1].files)
+    by_record = source.shard(5, 4)  # more workers than files: every 5th record
+    assert by_record.num_examples == 5
