@@ -93,7 +93,8 @@ class TFRecordSource(DatasetSource):
                          stamps: tuple[str, ...]) -> TFRecordSource:
         """The source of these shard files, counted."""
         return cls(_parsed_or_error(files, parse), num_examples_hint=count_records(files),
-                   files=files, parse=parse, parse_name=importable_name(parse), stamps=stamps)
+                   files=files, parse=parse, parse_name=importable_name(parse),
+                   stamps=stamps if len(stamps) == len(files) else tuple(map(_stamp, files)))
 
     def elements(self, settings: PipelineSettings | None) -> tf.data.Dataset:
         if settings is None:
