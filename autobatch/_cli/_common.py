@@ -90,14 +90,29 @@ def add_data_arguments(parser: Any) -> None:
 
 @dataclass(frozen=True)
 class ChosenData:
-    """What the command trains on, as the library takes it."""
+    """What the command trains on, as the library takes it (checked, not read yet)."""
 
     data: Any
-    """DATA_DIR, an ``image_folder`` with the folder options, or ``--dataset``'s spec."""
+    """DATA_DIR (a folder, or TFRecord shards with ``parse``) or ``--dataset``'s spec."""
     parse: Any = None
     max_pixels: int | None = None
+    """For the library to check (and refuse where no folder is given)."""
     augment: Any = None
-    is_folder: bool = False
+    folder: dict[str, Any] | None = None
+    """``image_folder``'s keyword arguments when ``data`` is an image folder."""
+
+    @property
+    def is_folder(self) -> bool:
+        return self.folder is not None
+
+    def load(self) -> Any:
+        """The data to pass on: an image folder indexed (audited) once, here, so that the
+        command and the library share that one pass; other data as given."""
+        if self.folder is None:
+            return self.data
+        import autobatch
+
+        return autobatch.image_folder(self.data, **self.folder)
 
 
 def chosen_data(args: Any) -> ChosenData:
@@ -138,33 +153,20 @@ def chosen_data(args: Any) -> ChosenData:
                           max_pixels=args.max_pixels, augment=augment)
     if args.num_examples is not None:
         raise UsageError("--num-examples applies to --dataset and --parse only; remove it")
-    require_folder(args.data_dir)
-    if not folder_flags:
-        return ChosenData(str(args.data_dir), max_pixels=args.max_pixels, augment=augment,
-                          is_folder=True)
-    import autobatch
+    from autobatch._data._folder import check_folder
 
+    check_folder(args.data_dir)
     options = _folder_options(args)
-    folder = autobatch.image_folder(
-        args.data_dir, max_pixels=args.max_pixels,
-        class_names=options["class_names"].split(",") if options["class_names"] else None,
-        color_mode=options["color_mode"], interpolation=options["interpolation"] or "bilinear",
-        crop_to_aspect_ratio=options["crop_to_aspect_ratio"],
-        pad_to_aspect_ratio=options["pad_to_aspect_ratio"])
-    return ChosenData(folder, augment=augment, is_folder=True)
+    folder = {**options, "max_pixels": args.max_pixels,
+              "class_names": options["class_names"].split(",") if options["class_names"]
+              else None, "interpolation": options["interpolation"] or "bilinear"}
+    return ChosenData(str(args.data_dir), augment=augment, folder=folder)
 
 
 def _folder_options(args: Any) -> dict[str, Any]:
     return {name: getattr(args, name, None) for name in (
         "class_names", "color_mode", "interpolation", "crop_to_aspect_ratio",
         "pad_to_aspect_ratio")}
-
-
-def require_folder(data_dir: str) -> None:
-    """A one-line ``DataError`` when DATA_DIR is missing or not a folder (checked first)."""
-    from autobatch._data._folder import check_folder
-
-    check_folder(data_dir)
 
 
 def _importable_spec(spec: str, flag: str) -> None:

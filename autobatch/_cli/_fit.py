@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     require_tensorflow("training")
 
     out = console()
-    if chosen.is_folder:
-        report = autobatch.audit(args.data_dir, max_pixels=args.max_pixels)
-        out.print(f"audit: {report.summary_sentence()}")
+    data = chosen.load()
+    if chosen.is_folder:  # indexed once: the summary is that audit's, fit reuses the index
+        out.print(f"audit: {data.audit.summary_sentence()}")
 
     lines: list[str] = []
 
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = _ProgressLine()
     try:
-        history = _fit(autobatch, args, chosen, model, image_size, plan, on_epoch,
+        history = _fit(autobatch, args, chosen, data, model, image_size, plan, on_epoch,
                        progress.callback())
     finally:
         progress.close()  # an error (or Ctrl-C) mid-epoch starts on a line of its own
@@ -128,11 +128,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit(autobatch: Any, args: argparse.Namespace, chosen: ChosenData, model: Any,
-         image_size: Any, plan: Any, on_epoch: Any, progress: Any) -> Any:
+def _fit(autobatch: Any, args: argparse.Namespace, chosen: ChosenData, data: Any,
+         model: Any, image_size: Any, plan: Any, on_epoch: Any, progress: Any) -> Any:
     return autobatch.fit(
         model,
-        chosen.data,
+        data,
         parse=chosen.parse,
         augment=chosen.augment,
         label_mode=args.label_mode,

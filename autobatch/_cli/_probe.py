@@ -95,9 +95,9 @@ def _settings_from(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import autobatch
-    from autobatch._cli._common import require_folder
+    from autobatch._data._folder import check_folder
 
-    require_folder(args.data_dir)
+    check_folder(args.data_dir)
     plan, settings = _settings_from(args)
     result = autobatch.probe(
         args.model,

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 def _tune(autobatch: Any, args: argparse.Namespace, chosen: ChosenData) -> Any:
     return autobatch.tune(
         args.model,
-        chosen.data,
+        chosen.load(),
         parse=chosen.parse,
         augment=chosen.augment,
         num_examples=args.num_examples,

@@ -80,6 +80,13 @@ def describe_augment(augment: Any) -> dict[str, Any] | None:
     return {"pickle": base64.b64encode(payload).decode("ascii")}
 
 
+def augment_modules(description: dict[str, Any] | None) -> list[str]:
+    """The module the worker imports for an augmentation carried by name (none for layers
+    and for one carried by value)."""
+    name = (description or {}).get("function")
+    return [name.partition(":")[0]] if name else []
+
+
 def rebuild_augment(description: dict[str, Any] | None) -> Any:
     """The augmentation ``describe_augment`` described (in the worker)."""
     if not description:

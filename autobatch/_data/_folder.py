@@ -170,12 +170,19 @@ class FileSource(Source):
 
     def prepared(self, input_shape: tuple[int | None, ...] | None, *,
                  steps_given: bool) -> FileSource:
-        want = self.options.channels
-        if want is not None and input_shape and input_shape[-1] not in (None, want):
-            raise DataError(
-                f"color_mode={self.options.color_mode!r} gives {want} channel(s) but the model "
-                f"takes {input_shape[-1]}; choose the color_mode of the model's input")
+        if input_shape:
+            self._channels(input_shape[-1])
         return self
+
+    def _channels(self, wanted: int | None) -> int:
+        """The channels to decode to: ``color_mode``'s, else ``wanted`` (the model's), else
+        3; a ``color_mode`` the model cannot take is a ``DataError``."""
+        fixed = self.options.channels
+        if fixed is not None and wanted is not None and int(wanted) != fixed:
+            raise DataError(
+                f"color_mode={self.options.color_mode!r} gives {fixed} channel(s) but the model "
+                f"takes {wanted}; choose the color_mode of the model's input")
+        return fixed or (3 if wanted is None else int(wanted))
 
     # ---- subsets
     def subset(self, indices: Any) -> FileSource:
@@ -253,14 +260,7 @@ class FileSource(Source):
         size = request.image_size
         assert size is not None  # build_dataset checks needs_image_size
         options = self.options
-        channels = 3 if request.channels is None else int(request.channels)
-        if options.channels is not None:
-            if request.channels is not None and int(request.channels) != options.channels:
-                raise DataError(
-                    f"color_mode={options.color_mode!r} gives {options.channels} channel(s) "
-                    f"but the model takes {request.channels}; choose the color_mode of the "
-                    "model's input")
-            channels = options.channels
+        channels = self._channels(request.channels)
         tail.check_channels(channels)
         settings = request.settings
         n = self.num_examples

@@ -303,10 +303,9 @@ def augment_batched(ds: tf.data.Dataset, request: BuildRequest) -> tf.data.Datas
 
     if request.augment is None:
         return ds
-    if not is_layer(request.augment):
-        ds = augment_examples(ds.unbatch(), request).batch(request.batch_size,
-                                                           drop_remainder=False)
-    return augment_batches(ds, request)
+    if is_layer(request.augment):
+        return augment_batches(ds, request)
+    return batch_examples(ds.unbatch(), request)
 
 
 def _check_shape(before: Any, after: Any) -> None:

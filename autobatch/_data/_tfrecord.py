@@ -10,7 +10,6 @@ early without a word.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import hashlib
 import logging
@@ -81,18 +80,16 @@ class TFRecordSource(DatasetSource):
         if not files:
             raise DataError(f"no TFRecord shards in {os.fspath(data)!r}: pass a folder of "
                             f"{'/'.join(SHARD_SUFFIXES)} files or a glob that matches them")
-        name = importable_name(parse)
-        dataset = _parsed_or_error(files, parse)
-        stamps = tuple(_stamp(f) for f in files)
-        count = num_examples if num_examples is not None else count_records(files)
-        return cls(dataset, factory=None, num_examples_hint=count, files=files, parse=parse,
-                   parse_name=name, stamps=stamps)
+        return cls.from_files(files, parse, num_examples=num_examples)
 
     @classmethod
-    def from_shards_list(cls, files: tuple[str, ...], parse: Any, *,
-                         stamps: tuple[str, ...]) -> TFRecordSource:
-        """The source of these shard files, counted."""
-        return cls(_parsed_or_error(files, parse), num_examples_hint=count_records(files),
+    def from_files(cls, files: tuple[str, ...], parse: Any, *, num_examples: int | None = None,
+                   stamps: tuple[str, ...] = ()) -> TFRecordSource:
+        """The source of these shard files: parse tried on the first record, the records
+        counted unless ``num_examples`` is given, the files stamped unless ``stamps`` are."""
+        return cls(_parsed_or_error(files, parse),
+                   num_examples_hint=num_examples if num_examples is not None
+                   else count_records(files),
                    files=files, parse=parse, parse_name=importable_name(parse),
                    stamps=stamps if len(stamps) == len(files) else tuple(map(_stamp, files)))
 
@@ -107,8 +104,8 @@ class TFRecordSource(DatasetSource):
         reads only its files), else by record."""
         if len(self.files) < count:
             return super().shard(count, index)
-        files = self.files[index::count]
-        return TFRecordSource.from_shards_list(files, self.parse, stamps=self.stamps[index::count])
+        return TFRecordSource.from_files(self.files[index::count], self.parse,
+                                         stamps=self.stamps[index::count])
 
     def unavailable(self) -> list[str]:
         return [f for f, stamp in zip(self.files, self.stamps, strict=True)
@@ -151,12 +148,6 @@ class TFRecordSource(DatasetSource):
                    vocabulary=tuple(vocabulary) if vocabulary is not None else None,
                    files=files, parse=parse, parse_name=description["parse"],
                    stamps=tuple(description.get("stamps") or ()))
-
-    def with_num_examples(self, num_examples: int) -> TFRecordSource:
-        if num_examples < 1:
-            raise UsageError("{param} must be >= 1, got " + str(num_examples),
-                             parameter="num_examples")
-        return dataclasses.replace(self, num_examples_hint=int(num_examples))
 
 
 def _read(files: tuple[str, ...], parse: Any, *, parallel: int | None,

@@ -23,7 +23,7 @@ from typing import Any
 
 from autobatch._atomic import atomic_write_text
 from autobatch._data import normalize_image_size
-from autobatch._data._augment import describe_augment, is_layer
+from autobatch._data._augment import augment_modules, describe_augment
 from autobatch._errors import DataError, ModelError, ProbeError, UsageError
 from autobatch._isolated import python_command
 from autobatch._probe import _protocol as protocol
@@ -131,9 +131,9 @@ class SubprocessProbeRunner(ProbeRunner):
                 channels=channels, custom_objects_module=custom_objects_module,
                 work_dir=self.work_dir)
             self.model_description = described.config
-            self.worker_modules = [*described.modules, *self.source.modules()]
-            if augment is not None and not is_layer(augment):
-                self.worker_modules.append(str(getattr(augment, "__module__", "")))
+            augmented = describe_augment(augment)
+            self.worker_modules = [*described.modules, *self.source.modules(),
+                                   *augment_modules(augmented)]
             self.image_size, self.channels = described.image_size, described.channels
             self.data_description = write_data_description(self.source, self.work_dir)
             self.config_path = self.work_dir / "worker_config.json"
@@ -143,7 +143,7 @@ class SubprocessProbeRunner(ProbeRunner):
                 "image_size": list(self.image_size) if self.image_size else None,
                 "channels": self.channels,
                 "seed": seed,
-                "augment": describe_augment(augment),
+                "augment": augmented,
                 "cache_dir": str(self.work_dir / "cache"),
             }))
         except BaseException:

@@ -73,6 +73,8 @@ class TuneConfig:
     """An image folder's pixel limit (None: the audit's default)."""
     augment: Any = None
     """The augmentation training applies after the cache (``_data._augment``)."""
+    parse: Any = None
+    """With TFRecord shards: the function of one serialized record -> ``(x, y)``."""
     measure_baseline: bool = True
     try_xla: bool = True
     trial_steps: int = 5

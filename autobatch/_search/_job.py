@@ -67,10 +67,13 @@ def model_spec(model: Any) -> Any:
     return model
 
 
-def open_source(data: Any, num_examples: int | None, max_pixels: int | None = None) -> Source:
-    """The source of ``data``; a missing folder, one class or one image is an error here,
-    before anything else (one class has nothing to tune for)."""
-    source = resolve_source(data, max_pixels=max_pixels)
+def open_source(data: Any, config: TuneConfig) -> Source:
+    """The source of ``data`` with the config's data options; a missing folder, one class or
+    one image is an error here, before anything else (one class has nothing to tune for)."""
+    num_examples = config.num_examples
+    # TFRecord shards take num_examples in place of their count.
+    source = resolve_source(data, max_pixels=config.max_pixels, parse=config.parse,
+                            num_examples=num_examples if config.parse is not None else None)
     source.check_learnable()
     if num_examples is not None:
         # As fit applies it: a generator's or a dataset's epoch length (others know theirs).

@@ -178,15 +178,11 @@ def tune(
     from autobatch._progress import tune_events
 
     started = time.perf_counter()
-    if parse is not None:
-        from autobatch._data import resolve_source
-
-        data = resolve_source(data, parse=parse, num_examples=num_examples)
     config = TuneConfig.create(
         time_budget_s=resolve_time_budget(time_budget, time_budget_s, stacklevel=3),
         trials=trials, image_size=image_size, channels=channels,
         memory_budget=memory_budget, storage=storage, output=output, force=force, seed=seed,
-        num_examples=num_examples, max_pixels=max_pixels, augment=augment,
+        num_examples=num_examples, max_pixels=max_pixels, augment=augment, parse=parse,
         measure_baseline=measure_baseline,
         try_xla=try_xla,
         trial_steps=trial_steps, verify_steps=verify_steps,
@@ -204,7 +200,7 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
     started = time.perf_counter() if started is None else started
     emit = Emitter(on_event, started, config.time_budget_s)
     check_model_file(model)  # a file that is no .keras model: one line, before the audit
-    source = open_source(data, config.num_examples, config.max_pixels)
+    source = open_source(data, config)
     # What the worker tunes on: the source, or a stand-in of the same shapes (a sample of a
     # generator), or nothing (a batched or one-shot generator keeps its own batch size).
     stand_in = source.tuning_source()
