@@ -61,6 +61,27 @@ def adapt_plan(plan: Any, spec: InputSpec, model: Any, source: Source,
     return _pixels_for(plan, model, source)
 
 
+def for_replicas(plan: Any, replicas: int) -> Any:
+    """The plan for training on ``replicas`` replicas (a ``tf.distribute`` strategy's).
+
+    A plan tuned under another replica count keeps what it measured on both sides: no
+    device gets more than the plan's per-replica batch, and the global batch never grows
+    past the plan's (its learning rate was judged for it): ``min(batch_size,
+    per_replica_batch_size x replicas)``, rounded down to a multiple of ``replicas``."""
+    replicas = max(1, int(replicas))
+    if int(plan.num_replicas or 1) == replicas:
+        return plan
+    per_replica = int(plan.per_replica_batch_size or plan.batch_size)
+    batch = min(int(plan.batch_size), per_replica * replicas)
+    batch = max(replicas, batch - batch % replicas)
+    logger.warning(
+        "the plan was tuned for %d replica(s) (batch %d per replica); training on %d: global "
+        "batch %d (%d per replica). Tune with the same strategy for a measured plan",
+        plan.num_replicas, per_replica, replicas, batch, batch // replicas)
+    return copy_plan(plan, batch_size=batch, per_replica_batch_size=batch // replicas,
+                     num_replicas=replicas)
+
+
 def _pixels_for(plan: Any, model: Any, source: Source) -> Any:
     """float32 pixels where the plan's uint8 cannot apply to this model or data (a plan tuned
     for another model, or applied to float arrays)."""

@@ -24,7 +24,7 @@ from autobatch._fit._coverage import (
     make_coverage_callback,
 )
 from autobatch._fit._lr import apply_learning_rate
-from autobatch._fit._plans import adapt_plan, obtain_plan
+from autobatch._fit._plans import adapt_plan, for_replicas, obtain_plan
 from autobatch._fit._preflight import check_strategy, preflight
 from autobatch._framework import require_tensorflow
 from autobatch._models import check_model_file, model_input_shape
@@ -61,6 +61,7 @@ def fit(
     reference_batch_size: int | None = None,
     tune_options: dict[str, Any] | None = None,
     on_epoch: Callable[[Any], None] | None = None,
+    strategy: Any = None,
     **fit_kwargs: Any,
 ) -> Any:
     """Tune (or reuse the cached plan) and train, counting the examples of every epoch.
@@ -105,6 +106,11 @@ def fit(
         reference_batch_size: the batch size the compiled learning rate was chosen for.
         tune_options: further ``autobatch.tune`` keyword arguments (``trials``, ...).
         on_epoch: called with each epoch's coverage record.
+        strategy: ``"none"``, ``"mirrored"``, ``"auto"`` or a
+            ``tf.distribute.MirroredStrategy`` (``--strategy``; see ``autobatch.tune``);
+            None: the strategy the model was built under. A model given as a file or a
+            built-in name is built in its scope; a ``keras.Model`` must have been built
+            there. The plan's ``batch_size`` is the global batch, split across replicas.
         **fit_kwargs: passed to ``model.fit`` (``validation_data``, ``class_weight``, ...).
 
     Returns:
@@ -144,7 +150,11 @@ def fit(
                             max_pixels=max_pixels, parse=parse)
     source.check_learnable()
     model_spec = model if isinstance(model, (str, os.PathLike)) else None
-    model = _resolve_model(model, source, image_size=tune_options.get("image_size"))
+    strategy_spec, live_strategy = _strategy_for(strategy, model)
+    if strategy_spec is not None:
+        tune_options["strategy"] = strategy_spec
+    with live_strategy.scope() if live_strategy is not None else contextlib.nullcontext():
+        model = _resolve_model(model, source, image_size=tune_options.get("image_size"))
     source = source.prepared(model_input_shape(model), steps_given=user_steps is not None)
     train_source, val_source = (source, None) if not validation_split else source.split(
         validation_split, seed)
@@ -153,7 +163,8 @@ def fit(
     replicas = check_strategy(model)
     plan, tune_time_s = obtain_plan(model, train_source, spec, plan, tune_options=tune_options,
                                     model_spec=model_spec, verbose=verbose)
-    plan = adapt_plan(plan, spec, model, train_source, reference_batch_size)
+    plan = for_replicas(adapt_plan(plan, spec, model, train_source, reference_batch_size),
+                        replicas)
 
     epoch = train_source.epoch(plan.batch_size)
     # Folders and arrays train from one endless iterator: the next epoch's first batches are
@@ -228,6 +239,7 @@ def dataset(
     seed: int | None = None,
     image_size: int | tuple[int, int] | None = None,
     tune_options: dict[str, Any] | None = None,
+    strategy: Any = None,
 ) -> Any:
     """The tuned, batched ``tf.data.Dataset`` for ``data`` (for custom training loops).
 
@@ -241,19 +253,60 @@ def dataset(
         seed: shuffle seed.
         image_size: resize images to this instead of the plan's image size.
         tune_options: ``autobatch.tune`` keyword arguments when tuning.
+        strategy: the strategy the dataset feeds (see ``autobatch.tune``): tuned under it
+            when no plan is given, and batched at the global batch for its replicas
+            (``strategy.experimental_distribute_dataset`` splits it, as Keras' fit does).
 
     Returns:
         The dataset over every usable example.
     """
+    from autobatch._distribute import resolve_strategy, visible_replicas
+
+    spec = resolve_strategy(strategy, model)
     if plan is None:
         if model is None:
             raise UsageError("dataset() needs a plan or a model to tune for; pass plan= or model=")
         from autobatch._search import tune
 
-        plan = tune(model, data, **(tune_options or {}))
+        plan = tune(model, data, **{**(tune_options or {}), "strategy": spec})
     require_tensorflow("a tf.data pipeline")
-    return load_plan(plan).dataset(data, shuffle=shuffle, seed=seed, repeat=repeat,
-                                   image_size=image_size)
+    replicas = int(getattr(strategy, "num_replicas_in_sync", 0) or visible_replicas(spec))
+    return for_replicas(load_plan(plan), replicas).dataset(
+        data, shuffle=shuffle, seed=seed, repeat=repeat, image_size=image_size)
+
+
+def _strategy_for(strategy: Any, model: Any) -> tuple[Any, Any]:
+    """The ``StrategySpec`` to tune under and the live strategy to build ``model`` in (None
+    for a ``keras.Model``, built already, or for one device).
+
+    Raises:
+        UsageError: an unsupported strategy, or a ``keras.Model`` built outside the scope of
+            a several-replica strategy given here.
+    """
+    from autobatch._distribute import (
+        StrategySpec,
+        build_strategy,
+        model_strategy,
+        refuse_unsupported,
+        resolve_strategy,
+    )
+
+    live_model = not isinstance(model, (str, os.PathLike))
+    spec = strategy if isinstance(strategy, StrategySpec) else resolve_strategy(
+        strategy, model if live_model else None)
+    if spec is None:
+        return None, None
+    if live_model:
+        if model_strategy(model) is None:
+            raise UsageError(
+                "the model was built outside a strategy's scope; build and compile it inside "
+                "`with strategy.scope():` (or pass it as a .keras file or built-in name, "
+                "which autobatch builds there)")
+        return spec, None
+    if strategy is not None and not isinstance(strategy, (str, StrategySpec)):
+        refuse_unsupported(strategy)
+        return spec, strategy
+    return spec, build_strategy(spec)
 
 
 def _resolve_model(model: Any, source: Source, *, image_size: Any) -> Any:

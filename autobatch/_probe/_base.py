@@ -78,6 +78,11 @@ class ProbeRunner(abc.ABC):
         return 0
 
     @property
+    def num_replicas(self) -> int:
+        """Replicas each probe trains on (a ``tf.distribute`` strategy's); 1 without one."""
+        return 1
+
+    @property
     def accepts_uint8(self) -> bool:
         """Whether the data are 8-bit images and the model gives the same output for them
         as uint8 as for float32 (see ``Worker.accepts_uint8``); False when unknown."""

@@ -54,6 +54,10 @@ class InProcessProbeRunner(ProbeRunner):
             self._accepts_uint8 = self._worker.accepts_uint8()
         return self._accepts_uint8
 
+    @property
+    def num_replicas(self) -> int:
+        return int(self._worker.num_replicas)
+
     def run(self, request: ProbeRequest) -> ProbeResult:
         start_s = time.perf_counter()
         result = ProbeResult.from_dict(self._worker.probe(request.to_dict()))

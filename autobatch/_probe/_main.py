@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     send(protocol.ready_message(
         pid=os.getpid(), device=worker.device, import_s=import_s,
         load_s=time.perf_counter() - started, idle_rss_bytes=read_status_bytes("VmRSS"),
-        image_size=worker.image_size, channels=worker.channels, accepts_uint8=accepts_uint8))
+        image_size=worker.image_size, channels=worker.channels, accepts_uint8=accepts_uint8,
+        num_replicas=worker.num_replicas))
     for line in sys.stdin:
         message = protocol.decode(line) if line.strip() else None
         if message is None:

@@ -53,7 +53,7 @@ def probe_command(request: ProbeRequest) -> Message:
 # ---- worker -> parent
 def ready_message(**fields: Any) -> Message:
     """``pid``, ``device``, ``import_s``, ``load_s``, ``idle_rss_bytes``, ``image_size``,
-    ``channels``, ``accepts_uint8``."""
+    ``channels``, ``accepts_uint8``, ``num_replicas``."""
     return {"event": READY, **fields}
 
 

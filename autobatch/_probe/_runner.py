@@ -70,6 +70,9 @@ class SubprocessProbeRunner(ProbeRunner):
         seed: shuffle seed of the probe pipelines.
         augment: the augmentation training applies after the cache (a function by its
             importable name, Keras layers by their config): the probes measure it.
+        strategy: the ``autobatch._distribute.StrategySpec`` the worker probes under (its
+            logical devices set up first, the model loaded in its scope); a probe's batch is
+            then per replica. None: one device.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class SubprocessProbeRunner(ProbeRunner):
         fresh_worker_for_smaller_batch: bool = True,
         seed: int = 0,
         augment: Any = None,
+        strategy: Any = None,
     ) -> None:
         if not 0 < safety_fraction <= 1:
             raise UsageError(f"{{param}} must lie in (0, 1], got {safety_fraction}",
@@ -102,6 +106,7 @@ class SubprocessProbeRunner(ProbeRunner):
         self._reader: protocol.MessageReader | None = None
         self._log_path: Path | None = None
         self._largest_batch = 0
+        self._strategy = strategy
         self.worker_modules: list[str] = []
         """Modules the worker imports for the model: their folders join its import path."""
         try:
@@ -145,6 +150,7 @@ class SubprocessProbeRunner(ProbeRunner):
                 "seed": seed,
                 "augment": augmented,
                 "cache_dir": str(self.work_dir / "cache"),
+                "strategy": strategy.to_dict() if strategy is not None else None,
             }))
         except BaseException:
             # A model or data the worker cannot take: no temp folder is left behind.
@@ -162,6 +168,15 @@ class SubprocessProbeRunner(ProbeRunner):
         if self.last_ready is None:
             self.start()
         return bool((self.last_ready or {}).get("accepts_uint8", False))
+
+    @property
+    def num_replicas(self) -> int:
+        """The worker's replicas (its ready message; a worker is started to ask)."""
+        if self._strategy is None:
+            return 1
+        if self.last_ready is None:
+            self.start()
+        return int((self.last_ready or {}).get("num_replicas", 1) or 1)
 
     # ---- worker life cycle
     @property

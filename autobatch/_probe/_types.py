@@ -22,7 +22,9 @@ class ProbeRequest:
     """One dry run: train ``steps`` timed steps at ``batch_size`` after ``warmup_steps``.
 
     Attributes:
-        batch_size: global batch size of the probe.
+        batch_size: batch size of the probe, per replica: under a ``tf.distribute``
+            strategy the worker's pipeline batches ``batch_size x replicas`` (the global
+            batch); without one the two are the same.
         settings: the input pipeline settings, built by the same builder ``fit`` uses.
         steps: timed training steps (forward, backward, optimizer update).
         warmup_steps: untimed steps first (tracing, first allocations).
@@ -97,10 +99,16 @@ class ProbeResult:
     baseline_host_memory_bytes: int | None = None
     """The worker's resident memory just before the probe (after freeing what it could)."""
     peak_device_memory_bytes: int | None = None
+    """The largest peak of the replicas' GPUs (the tightest device decides)."""
+    replica_peak_device_memory_bytes: list[int] | None = None
+    """Each replica GPU's peak, under a strategy on several GPUs."""
     nvml_device_memory_bytes: int | None = None
     memory_budget_bytes: int | None = None
     host_memory_budget_bytes: int | None = None
     device: str = "cpu"
+    num_replicas: int = 1
+    """Replicas the probe trained on: ``batch_size`` is per replica, ``examples_per_s`` is
+    global (every replica's examples)."""
     error: str | None = None
     """For crash/oom/timeout: the child's final error lines, or why it was stopped."""
     wall_time_s: float | None = None
@@ -116,6 +124,11 @@ class ProbeResult:
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+    @property
+    def global_batch_size(self) -> int:
+        """The batch all replicas train on together (``batch_size x num_replicas``)."""
+        return self.batch_size * max(1, self.num_replicas)
 
     @property
     def peak_memory_bytes(self) -> int | None:

@@ -8,6 +8,7 @@ Memory in one worker is not given back between probes: probe in ascending batch 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -20,6 +21,13 @@ from typing import Any
 from autobatch._data import build_dataset
 from autobatch._data._augment import rebuild_augment
 from autobatch._data._labels import label_mode_for
+from autobatch._distribute import (
+    StrategySpec,
+    apply_device_setup,
+    build_strategy,
+    model_strategy,
+    strategy_devices,
+)
 from autobatch._models import model_accepts_uint8, model_input_shape
 from autobatch._models._losses import loss_label_kind
 from autobatch._probe._data_io import load_source, probe_subset
@@ -47,8 +55,8 @@ def configure_gpus() -> str:
     for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            pass  # already initialised (in-process runner)
+        except (RuntimeError, ValueError):
+            pass  # already initialised (in-process runner), or split into logical GPUs
     return "GPU:0" if gpus else "cpu"
 
 
@@ -71,13 +79,23 @@ class Worker:
         cache_dir: folder of disk-cached probes (a temporary folder when None).
         device: ``"cpu"`` or ``"GPU:0"``, where the memory peaks are read.
         augment: the augmentation training applies after the cache (probes measure it).
+        strategy: the ``tf.distribute`` strategy the model was built under (by default the
+            model's own): a probe's batch is then per replica, its dataset batches the
+            global batch (per replica x replicas), the loop steps through the strategy's
+            distributed dataset, and every replica device's peak is read.
     """
 
     def __init__(self, model: Any, source: Any, *,
                  image_size: tuple[int, int] | None = None,
                  channels: int | None = None, seed: int = 0, cache_dir: str | None = None,
-                 device: str = "cpu", augment: Any = None) -> None:
+                 device: str = "cpu", augment: Any = None, strategy: Any = None) -> None:
         self.model = model
+        self.strategy = strategy if strategy is not None else model_strategy(model)
+        self.num_replicas = int(self.strategy.num_replicas_in_sync) if self.strategy else 1
+        replica_devices = strategy_devices(self.strategy)
+        gpus = [d.lstrip("/").upper() for d in replica_devices if "gpu" in d]
+        # Where the device peaks are read: every replica's GPU (the tightest decides).
+        self.gpu_devices = gpus or ([device] if device != "cpu" else [])
         self.source = source
         self.device = device
         shape = model_input_shape(model) or ()
@@ -97,14 +115,19 @@ class Worker:
     def from_config(cls, config: dict[str, Any]) -> Worker:
         """The worker the parent's config describes: GPUs set up, then data and model
         rebuilt (``write_data_description`` and ``describe_model`` wrote the config)."""
+        spec = StrategySpec.from_dict(config.get("strategy"))
+        apply_device_setup(spec)  # the parent's logical devices, before TF starts them
         device = configure_gpus()
         source = load_source(config["data"])
-        model = load_model(config["model"], source)
+        strategy = build_strategy(spec)
+        # Built (or loaded) under the strategy's scope: its variables are mirrored.
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = load_model(config["model"], source)
         size = config.get("image_size")
         return cls(model, source, image_size=(int(size[0]), int(size[1])) if size else None,
                    channels=config.get("channels"), seed=int(config.get("seed", 0)),
                    cache_dir=config.get("cache_dir"), device=device,
-                   augment=rebuild_augment(config.get("augment")))
+                   augment=rebuild_augment(config.get("augment")), strategy=strategy)
 
     def accepts_uint8(self) -> bool:
         """Whether uint8 batches can be built (8-bit images) and the model gives the same
@@ -113,16 +136,24 @@ class Worker:
             self.model, self.image_size, self.channels))
 
     # ---- the train step, traced once per jit setting and input dtype, any batch size
-    def step_function(self, element_spec: Any, jit_compile: bool) -> Any:
+    def _scope(self) -> Any:
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    def step_function(self, element_spec: Any, jit_compile: bool,
+                      local_spec: Any = None) -> Any:
+        """The traced train step for batches of ``element_spec`` (a distributed dataset's
+        under a strategy; ``local_spec`` is then the undistributed one's)."""
         import tensorflow as tf
 
+        local_spec = element_spec if local_spec is None else local_spec
         if not self._built:
             # Build model, loss, metrics and optimizer state outside the traced function,
             # as fit does, so tracing never creates variables.
             # Shapes and dtypes are all it reads, so the element spec stands in for a batch.
-            self.model._symbolic_build(data_batch=element_spec)
+            with self._scope():
+                self.model._symbolic_build(data_batch=local_spec)
             self._built = True
-        key = (bool(jit_compile), str(element_spec[0].dtype.name))
+        key = (bool(jit_compile), str(local_spec[0].dtype.name))
         step = self._steps.get(key)
         if step is None:
             model = self.model
@@ -148,11 +179,12 @@ class Worker:
         """
         if request.settings.cache == "none":
             return self.source, 0, self.cache_dir
-        count = min(self.source.num_examples or 0, request.batch_size * max(1, request.steps))
+        batch = request.batch_size * self.num_replicas
+        count = min(self.source.num_examples or 0, batch * max(1, request.steps))
         source = probe_subset(self.source, count)
         if source is None:
             return self.source, 0, self.cache_dir
-        fill_steps = -(-count // request.batch_size)
+        fill_steps = -(-count // batch)
         cache_dir = None
         if request.settings.cache == "disk":
             # A fresh folder per probe: a cache file is tied to the data it was filled from.
@@ -178,7 +210,8 @@ class Worker:
         base: dict[str, Any] = {
             "batch_size": request.batch_size, "settings": request.settings,
             "jit_compile": request.jit_compile, "mode": request.mode, "device": self.device,
-            "worker_pid": os.getpid(), "worker_probe_number": self.probes_served}
+            "worker_pid": os.getpid(), "worker_probe_number": self.probes_served,
+            "num_replicas": self.num_replicas}
         try:
             measured = self._run(request)
         except BaseException as exc:  # noqa: BLE001 - the whole point is to report it
@@ -200,15 +233,17 @@ class Worker:
         release_free_heap()
         reset_peak_rss()
         baseline_host = read_status_bytes("VmRSS")
-        gpu = self.device if self.device != "cpu" else None
-        if gpu:
+        for gpu in self.gpu_devices:
             try:
                 tf.config.experimental.reset_memory_stats(gpu)
             except Exception:
                 pass
         source, fill_steps, cache_dir = self._source_for(request)
+        # The request's batch is per replica; the pipeline batches the global batch, which
+        # the strategy splits across the replicas (as Keras' fit does with it).
         dataset = build_dataset(
-            source, batch_size=request.batch_size, settings=request.settings,
+            source, batch_size=request.batch_size * self.num_replicas,
+            settings=request.settings,
             image_size=self.image_size, channels=self.channels, shuffle=True, seed=self.seed,
             cache_dir=cache_dir, repeat=True, label_mode=self.label_mode,
             augment=self.augment,
@@ -220,13 +255,19 @@ class Worker:
         del dataset
         peak_host = peak_rss_bytes()
         peak_device = nvml_bytes = None
-        if gpu:
+        replica_peaks = []
+        for gpu in self.gpu_devices:
             try:
-                peak_device = int(tf.config.experimental.get_memory_info(gpu)["peak"])
+                replica_peaks.append(int(tf.config.experimental.get_memory_info(gpu)["peak"]))
             except Exception:
-                peak_device = None
+                pass
+        if self.gpu_devices:
+            # Every replica's device was read; the tightest (largest peak) decides.
+            peak_device = max(replica_peaks) if replica_peaks else None
             nvml_bytes = nvml_process_memory_bytes(os.getpid())
         return measured | {
+            "replica_peak_device_memory_bytes": replica_peaks if len(replica_peaks) > 1
+            else None,
             "worker_trace_count": self.trace_count(),
             "peak_host_memory_bytes": peak_host,
             "baseline_host_memory_bytes": baseline_host,
@@ -247,12 +288,15 @@ class Worker:
         model.fit(dataset, epochs=1 + (MAX_STEPS_FACTOR if request.min_time_s else 1),
                   steps_per_epoch=request.steps, verbose=0, callbacks=[timer])
         per_step = [epoch_s / request.steps for epoch_s in timer.epochs_s]
-        return summarize_steps(per_step, None, request.batch_size)
+        return summarize_steps(per_step, None, request.batch_size * self.num_replicas)
 
     def _time_loop(self, dataset: Any, request: ProbeRequest, fill_steps: int) -> dict[str, Any]:
         """Time each step of a bare loop over the worker's traced train step."""
         import tensorflow as tf
 
+        local_spec = dataset.element_spec
+        if self.strategy is not None:
+            dataset = self.strategy.experimental_distribute_dataset(dataset)
         iterator = iter(dataset)
         # Decode the first batch in a thread while this one traces the step (tracing a large
         # model takes tens of seconds; both would otherwise run back to back). A cached probe
@@ -262,7 +306,7 @@ class Worker:
         fetch = threading.Thread(target=fetch_into, args=(iterator, first, fill_steps + 1),
                                  daemon=True)
         fetch.start()
-        step = self.step_function(dataset.element_spec, request.jit_compile)
+        step = self.step_function(dataset.element_spec, request.jit_compile, local_spec)
         step.get_concrete_function()
         fetch.join()
         waits_s: list[float] = []
@@ -281,12 +325,20 @@ class Worker:
                 batch = next(iterator)
             fetched = time.perf_counter()
             logs = step(batch)
-            # Reading the values waits for the step to finish (GPU kernels run asynchronously).
+            # Reading the values waits for the step to finish (GPU kernels run asynchronously);
+            # under a strategy, every replica's.
             for value in tf.nest.flatten(logs):
-                value.numpy()
+                for local in self._local_results(value):
+                    local.numpy()
             done = time.perf_counter()
             if index >= warmup_steps:
                 waits_s.append(fetched - start)
                 steps_s.append(done - start)
         del iterator
-        return summarize_steps(steps_s, waits_s, request.batch_size)
+        return summarize_steps(steps_s, waits_s, request.batch_size * self.num_replicas)
+
+    def _local_results(self, value: Any) -> Any:
+        if self.strategy is None:
+            return (value,)
+        return self.strategy.experimental_local_results(value)
+

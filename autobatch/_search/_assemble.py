@@ -89,14 +89,25 @@ def learning_rate_record(optimizer: str | None, batch_size: int) -> LearningRate
 def build_plan(*, outcome: VerifyOutcome, count: int, ceiling_batch: int,
                ceiling: dict[str, Any], size: tuple[int, int] | None, channels: int,
                memory_budget_bytes: int | None, verify_steps: int, pixels: dict[str, Any],
-               baseline: dict[str, Any] | None, records: list[TrialRecord]) -> Plan:
-    """The plan of the verified winner, with what the search measured on the way."""
+               baseline: dict[str, Any] | None, records: list[TrialRecord],
+               replicas: int = 1) -> Plan:
+    """The plan of the verified winner, with what the search measured on the way.
+
+    The search's batches are per replica: the plan's ``batch_size`` and
+    ``ceiling_batch_size`` are global (times ``replicas``), ``per_replica_batch_size`` the
+    searched one."""
     winner, result = outcome.winner, outcome.result
-    batch_size = int(winner.params["batch_size"])
+    per_replica = int(winner.params["batch_size"])
+    batch_size = per_replica * replicas
+    if replicas > 1:
+        ceiling = {**ceiling, "per_replica_batch_size": ceiling_batch,
+                   "num_replicas": replicas}
     return Plan(
         batch_size=batch_size,
+        per_replica_batch_size=per_replica,
+        num_replicas=replicas,
         num_examples=count,
-        ceiling_batch_size=ceiling_batch,
+        ceiling_batch_size=ceiling_batch * replicas,
         pipeline=params_to_settings(winner.params),
         image_size=size,
         channels=channels,
@@ -110,6 +121,7 @@ def build_plan(*, outcome: VerifyOutcome, count: int, ceiling_batch: int,
             "peak_memory_bytes": result.peak_memory_bytes,
             "peak_host_memory_bytes": result.peak_host_memory_bytes,
             "peak_device_memory_bytes": result.peak_device_memory_bytes,
+            "replica_peak_device_memory_bytes": result.replica_peak_device_memory_bytes,
             "memory_budget_bytes": memory_budget_bytes,
             "device": result.device,
             "verify_steps": verify_steps,

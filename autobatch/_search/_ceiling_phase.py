@@ -52,7 +52,9 @@ def measure_default(run: SearchRun) -> tuple[dict[str, Any] | None, list[ProbeRe
     if not run.config.measure_baseline or baseline is not None:
         return baseline, prior
     runner, emit = run.runner, run.emit
-    batch = min(DEFAULT_REFERENCE_BATCH_SIZE, run.count, run.config.max_batch_size)
+    # Keras' default global batch; under a strategy, split across the replicas as Keras does.
+    batch = min(max(1, DEFAULT_REFERENCE_BATCH_SIZE // run.replicas), run.batch_cap,
+                run.max_batch_size)
     emit("baseline", f"batch {batch}, AUTOTUNE")
     request = ProbeRequest(batch_size=batch, settings=PipelineSettings.keras_default(),
                            steps=run.config.trial_steps, warmup_steps=1,
@@ -67,7 +69,8 @@ def measure_default(run: SearchRun) -> tuple[dict[str, Any] | None, list[ProbeRe
         runner.restart()
         result = runner.run(request, need_memory=True)
     baseline = {
-        "batch_size": batch,
+        "batch_size": batch * run.replicas,
+        "per_replica_batch_size": batch,
         # Over an epoch, as the trials are scored (the last batch is partial).
         "examples_per_s": epoch_rate(result, run.count),
         "full_batch_examples_per_s": result.examples_per_s,
@@ -106,7 +109,7 @@ def ceiling_phase(run: SearchRun, prior: list[ProbeResult]) -> Ceiling:
             runner.restart()  # ascending probes need a worker that has run nothing larger
         try:
             ceiling = find_ceiling(
-                runner, num_examples=run.count, max_batch_size=run.config.max_batch_size,
+                runner, num_examples=run.batch_cap, max_batch_size=run.max_batch_size,
                 timeout_s=probe_timeout(run.deadline), prior=prior,
                 deadline_s=ceiling_deadline(run.deadline),
                 on_probe=lambda r: emit(

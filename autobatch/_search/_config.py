@@ -84,6 +84,9 @@ class TuneConfig:
     use_cache: bool = True
     search_space: SearchSpace | None = None
     pixels: str = "auto"
+    strategy: Any = None
+    """The ``autobatch._distribute.StrategySpec`` the worker probes under (None: one
+    device)."""
 
     def __post_init__(self) -> None:
         validate_options(trials=self.trials, time_budget_s=self.time_budget_s, seed=self.seed,

@@ -35,7 +35,8 @@ def default_record(baseline: dict[str, Any] | None, ceiling_batch: int) -> Trial
     the plan)."""
     if not baseline or baseline.get("outcome") != "ok" or not baseline.get("examples_per_s"):
         return None
-    batch = int(baseline["batch_size"])
+    # The search's batches are per replica (the same as global without a strategy).
+    batch = int(baseline.get("per_replica_batch_size") or baseline["batch_size"])
     if batch > ceiling_batch:
         return None
     params = {"batch_size": batch, **settings_params(PipelineSettings.keras_default()),

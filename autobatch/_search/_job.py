@@ -135,6 +135,8 @@ def search_options(config: TuneConfig, size: tuple[int, int] | None,
         "search_space": config.search_space.to_dict() if config.search_space is not None
         else None,
         "pixels": config.pixels,
+        # Only when given: plans tuned on one device keep their cache keys.
+        **({"strategy": config.strategy.key()} if config.strategy is not None else {}),
         # Only when given: plans tuned without augmentation keep their cache keys.
         **({"augment": augment_key(config.augment)} if config.augment is not None else {}),
     }

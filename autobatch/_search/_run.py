@@ -32,3 +32,16 @@ class SearchRun:
     channels: int
     source: Any
     env: Any
+    replicas: int = 1
+    """Replicas of the strategy the worker probes under: every batch the search names is
+    per replica; the global batch is that times ``replicas``."""
+
+    @property
+    def batch_cap(self) -> int:
+        """The largest per-replica batch one epoch can fill (``count // replicas``)."""
+        return max(1, self.count // max(1, self.replicas))
+
+    @property
+    def max_batch_size(self) -> int:
+        """``--max-batch-size`` (a global batch) per replica."""
+        return max(1, self.config.max_batch_size // max(1, self.replicas))

@@ -252,7 +252,8 @@ def epoch_rate(result: ProbeResult, num_examples: int | None) -> float | None:
     """A probe's examples/s over an epoch of ``num_examples`` (``epoch_efficiency``)."""
     if result.examples_per_s is None:
         return None
-    return float(result.examples_per_s) * epoch_efficiency(num_examples, result.batch_size)
+    return float(result.examples_per_s) * epoch_efficiency(num_examples,
+                                                           result.global_batch_size)
 
 
 def robust_value(measurements: Sequence[float]) -> float:

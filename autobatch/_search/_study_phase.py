@@ -56,7 +56,7 @@ def study_space(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str) 
     small_peak = float(line.get("intercept_bytes", 0)) + 8 * float(
         line.get("slope_bytes_per_example", 0))
     space = build_search_space(
-        ceiling=min(ceiling.batch_size, training_batch_cap(run.count)),
+        ceiling=min(ceiling.batch_size, training_batch_cap(run.batch_cap)),
         cpus=run.env.cpu.effective,
         memory_cache_ok=memory_cache_fits(
             decoded_dataset_bytes(run.count, run.size, run.channels, pixels=pixels),

@@ -57,6 +57,10 @@ class TrackedRunner(ProbeRunner):
         return self._budget_bytes() - self.fit_allowance_bytes
 
     @property
+    def num_replicas(self) -> int:
+        return int(self.runner.num_replicas or 1)
+
+    @property
     def accepts_uint8(self) -> bool:
         """Whether the model takes uint8 images unchanged (the runner says)."""
         return bool(self.runner.accepts_uint8)

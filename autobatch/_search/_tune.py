@@ -10,6 +10,7 @@ optional ``on_event`` callback that the CLI draws; the library never prints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from autobatch._distribute import StrategySpec
 from autobatch._framework import require_tensorflow
 from autobatch._models import optimizer_name
 from autobatch._models._files import check_model_file
@@ -115,6 +117,7 @@ def tune(
     search_space: Any = None,
     use_cache: bool = True,
     runner: Any = None,
+    strategy: Any = None,
     time_budget_s: float | None = None,
 ) -> Plan:
     """Find the fastest batch size and ``tf.data`` settings that fit; returns a ``Plan``.
@@ -163,6 +166,13 @@ def tune(
         search_space: restrict the study to a ``SearchSpace``.
         use_cache: look up and store plans in the plan cache.
         runner: a ``ProbeRunner`` to probe with instead of a fresh worker process.
+        strategy: ``"none"``, ``"mirrored"`` (every visible GPU; without one, every logical
+            CPU), ``"auto"`` (mirrored where several devices are visible) or a
+            ``tf.distribute.MirroredStrategy`` (``--strategy``); None: the strategy the
+            model was built under, if any. The probes run under it in the worker: the
+            ceiling is the largest batch per replica that fits every device, throughput is
+            global, and the plan records ``per_replica_batch_size``, ``num_replicas`` and
+            the global ``batch_size``.
         time_budget_s: deprecated name of ``time_budget`` (a ``DeprecationWarning``).
 
     Returns:
@@ -175,9 +185,11 @@ def tune(
         UsageError: bad options, unknown model, unusable data (one class, one image), or
             no batch fits the budget.
     """
+    from autobatch._distribute import resolve_strategy
     from autobatch._progress import tune_events
 
     started = time.perf_counter()
+    spec = strategy if isinstance(strategy, StrategySpec) else resolve_strategy(strategy, model)
     config = TuneConfig.create(
         time_budget_s=resolve_time_budget(time_budget, time_budget_s, stacklevel=3),
         trials=trials, image_size=image_size, channels=channels,
@@ -188,7 +200,7 @@ def tune(
         trial_steps=trial_steps, verify_steps=verify_steps,
         max_batch_size=MAX_BATCH_SIZE if max_batch_size is None else max_batch_size,
         custom_objects_module=custom_objects_module, use_cache=use_cache,
-        search_space=search_space, pixels=pixels,
+        search_space=search_space, pixels=pixels, strategy=spec,
     )
     with tune_events(verbose, on_event) as callback:
         return run_tune(model, data, config, runner=runner, on_event=callback, started=started)
@@ -217,11 +229,18 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
     study, in_memory = open_tune_study(job, config, emit)
     try:
         with _probe_runner(runner, job, config) as probe_runner:
+            tracked = TrackedRunner(probe_runner)
+            replicas = tracked.num_replicas
+            if replicas > 1 and config.try_xla:
+                # XLA under MirroredStrategy still crashes in places (keras-team/keras#21366):
+                # the plan is measured without it.
+                emit("xla", f"{replicas} replicas: XLA is not tried under a strategy")
+                config = dataclasses.replace(config, try_xla=False)
             plan = _search(SearchRun(
-                runner=TrackedRunner(probe_runner), study=study, stored=study.user_attrs,
+                runner=tracked, study=study, stored=study.user_attrs,
                 config=config, emit=emit, deadline=config.deadline(started),
                 count=job.count, size=job.size, channels=job.channels, source=job.source,
-                env=job.env,
+                env=job.env, replicas=replicas,
             ))
     except Exception as exc:
         raise_storage_fault(exc, config, in_memory=in_memory)
@@ -270,7 +289,7 @@ def _probe_runner(runner: ProbeRunner | None, job: TuneJob,
             custom_objects_module=config.custom_objects_module, work_dir=work_dir,
             # The search decides when a memory figure needs a fresh worker; throughput
             # trials at smaller batches do not.
-            fresh_worker_for_smaller_batch=False,
+            fresh_worker_for_smaller_batch=False, strategy=config.strategy,
         )
     except BaseException:
         # A model the worker cannot take (a Lambda layer, a __main__ class): the runner
@@ -304,6 +323,7 @@ def _search(run: SearchRun) -> Plan:
         memory_budget_bytes=run.runner.memory_budget_bytes,
         verify_steps=run.config.verify_steps, pixels=pixels,
         baseline=baseline if run.config.measure_baseline else None, records=study.records,
+        replicas=run.replicas,
     )
 
 
@@ -322,3 +342,7 @@ def _complete_plan(plan: Plan, job: TuneJob, config: TuneConfig, runner: ProbeRu
     plan.audit = job.source.audit_summary()
     plan.learning_rate = learning_rate_record(optimizer_name(job.model), plan.batch_size)
     plan.hardware = hardware_record(job.env)
+    if config.strategy is not None:
+        plan.hardware["strategy"] = {"kind": config.strategy.kind,
+                                     "num_replicas": plan.num_replicas,
+                                     "devices": list(config.strategy.devices or [])}
