@@ -203,3 +203,34 @@ def describe_pipeline(settings: Any, jit_compile: bool = False) -> str:
             f"{settings.shuffle_buffer or 'full'}, "
             f"{'deterministic' if settings.deterministic else 'any order'}, "
             f"{settings.pixels} pixels{', XLA' if jit_compile else ''}")
+
+
+def add_device_arguments(parser: Any) -> None:
+    """``--strategy``, ``--logical-cpus`` and ``--data-service`` (tune and fit)."""
+    from autobatch._distribute import STRATEGY_CHOICES
+
+    group = parser.add_argument_group("several devices")
+    group.add_argument("--strategy", choices=STRATEGY_CHOICES, default="none",
+                       help="tf.distribute strategy: mirrored trains on every visible GPU "
+                            "(without one, every logical CPU), auto does so where there are "
+                            "several; the plan's batch is then global, split across them "
+                            "(default none)")
+    group.add_argument("--logical-cpus", type=int, metavar="N",
+                       help="split the CPU into N logical devices first, to rehearse "
+                            "data-parallel training on a machine without GPUs (as Keras' own "
+                            "tests do); with --strategy mirrored or auto")
+    group.add_argument("--data-service", metavar="grpc://HOST:PORT",
+                       help="read, decode and resize on this tf.data service's workers "
+                            "(distributed_epoch: each example once per epoch), for training "
+                            "that waits on a saturated host; see the README for starting one")
+
+
+def chosen_strategy(args: Any) -> Any:
+    """The ``StrategySpec`` the flags ask for (None: one device); one-line errors."""
+    from autobatch._distribute import resolve_strategy
+    from autobatch._errors import UsageError
+
+    if args.logical_cpus is not None and args.strategy == "none":
+        raise UsageError("--logical-cpus N needs --strategy mirrored (or auto): logical CPUs "
+                         "serve only as the replicas of a strategy")
+    return resolve_strategy(args.strategy, logical_cpus=args.logical_cpus)

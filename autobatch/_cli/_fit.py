@@ -9,8 +9,10 @@ from typing import Any
 from autobatch._cli._common import (
     ChosenData,
     add_data_arguments,
+    add_device_arguments,
     add_max_pixels,
     chosen_data,
+    chosen_strategy,
     console,
     err_console,
     shown,
@@ -62,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--label-mode", choices=("int", "categorical", "binary"),
                         help="how class indices are fed (default: as the model's loss takes "
                              "them: one-hot for categorical_crossentropy)")
+    add_device_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -85,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     from autobatch._framework import require_tensorflow
 
     require_tensorflow("training")
+    from autobatch._distribute import apply_device_setup
+
+    args.strategy_spec = chosen_strategy(args)
+    apply_device_setup(args.strategy_spec)  # logical devices exist only if set before TF starts
 
     out = console()
     data = chosen.load()
@@ -109,7 +116,10 @@ def run(args: argparse.Namespace) -> int:
     lr = history.learning_rate
     steps = history.steps_per_epoch
     out.print(
-        f"plan: batch size {used.batch_size}, {steps if steps is not None else '?'} steps per "
+        f"plan: batch size {used.batch_size}"
+        + (f" ({used.per_replica_batch_size} per replica x {used.num_replicas})"
+           if used.num_replicas > 1 else "")
+        + f", {steps if steps is not None else '?'} steps per "
         f"epoch" + (f" ({shown(used.path)})" if used.path else "")
     )
     if lr["factor"] != 1.0 or lr["applied"]:
@@ -150,6 +160,8 @@ def _fit(autobatch: Any, args: argparse.Namespace, chosen: ChosenData, data: Any
         pixels=args.pixels,
         image_size=image_size,
         on_epoch=on_epoch,
+        strategy=args.strategy_spec,
+        data_service=args.data_service,
         verbose=1,
     )
 

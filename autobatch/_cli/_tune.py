@@ -8,8 +8,10 @@ from typing import Any
 from autobatch._cli._common import (
     ChosenData,
     add_data_arguments,
+    add_device_arguments,
     add_max_pixels,
     chosen_data,
+    chosen_strategy,
     console,
     describe_pipeline,
     print_json,
@@ -63,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "a quarter of the bytes, where the model casts its input itself; "
                              "float32 keeps Keras' exact pixel values")
     add_max_pixels(parser)
+    add_device_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan JSON")
     parser.add_argument("--report", metavar="PATH",
                         help="also write the HTML report (and its PNG plots) here")
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     chosen = chosen_data(args)
     require_model(args.model)
     require_image_size(args.model, args.image_size)
+    args.strategy_spec = chosen_strategy(args)
     from autobatch._plan._output import PlanOutputError
 
     try:
@@ -119,6 +123,8 @@ def _tune(autobatch: Any, args: argparse.Namespace, chosen: ChosenData) -> Any:
         try_xla=not args.no_xla,
         pixels=args.pixels,
         max_pixels=chosen.max_pixels,
+        strategy=args.strategy_spec,
+        data_service=args.data_service,
         verbose=0 if args.json else "auto",
     )
 
@@ -158,6 +164,9 @@ def summary_table(plan: Any) -> Any:
     measured = plan.measured
     settings = plan.pipeline
     table.add_row("batch size", str(plan.batch_size), str(base.get("batch_size", "-")))
+    if plan.num_replicas > 1:
+        table.add_row("per replica", f"{plan.per_replica_batch_size} x {plan.num_replicas} "
+                      "replicas", str(base.get("per_replica_batch_size", "-")))
     table.add_row("steps per epoch", f"{plan.steps_per_epoch} ({plan.num_examples} examples)", "")
     table.add_row(
         "pipeline",
@@ -172,7 +181,9 @@ def summary_table(plan: Any) -> Any:
     peak = measured.get("peak_memory_bytes")
     table.add_row("peak memory", f"{format_bytes(peak)} of {format_bytes(budget)}",
                   format_bytes(base.get("peak_memory_bytes")))
-    table.add_row("ceiling batch (verified)", str(plan.ceiling_batch_size), "")
+    table.add_row("ceiling batch (verified)", str(plan.ceiling_batch_size) + (
+        f" ({plan.ceiling_batch_size // plan.num_replicas} per replica)"
+        if plan.num_replicas > 1 else ""), "")
     versus = plan.versus_default
     if versus is not None and versus.get("decision") == "default":
         # Never a slowdown as the result: the plan is the default itself.

@@ -96,6 +96,10 @@ def build_dataset(source: Any, **options: Any) -> tf.data.Dataset:
             or a Keras layer, applied after the cache: new pixels every epoch, the cache
             un-augmented (see ``_augment``).
 
+        data_service: ``grpc://HOST:PORT`` of a tf.data service dispatcher: the examples
+            are made on its workers (``distributed_epoch``), then cached, shuffled and
+            batched here (``_service``).
+
     Raises:
         DataError: the source cannot be built as asked.
     """

@@ -59,6 +59,9 @@ class ArraySource(Source):
 
         return tuple(int(d) for d in np.shape(self.x)[1:])
 
+    def service_refusal(self) -> str | None:
+        return "arrays live in this process's memory, with nothing to offload"
+
     @property
     def eight_bit(self) -> bool:
         import numpy as np

@@ -282,7 +282,7 @@ class FileSource(Source):
             image.set_shape((size[0], size[1], channels))
             return image, label
 
-        if settings.cache != "none":
+        if settings.cache != "none" or request.data_service is not None:
             return tail.examples_to_batches(ds.map(load, **tail.map_kwargs(settings)), n,
                                              request)
         # Shuffle file names, not pixels: a full shuffle costs a few bytes per example.

@@ -82,6 +82,9 @@ class GeneratorSource(Source):
     def is_batched(self) -> bool:
         return bool(self._stream.py_dataset or self.batched)
 
+    def service_refusal(self) -> str | None:
+        return "a Python generator runs only in the process that made it"
+
     def with_hints(self, num_examples: int | None, batched: bool | None) -> GeneratorSource:
         """The source with the user's ``num_examples=`` and ``batched=``."""
         changes: dict[str, Any] = {}

@@ -26,18 +26,25 @@ def serialize(dataset: Any, *, check_python: bool = False) -> bytes:
     graph = bytes(tf.raw_ops.DatasetToGraphV2(
         input_dataset=dataset._variant_tensor,  # noqa: SLF001 - tf.data's own handle
         external_state_policy=0, strip_device_assignment=True).numpy())
-    if check_python:
-        graph_def = tf.compat.v1.GraphDef.FromString(graph)
-        ops = {node.op for node in graph_def.node}
-        for function in graph_def.library.function:
-            ops.update(node.op for node in function.node_def)
-        if ops & _PYTHON_OPS:
-            raise DataError(
-                "the dataset runs Python code (tf.py_function, tf.numpy_function or "
-                "Dataset.from_generator), which the probe worker cannot carry over; pass "
-                "the function that builds the dataset as 'module:function' instead (a "
-                "module the worker can import)")
+    if check_python and calls_python(graph):
+        raise DataError(
+            "the dataset runs Python code (tf.py_function, tf.numpy_function or "
+            "Dataset.from_generator), which the probe worker cannot carry over; pass "
+            "the function that builds the dataset as 'module:function' instead (a "
+            "module the worker can import)")
     return graph
+
+
+def calls_python(graph: bytes) -> bool:
+    """Whether the graph calls back into Python (``tf.py_function``, ``tf.numpy_function``,
+    ``Dataset.from_generator``), which no other process can run."""
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef.FromString(graph)
+    ops = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        ops.update(node.op for node in function.node_def)
+    return bool(ops & _PYTHON_OPS)
 
 
 def graph_key(graph: bytes) -> bytes:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from autobatch._data._augment import check_augment
 from autobatch._data._labels import LabelSpec, check_fraction, label_mode_for, stratified_split
+from autobatch._data._service import check_address, check_servable
 from autobatch._data._tail import BuildRequest, dataset_options, normalize_image_size
 from autobatch._errors import DataError, UsageError
 from autobatch._settings import PipelineSettings, check_pixels_request
@@ -114,6 +115,11 @@ class Source(abc.ABC):
     def image_size_hint(self) -> tuple[int, int] | None:
         """The images' own size when they all share it (for a model without an input
         shape); None when unknown or mixed."""
+        return None
+
+    def service_refusal(self) -> str | None:
+        """Why a tf.data service worker cannot make these examples (``_service``); None
+        when it can."""
         return None
 
     # ---- checks
@@ -225,6 +231,7 @@ class Source(abc.ABC):
         repeat_epochs: bool = False,
         label_mode: str | None = None,
         augment: Any = None,
+        data_service: str | None = None,
     ) -> tf.data.Dataset:
         """The batched ``tf.data.Dataset`` of ``(x, y)`` (see ``autobatch._data.build_dataset``
         for what each argument and setting does). The source builds its examples; the tail
@@ -242,9 +249,12 @@ class Source(abc.ABC):
                              parameter="augment")
         labels = self.label_spec() if label_mode is not None else None
         mode = label_mode_for("unknown", labels, label_mode) if labels is not None else None
+        if data_service is not None:
+            check_servable(self)
         request = BuildRequest(batch_size, settings, size, channels, shuffle, seed, cache_dir,
                                repeat, repeat_epochs, mode,
-                               labels.num_classes if labels is not None else None, augment)
+                               labels.num_classes if labels is not None else None, augment,
+                               check_address(data_service))
         return self._build(request).with_options(dataset_options(settings))
 
     @abc.abstractmethod

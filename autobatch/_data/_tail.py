@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from autobatch._data._service import distribute
 from autobatch._errors import DataError
 from autobatch._settings import AUTOTUNE, PipelineSettings
 
@@ -39,6 +40,8 @@ class BuildRequest:
     num_classes: int | None = None
     augment: Any = None
     """A function of one image or a Keras layer (``_augment``), applied after the cache."""
+    data_service: str | None = None
+    """``grpc://HOST:PORT``: the examples are made on that tf.data service (``_service``)."""
 
 
 def normalize_image_size(
@@ -233,6 +236,8 @@ def examples_to_batches(ds: tf.data.Dataset, n: int, request: BuildRequest) -> t
     cache shares them (a full shuffle is free), a disk cache reads fresh copies (bounded).
     """
     settings = request.settings
+    if request.data_service is not None:
+        ds = distribute(ds, request.data_service)  # made there; cached and shuffled here
     ds = cache(ds, settings, request.cache_dir)
     if request.shuffle:
         buffer = shuffle_buffer(settings, n) if settings.cache == "memory" else min(

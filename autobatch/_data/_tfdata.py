@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from autobatch._atomic import atomic_write_bytes
 from autobatch._data import _tail as tail
 from autobatch._data._graphs import (
+    calls_python,
     dataset_stages,
     draws_random_numbers,
     graph_key,
@@ -174,6 +175,12 @@ class DatasetSource(Source):
     def example_shape(self) -> tuple[int, ...] | None:
         shape = self._x_spec().shape
         return tuple(int(d) for d in shape) if shape.is_fully_defined() else None
+
+    def service_refusal(self) -> str | None:
+        if calls_python(self._graph()):
+            return ("the dataset runs Python code (tf.py_function, tf.numpy_function or "
+                    "Dataset.from_generator), which only this process can run")
+        return None
 
     @property
     def eight_bit(self) -> bool:

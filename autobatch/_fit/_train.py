@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from autobatch._data import Source, resolve_source
+from autobatch._data._service import check_address, check_servable
 from autobatch._errors import UsageError
 from autobatch._fit._coverage import (
     CoverageReport,
@@ -62,6 +63,7 @@ def fit(
     tune_options: dict[str, Any] | None = None,
     on_epoch: Callable[[Any], None] | None = None,
     strategy: Any = None,
+    data_service: str | None = None,
     **fit_kwargs: Any,
 ) -> Any:
     """Tune (or reuse the cached plan) and train, counting the examples of every epoch.
@@ -111,6 +113,10 @@ def fit(
             None: the strategy the model was built under. A model given as a file or a
             built-in name is built in its scope; a ``keras.Model`` must have been built
             there. The plan's ``batch_size`` is the global batch, split across replicas.
+        data_service: ``grpc://HOST:PORT`` of a tf.data service dispatcher
+            (``--data-service``): the examples are read, decoded and resized on its
+            workers in ``distributed_epoch`` mode (each once per epoch) and batched here;
+            the tune measures the pipeline there too.
         **fit_kwargs: passed to ``model.fit`` (``validation_data``, ``class_weight``, ...).
 
     Returns:
@@ -131,8 +137,10 @@ def fit(
     """
     tune_options = dict(tune_options or {})
     # The tune's own options, given to fit directly, join tune_options.
+    data_service = check_address(data_service)
     for name, value in (("time_budget", time_budget), ("memory_budget", memory_budget),
-                        ("pixels", pixels), ("image_size", image_size), ("augment", augment)):
+                        ("pixels", pixels), ("image_size", image_size), ("augment", augment),
+                        ("data_service", data_service)):
         if value is not None:
             tune_options[name] = value
     for name in _PLAN_OWNED:
@@ -149,6 +157,8 @@ def fit(
     source = resolve_source(data, num_examples=num_examples, batched=batched,
                             max_pixels=max_pixels, parse=parse)
     source.check_learnable()
+    if data_service is not None:
+        check_servable(source)
     model_spec = model if isinstance(model, (str, os.PathLike)) else None
     strategy_spec, live_strategy = _strategy_for(strategy, model)
     if strategy_spec is not None:
@@ -171,7 +181,8 @@ def fit(
     # prepared while the last ones train (each pass still exactly one epoch).
     endless = user_steps is None and train_source.endless_epochs and bool(epoch.num_examples)
     train_ds = plan.dataset(train_source, shuffle=True, seed=seed, repeat=endless,
-                            label_mode=spec.label_mode, augment=augment)
+                            label_mode=spec.label_mode, augment=augment,
+                            data_service=data_service)
     report = CoverageReport(expected_examples=epoch.num_examples)
     if epoch.note:
         report.uneven_last_batch = epoch.last_batch_size
@@ -190,7 +201,8 @@ def fit(
         report.notes.append(short_cause)
     if val_source is not None:
         fit_kwargs["validation_data"] = plan.dataset(val_source, shuffle=False, seed=seed,
-                                                     label_mode=spec.label_mode)
+                                                     label_mode=spec.label_mode,
+                                                     data_service=data_service)
 
     lr_info = apply_learning_rate(model, plan, scale_lr=scale_lr)
     fit_kwargs["verbose"] = verbose
@@ -240,6 +252,7 @@ def dataset(
     image_size: int | tuple[int, int] | None = None,
     tune_options: dict[str, Any] | None = None,
     strategy: Any = None,
+    data_service: str | None = None,
 ) -> Any:
     """The tuned, batched ``tf.data.Dataset`` for ``data`` (for custom training loops).
 
@@ -256,6 +269,8 @@ def dataset(
         strategy: the strategy the dataset feeds (see ``autobatch.tune``): tuned under it
             when no plan is given, and batched at the global batch for its replicas
             (``strategy.experimental_distribute_dataset`` splits it, as Keras' fit does).
+        data_service: ``grpc://HOST:PORT``: the examples are made on that tf.data service
+            (see ``autobatch.fit``).
 
     Returns:
         The dataset over every usable example.
@@ -268,11 +283,13 @@ def dataset(
             raise UsageError("dataset() needs a plan or a model to tune for; pass plan= or model=")
         from autobatch._search import tune
 
-        plan = tune(model, data, **{**(tune_options or {}), "strategy": spec})
+        plan = tune(model, data, **{**(tune_options or {}), "strategy": spec,
+                                    "data_service": data_service})
     require_tensorflow("a tf.data pipeline")
     replicas = int(getattr(strategy, "num_replicas_in_sync", 0) or visible_replicas(spec))
     return for_replicas(load_plan(plan), replicas).dataset(
-        data, shuffle=shuffle, seed=seed, repeat=repeat, image_size=image_size)
+        data, shuffle=shuffle, seed=seed, repeat=repeat, image_size=image_size,
+        data_service=data_service)
 
 
 def _strategy_for(strategy: Any, model: Any) -> tuple[Any, Any]:

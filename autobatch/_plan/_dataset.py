@@ -24,7 +24,7 @@ def plan_dataset(plan: Plan, data: Any, *, repeat: bool, shuffle: bool, seed: in
                  image_size: int | tuple[int, int] | None,
                  cache_dir: str | os.PathLike[str] | None,
                  label_mode: str | None = None, augment: Any = None,
-                 input_context: Any = None) -> Any:
+                 input_context: Any = None, data_service: str | None = None) -> Any:
     """The tuned ``tf.data.Dataset`` for ``data`` (see ``Plan.dataset``)."""
     from autobatch._data import normalize_image_size, resolve_source
 
@@ -56,6 +56,7 @@ def plan_dataset(plan: Plan, data: Any, *, repeat: bool, shuffle: bool, seed: in
         repeat_epochs=repeat,
         label_mode=label_mode,
         augment=augment,
+        data_service=data_service,
     )
 
 

@@ -186,7 +186,7 @@ class Plan:
                 seed: int | None = None, image_size: int | tuple[int, int] | None = None,
                 cache_dir: str | os.PathLike[str] | None = None,
                 label_mode: str | None = None, augment: Any = None,
-                input_context: Any = None) -> Any:
+                input_context: Any = None, data_service: str | None = None) -> Any:
         """The tuned ``tf.data.Dataset`` for ``data``, built by the one pipeline builder.
 
         Args:
@@ -212,11 +212,16 @@ class Plan:
                 the data (every worker's disjoint; a folder or arrays by example, TFRecord
                 shards by file where there are at least as many as workers) at the
                 per-replica batch (the plan's batch is the global one).
+            data_service: ``grpc://HOST:PORT`` of a tf.data service dispatcher: the
+                examples are read, decoded and resized on its workers in
+                ``distributed_epoch`` mode (each example once per epoch), then cached,
+                shuffled and batched here. Folders, TFRecord shards and datasets without
+                Python code only.
         """
         return _dataset.plan_dataset(self, data, repeat=repeat, shuffle=shuffle, seed=seed,
                                      image_size=image_size, cache_dir=cache_dir,
                                      label_mode=label_mode, augment=augment,
-                                     input_context=input_context)
+                                     input_context=input_context, data_service=data_service)
 
     def disk_cache_dir(self, source: Any) -> Path:
         """Where ``cache="disk"`` keeps ``source``'s examples by default: one folder per data

@@ -73,6 +73,8 @@ class SubprocessProbeRunner(ProbeRunner):
         strategy: the ``autobatch._distribute.StrategySpec`` the worker probes under (its
             logical devices set up first, the model loaded in its scope); a probe's batch is
             then per replica. None: one device.
+        data_service: ``grpc://HOST:PORT``: the probes' examples are made on that tf.data
+            service (``autobatch._data._service``).
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class SubprocessProbeRunner(ProbeRunner):
         seed: int = 0,
         augment: Any = None,
         strategy: Any = None,
+        data_service: str | None = None,
     ) -> None:
         if not 0 < safety_fraction <= 1:
             raise UsageError(f"{{param}} must lie in (0, 1], got {safety_fraction}",
@@ -151,6 +154,7 @@ class SubprocessProbeRunner(ProbeRunner):
                 "augment": augmented,
                 "cache_dir": str(self.work_dir / "cache"),
                 "strategy": strategy.to_dict() if strategy is not None else None,
+                "data_service": data_service,
             }))
         except BaseException:
             # A model or data the worker cannot take: no temp folder is left behind.

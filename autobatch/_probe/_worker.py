@@ -79,6 +79,7 @@ class Worker:
         cache_dir: folder of disk-cached probes (a temporary folder when None).
         device: ``"cpu"`` or ``"GPU:0"``, where the memory peaks are read.
         augment: the augmentation training applies after the cache (probes measure it).
+        data_service: ``grpc://HOST:PORT``: the probes' examples are made there.
         strategy: the ``tf.distribute`` strategy the model was built under (by default the
             model's own): a probe's batch is then per replica, its dataset batches the
             global batch (per replica x replicas), the loop steps through the strategy's
@@ -88,7 +89,9 @@ class Worker:
     def __init__(self, model: Any, source: Any, *,
                  image_size: tuple[int, int] | None = None,
                  channels: int | None = None, seed: int = 0, cache_dir: str | None = None,
-                 device: str = "cpu", augment: Any = None, strategy: Any = None) -> None:
+                 device: str = "cpu", augment: Any = None, strategy: Any = None,
+                 data_service: str | None = None) -> None:
+        self.data_service = data_service
         self.model = model
         self.strategy = strategy if strategy is not None else model_strategy(model)
         self.num_replicas = int(self.strategy.num_replicas_in_sync) if self.strategy else 1
@@ -127,7 +130,8 @@ class Worker:
         return cls(model, source, image_size=(int(size[0]), int(size[1])) if size else None,
                    channels=config.get("channels"), seed=int(config.get("seed", 0)),
                    cache_dir=config.get("cache_dir"), device=device,
-                   augment=rebuild_augment(config.get("augment")), strategy=strategy)
+                   augment=rebuild_augment(config.get("augment")), strategy=strategy,
+                   data_service=config.get("data_service"))
 
     def accepts_uint8(self) -> bool:
         """Whether uint8 batches can be built (8-bit images) and the model gives the same
@@ -246,7 +250,7 @@ class Worker:
             settings=request.settings,
             image_size=self.image_size, channels=self.channels, shuffle=True, seed=self.seed,
             cache_dir=cache_dir, repeat=True, label_mode=self.label_mode,
-            augment=self.augment,
+            augment=self.augment, data_service=self.data_service,
         )
         if request.mode == "fit":
             measured = self._time_fit(dataset, request)

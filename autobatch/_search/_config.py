@@ -87,6 +87,8 @@ class TuneConfig:
     strategy: Any = None
     """The ``autobatch._distribute.StrategySpec`` the worker probes under (None: one
     device)."""
+    data_service: str | None = None
+    """``grpc://HOST:PORT``: the probes' examples are made on that tf.data service."""
 
     def __post_init__(self) -> None:
         validate_options(trials=self.trials, time_budget_s=self.time_budget_s, seed=self.seed,

@@ -10,6 +10,7 @@ from typing import Any
 
 from autobatch._data import Source, resolve_source
 from autobatch._data._augment import augment_key
+from autobatch._data._service import check_servable
 from autobatch._env import environment
 from autobatch._errors import UsageError
 from autobatch._models import (
@@ -75,6 +76,8 @@ def open_source(data: Any, config: TuneConfig) -> Source:
     source = resolve_source(data, max_pixels=config.max_pixels, parse=config.parse,
                             num_examples=num_examples if config.parse is not None else None)
     source.check_learnable()
+    if config.data_service is not None:
+        check_servable(source)  # a generator, arrays, Python code: refused before any probe
     if num_examples is not None:
         # As fit applies it: a generator's or a dataset's epoch length (others know theirs).
         source = source.with_num_examples(num_examples)
@@ -137,6 +140,7 @@ def search_options(config: TuneConfig, size: tuple[int, int] | None,
         "pixels": config.pixels,
         # Only when given: plans tuned on one device keep their cache keys.
         **({"strategy": config.strategy.key()} if config.strategy is not None else {}),
+        **({"data_service": config.data_service} if config.data_service is not None else {}),
         # Only when given: plans tuned without augmentation keep their cache keys.
         **({"augment": augment_key(config.augment)} if config.augment is not None else {}),
     }

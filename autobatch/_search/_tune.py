@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from autobatch._data._service import check_address
 from autobatch._distribute import StrategySpec
 from autobatch._framework import require_tensorflow
 from autobatch._models import optimizer_name
@@ -118,6 +119,7 @@ def tune(
     use_cache: bool = True,
     runner: Any = None,
     strategy: Any = None,
+    data_service: str | None = None,
     time_budget_s: float | None = None,
 ) -> Plan:
     """Find the fastest batch size and ``tf.data`` settings that fit; returns a ``Plan``.
@@ -173,6 +175,10 @@ def tune(
             ceiling is the largest batch per replica that fits every device, throughput is
             global, and the plan records ``per_replica_batch_size``, ``num_replicas`` and
             the global ``batch_size``.
+        data_service: ``grpc://HOST:PORT`` of a tf.data service dispatcher
+            (``--data-service``): the probes read, decode and resize on its workers in
+            ``distributed_epoch`` mode, as ``fit`` will train; a generator, arrays or a
+            dataset that runs Python code are refused before any probe.
         time_budget_s: deprecated name of ``time_budget`` (a ``DeprecationWarning``).
 
     Returns:
@@ -201,6 +207,7 @@ def tune(
         max_batch_size=MAX_BATCH_SIZE if max_batch_size is None else max_batch_size,
         custom_objects_module=custom_objects_module, use_cache=use_cache,
         search_space=search_space, pixels=pixels, strategy=spec,
+        data_service=check_address(data_service),
     )
     with tune_events(verbose, on_event) as callback:
         return run_tune(model, data, config, runner=runner, on_event=callback, started=started)
@@ -290,6 +297,7 @@ def _probe_runner(runner: ProbeRunner | None, job: TuneJob,
             # The search decides when a memory figure needs a fresh worker; throughput
             # trials at smaller batches do not.
             fresh_worker_for_smaller_batch=False, strategy=config.strategy,
+            data_service=config.data_service,
         )
     except BaseException:
         # A model the worker cannot take (a Lambda layer, a __main__ class): the runner
@@ -342,6 +350,8 @@ def _complete_plan(plan: Plan, job: TuneJob, config: TuneConfig, runner: ProbeRu
     plan.audit = job.source.audit_summary()
     plan.learning_rate = learning_rate_record(optimizer_name(job.model), plan.batch_size)
     plan.hardware = hardware_record(job.env)
+    if config.data_service is not None:
+        plan.measured["data_service"] = config.data_service
     if config.strategy is not None:
         plan.hardware["strategy"] = {"kind": config.strategy.kind,
                                      "num_replicas": plan.num_replicas,
