@@ -88,7 +88,9 @@ def model_strategy(model: Any) -> Any:
 def refuse_unsupported(strategy: Any) -> None:
     """One line for a strategy this tool cannot probe or train under."""
     name = type(strategy).__name__
-    if "MultiWorker" in name:
+    import tensorflow as tf  # a strategy object exists: TensorFlow is imported already
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         raise UsageError(MWMS_REFUSAL)
     if name not in ("MirroredStrategy", "OneDeviceStrategy"):
         raise UsageError(

@@ -10,6 +10,7 @@ from typing import Any
 
 from autobatch._data import LabelSpec, Source
 from autobatch._data._labels import label_mode_for
+from autobatch._distribute import MWMS_REFUSAL
 from autobatch._errors import DataError, ModelError, UsageError
 from autobatch._models import model_input_shape
 from autobatch._models._losses import loss_label_kind
@@ -154,11 +155,7 @@ def check_strategy(model: Any) -> int:
     if strategy is None or type(strategy).__name__.startswith("_Default"):
         return 1  # no strategy: TensorFlow's default one
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        raise UsageError(
-            "Keras 3 model.fit under MultiWorkerMirroredStrategy is broken since TensorFlow "
-            "2.16 (keras-team/keras#20585): train each worker with plan.dataset(data, "
-            "input_context=...) in a custom training loop, or use MirroredStrategy on one "
-            "machine")
+        raise UsageError(MWMS_REFUSAL)
     replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
     optimizer = getattr(model, "optimizer", None)
     steps = getattr(optimizer, "gradient_accumulation_steps", None)
