@@ -67,6 +67,8 @@ def classify(block: Block) -> str | None:
     if block.lang == "bash" and "pip install" in text:
         return "setup"
     if block.lang == "python":
+        if "DispatchServer(" in text:
+            return "service"
         if "autobatch.fit(" in text:
             return "python-slow"
         if "autobatch.audit(" in text or "write_report(" in text:
@@ -135,7 +137,7 @@ def test_every_block_is_classified() -> None:
     # Each kind is present: a rule that matches nothing is a rule for a block that went.
     kinds = {b.kind for b in blocks}
     assert kinds >= {"json", "synopsis", "report-output", "setup", "python", "python-slow",
-                     "commands"}
+                     "commands", "service"}
 
 
 def test_json_blocks_are_json_and_env_matches_the_real_output(workdir: Path) -> None:
@@ -232,6 +234,27 @@ def test_python_blocks_run(block: Block, workdir: Path, capsys: pytest.CaptureFi
         assert "report.html" in out
     else:
         assert "8 of 8" in out or "8 image files" in out, out
+
+
+def test_service_block_starts_a_cluster_that_serves_every_example() -> None:
+    """The README's dispatcher and worker lines, run here on loopback (a free port for 5050,
+    localhost for HOST): a ``distributed_epoch`` job on them yields each element once."""
+    import socket
+
+    import tensorflow as tf
+
+    (block,) = _blocks("service")
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    code = block.text.replace("5050", str(port)).replace("HOST:", "localhost:")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, str(block), "exec"), namespace)  # noqa: S102
+    served = tf.data.Dataset.range(20).apply(tf.data.experimental.service.distribute(
+        "distributed_epoch", f"grpc://localhost:{port}"))
+    assert sorted(int(v) for v in served.as_numpy_iterator()) == list(range(20))
+    namespace["worker"]._stop()  # noqa: SLF001 - TF's servers have no public stop
+    namespace["dispatcher"]._stop()  # noqa: SLF001
 
 
 @pytest.mark.slow

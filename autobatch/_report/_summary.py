@@ -73,9 +73,16 @@ def summary_section(plan: dict[str, Any]) -> str:
     wait = lookup(plan, "measured.input_wait_fraction")
     sentence = input_bound_sentence(wait)
     css = sentence.split(":", 1)[0].replace(" ", "-")
+    if sentence.startswith("input-bound") and not lookup(plan, "measured.data_service"):
+        sentence += ("; where this host's cores are all busy decoding, a tf.data service "
+                     "(--data-service) can make the examples on other machines")
+    replicas = lookup(plan, "num_replicas")
+    split = (f" ({num(plan, 'per_replica_batch_size', 'count')} per replica on "
+             f"{num(plan, 'num_replicas', 'count')} replicas)"
+             if is_number(replicas) and replicas > 1 else "")
     parts = [
         _headline(plan),
-        f"<p>Train with batch size <b>{num(plan, 'batch_size', 'count')}</b>: "
+        f"<p>Train with batch size <b>{num(plan, 'batch_size', 'count')}</b>{split}: "
         f"{num(plan, 'steps_per_epoch', 'count')} steps per epoch cover all "
         f"{num(plan, 'num_examples', 'count')} examples once per epoch. "
         f"It ran at {num(plan, 'measured.examples_per_s', 'rate')} with a peak of "
@@ -108,7 +115,14 @@ def memory_caption(plan: dict[str, Any]) -> str:
             text += (", which predicts a ceiling of "
                      f"{num(plan, 'ceiling.predicted_batch_size', 'count')}")
         text += "."
-    text += f" Verified ceiling: {num(plan, 'ceiling_batch_size', 'count')}."
+    text += f" Verified ceiling: {num(plan, 'ceiling_batch_size', 'count')}"
+    if is_number(lookup(plan, "ceiling.per_replica_batch_size")):
+        # The probes' batches (and this memory model) are per replica; the tightest device
+        # of every replica's decided.
+        text += (f" ({num(plan, 'ceiling.per_replica_batch_size', 'count')} per replica on "
+                 f"{num(plan, 'ceiling.num_replicas', 'count')} replicas; batches in this "
+                 "plot are per replica)")
+    text += "."
     if is_number(lookup(plan, "ceiling.first_failing_batch_size")):
         text += (" Smallest batch that did not fit: "
                  f"{num(plan, 'ceiling.first_failing_batch_size', 'count')}.")
