@@ -154,12 +154,14 @@ def resolve_strategy(strategy: Any, model: Any = None, *,
         spec = StrategySpec(logical_cpus=logical_cpus or cpus, logical_gpus=gpus)
         if choice == "auto" and visible_replicas(spec) < 2:
             return None
-        if built_under is not None and visible_replicas(spec) != \
-                int(built_under.num_replicas_in_sync):
-            raise UsageError(
-                f"the model was built under {type(built_under).__name__} on "
-                f"{built_under.num_replicas_in_sync} replicas but strategy={strategy!r} asks "
-                "for another set-up; leave strategy= out to use the model's own")
+        if built_under is not None:
+            if visible_replicas(spec) != int(built_under.num_replicas_in_sync):
+                raise UsageError(
+                    f"the model was built under {type(built_under).__name__} on "
+                    f"{built_under.num_replicas_in_sync} replicas but strategy={strategy!r} "
+                    "asks for another set-up; leave strategy= out to use the model's own")
+            refuse_unsupported(built_under)
+            return describe_strategy(built_under)  # the same set-up: the model's devices
         return spec
     refuse_unsupported(strategy)
     if built_under is not None and built_under is not strategy:

@@ -286,8 +286,11 @@ def dataset(
         plan = tune(model, data, **{**(tune_options or {}), "strategy": spec,
                                     "data_service": data_service})
     require_tensorflow("a tf.data pipeline")
-    replicas = int(getattr(strategy, "num_replicas_in_sync", 0) or visible_replicas(spec))
-    return for_replicas(load_plan(plan), replicas).dataset(
+    plan = load_plan(plan)
+    if strategy is not None:  # the plan as it is, unless asked for another set-up
+        replicas = int(getattr(strategy, "num_replicas_in_sync", 0) or visible_replicas(spec))
+        plan = for_replicas(plan, replicas)
+    return plan.dataset(
         data, shuffle=shuffle, seed=seed, repeat=repeat, image_size=image_size,
         data_service=data_service)
 
@@ -306,6 +309,7 @@ def _strategy_for(strategy: Any, model: Any) -> tuple[Any, Any]:
         model_strategy,
         refuse_unsupported,
         resolve_strategy,
+        visible_replicas,
     )
 
     live_model = not isinstance(model, (str, os.PathLike))
@@ -314,6 +318,9 @@ def _strategy_for(strategy: Any, model: Any) -> tuple[Any, Any]:
     if spec is None:
         return None, None
     if live_model:
+        if model_strategy(model) is None and visible_replicas(spec) <= 1:
+            logger.info("strategy=%r has one device here: training as without one", strategy)
+            return None, None
         if model_strategy(model) is None:
             raise UsageError(
                 "the model was built outside a strategy's scope; build and compile it inside "

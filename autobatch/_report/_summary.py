@@ -73,9 +73,6 @@ def summary_section(plan: dict[str, Any]) -> str:
     wait = lookup(plan, "measured.input_wait_fraction")
     sentence = input_bound_sentence(wait)
     css = sentence.split(":", 1)[0].replace(" ", "-")
-    if sentence.startswith("input-bound") and not lookup(plan, "measured.data_service"):
-        sentence += ("; where this host's cores are all busy decoding, a tf.data service "
-                     "(--data-service) can make the examples on other machines")
     replicas = lookup(plan, "num_replicas")
     split = (f" ({num(plan, 'per_replica_batch_size', 'count')} per replica on "
              f"{num(plan, 'num_replicas', 'count')} replicas)"
@@ -91,6 +88,10 @@ def summary_section(plan: dict[str, Any]) -> str:
         f"fit is {num(plan, 'ceiling_batch_size', 'count')}.{_baseline_sentence(plan)}</p>",
         f'<p id="input-wait" class="verdict {esc(css)}">{esc(sentence)}</p>',
     ]
+    if sentence.startswith("input-bound") and not lookup(plan, "measured.data_service"):
+        parts.append('<p id="data-service-hint">Where this host\'s cores are all busy '
+                     "decoding, a tf.data service (--data-service grpc://HOST:PORT) can make "
+                     "the examples on other machines.</p>")
     return '<section class="summary">' + "".join(parts) + "</section>"
 
 

@@ -78,9 +78,9 @@ def test_fit_through_the_service_trains_every_image_once_per_epoch(service: str,
 def test_a_probe_worker_measures_the_pipeline_on_the_service(service: str,
                                                               folder: Path) -> None:
     """The tune's probes run in another process; they read from the same cluster."""
-    from autobatch._probe import ProbeRequest, SubprocessProbeRunner
-
     import keras
+
+    from autobatch._probe import ProbeRequest, SubprocessProbeRunner
 
     model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
                               keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),

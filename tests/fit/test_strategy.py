@@ -81,6 +81,7 @@ print("BATCH", plan.batch_size, plan.per_replica_batch_size, plan.ceiling_batch_
       plan.ceiling["per_replica_batch_size"])
 print("SEEN", history.history["examples_seen"], history.coverage.complete)
 print("STEPS", history.steps_per_epoch, plan.steps_per_epoch)
+print("LR", history.learning_rate["batch_size"], plan.learning_rate.reference_batch_size)
 """, tmp_path)
     assert "REPLICAS 2 2 {'kind': 'mirrored', 'num_replicas': 2, 'devices': ['/cpu:0', " \
            "'/cpu:1']}" in out, out
@@ -91,6 +92,7 @@ print("STEPS", history.steps_per_epoch, plan.steps_per_epoch)
     assert "SEEN [1003, 1003] True" in out  # summed across replicas, the partial batch too
     steps = -(-1003 // batch)
     assert f"STEPS {steps} {steps}" in out  # ceil(N / global batch)
+    assert f"LR {batch} 32" in out  # the learning-rate rule scales on the global batch
 
 
 def _line(out: str, key: str) -> str:
@@ -182,6 +184,56 @@ def test_each_worker_gets_a_disjoint_part_that_covers_the_data(tmp_path: Path) -
                        .as_numpy_iterator())
         assert max(len(b[0]) for b in batches) == 2  # 8 global / (2 workers x 2 replicas)
         parts.append(sorted(int(v) for b in batches for v in b[0][:, 0, 0, 0] // 4))
+    assert not set(parts[0]) & set(parts[1])
+    assert sorted(parts[0] + parts[1]) == list(range(103))
+
+
+_SHARD_WORKER = """
+import json, os, sys
+ports, index = sys.argv[1].split(","), int(sys.argv[2])
+os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                                      "task": {"type": "worker", "index": index}})
+import numpy as np
+import tensorflow as tf
+from autobatch._plan import Plan
+
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+x = np.arange(103, dtype=np.float32).reshape(103, 1, 1, 1) * np.ones((1, 2, 2, 1), np.float32)
+plan = Plan(batch_size=8, num_examples=103, ceiling_batch_size=16)
+batches = strategy.distribute_datasets_from_function(
+    lambda context: plan.dataset((x, np.arange(103) % 3), shuffle=False, input_context=context))
+seen, largest = [], 0
+for batch in batches:
+    for local in strategy.experimental_local_results(batch[0]):
+        largest = max(largest, int(local.shape[0]))
+        seen.extend(int(v) for v in local.numpy()[:, 0, 0, 0])
+print("SEEN", json.dumps(seen), largest, strategy.num_replicas_in_sync)
+"""
+
+
+def test_two_local_workers_get_disjoint_parts_that_cover_the_data(tmp_path: Path) -> None:
+    """Two worker processes on loopback (TF_CONFIG) under MultiWorkerMirroredStrategy, each
+    reading ``plan.dataset(data, input_context=...)`` through
+    ``distribute_datasets_from_function``: disjoint parts, every example once, batches of
+    the per-replica size (8 global / 2 replicas)."""
+    import json
+
+    ports = ",".join(str(p) for p in _free_ports(2))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    workers = [subprocess.Popen([sys.executable, "-c", _SHARD_WORKER, ports, str(i)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=tmp_path, env=env) for i in range(2)]
+    parts = []
+    for worker in workers:
+        try:
+            out, err = worker.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            out, err = worker.communicate()
+        assert worker.returncode == 0, err[-3000:]
+        seen, largest, replicas = _line(out, "SEEN").rsplit(" ", 2)
+        assert (int(largest), int(replicas)) == (4, 2)
+        parts.append(json.loads(seen))
     assert not set(parts[0]) & set(parts[1])
     assert sorted(parts[0] + parts[1]) == list(range(103))
 
@@ -300,3 +352,33 @@ def test_strategy_flag_mistakes_are_one_line_errors(folder_1003: Path,
         (["fit", data, "--model", "small_cnn", "--image-size", "32", "--data-service",
           "localhost"], "--data-service 'localhost' is no dispatcher address"),
     ], capsys)
+
+
+def test_a_plan_of_another_replica_count_is_bounded_both_ways() -> None:
+    """No device gets more than the plan's per-replica batch, and the global batch never
+    grows past the plan's."""
+    from autobatch._fit._plans import for_replicas
+    from autobatch._plan import Plan
+
+    one = Plan(batch_size=64, num_examples=1003, ceiling_batch_size=128)
+    two = Plan(batch_size=128, per_replica_batch_size=64, num_replicas=2, num_examples=1003,
+               ceiling_batch_size=256)
+    cases = [(one, 2, 64, 32), (two, 1, 64, 64), (two, 4, 128, 32), (two, 2, 128, 64),
+             (Plan(batch_size=9, num_examples=10, ceiling_batch_size=9), 2, 8, 4)]
+    for plan, replicas, batch, per_replica in cases:
+        adapted = for_replicas(plan, replicas)
+        assert (adapted.batch_size, adapted.per_replica_batch_size, adapted.num_replicas) == (
+            batch, per_replica, replicas), (plan.batch_size, replicas)
+
+
+def test_strategy_choices_resolve_to_what_the_worker_builds() -> None:
+    from autobatch._distribute import StrategySpec, resolve_strategy, visible_replicas
+    from autobatch._errors import UsageError
+
+    assert resolve_strategy(None) is None and resolve_strategy("none") is None
+    spec = resolve_strategy("mirrored", logical_cpus=2)
+    assert spec is not None and spec.logical_cpus == 2 and visible_replicas(spec) == 2
+    assert StrategySpec.from_dict(spec.to_dict()) == spec
+    assert resolve_strategy("auto", logical_cpus=2) == spec
+    with pytest.raises(UsageError, match="must be one of none, mirrored, auto"):
+        resolve_strategy("several")

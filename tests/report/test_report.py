@@ -103,6 +103,7 @@ def test_page_states_input_bound_learning_rate_and_dashboard(
     _, files = report
     ids = _parse(files.html).ids
     assert ids["input-wait"] == "input-bound: the model waits for data 62% of each step"
+    assert "a tf.data service (--data-service grpc://HOST:PORT)" in ids["data-service-hint"]
     assert "by 2.00× (linear rule: batch 64 against the reference batch 32)" in ids["learning-rate"]
     assert ids["dashboard-command"] == "optuna-dashboard sqlite:////tmp/autobatch/optuna.db"
 
