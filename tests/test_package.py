@@ -23,7 +23,7 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
     "audit": ["data_dir", "deep=False", "*workers=None", "*progress=None", "*max_pixels=None"],
     "dataset": [
         "data", "plan=None", "*model=None", "*repeat=False", "*shuffle=True", "*seed=None",
-        "*image_size=None", "*tune_options=None",
+        "*image_size=None", "*tune_options=None", "*strategy=None", "*data_service=None",
     ],
     "environment": [],
     "fit": [
@@ -32,7 +32,8 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
         "*batched=None", "*max_pixels=None", "*parse=None", "*label_mode=None",
         "*augment=None", "*time_budget=None",
         "*memory_budget=None", "*pixels=None", "*scale_lr=False", "*reference_batch_size=None",
-        "*tune_options=None", "*on_epoch=None", "**fit_kwargs",
+        "*tune_options=None", "*on_epoch=None", "*strategy=None", "*data_service=None",
+        "**fit_kwargs",
     ],
     "image_folder": [
         "directory", "*class_names=None", "*color_mode=None", "*interpolation='bilinear'",
@@ -52,7 +53,8 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
         "*force=False",
         "*verbose='auto'", "*on_event=None", "*measure_baseline=True", "*trial_steps=5",
         "*verify_steps=15", "*max_batch_size=None", "*custom_objects_module=None",
-        "*search_space=None", "*use_cache=True", "*runner=None", "*time_budget_s=None",
+        "*search_space=None", "*use_cache=True", "*runner=None", "*strategy=None",
+        "*data_service=None", "*time_budget_s=None",
     ],
 }
 
