@@ -77,6 +77,10 @@ class ProbeRunner(abc.ABC):
         """Largest batch the current worker ran (0: none yet, or no worker)."""
         return 0
 
+    def time_spent(self) -> dict[str, Any]:
+        """Where this runner's own time went (worker starts); {} when it has no workers."""
+        return {}
+
     @property
     def num_replicas(self) -> int:
         """Replicas each probe trains on (a ``tf.distribute`` strategy's); 1 without one."""

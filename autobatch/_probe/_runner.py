@@ -120,6 +120,8 @@ class SubprocessProbeRunner(ProbeRunner):
             self.custom_objects_module = custom_objects_module
             self.worker_starts = 0
             self.probes_run = 0
+            self.start_s = 0.0
+            """Wall time spent starting workers (process, TF import, model and data load)."""
             self.last_ready: dict[str, Any] | None = None
             """The worker's ready message: pid, device, import_s, load_s, idle_rss_bytes."""
 
@@ -224,7 +226,9 @@ class SubprocessProbeRunner(ProbeRunner):
         self._watchdog = Watchdog(self._process, self.host_memory_budget_bytes)
         self._watchdog.start()
         logger.info("probe worker %d started (pid %d)", self.worker_starts, self._process.pid)
+        launched = time.perf_counter()
         message, waited = self._reader.receive(self.startup_timeout_s)
+        self.start_s += time.perf_counter() - launched
         if message is not None and protocol.is_event(message, protocol.READY):
             self._on_ready(message)
             return None
@@ -237,6 +241,15 @@ class SubprocessProbeRunner(ProbeRunner):
                 raise DataError(text)
             raise ProbeError(f"the probe worker failed to start: {text}")
         return self._failure(None, waited, starting=True)
+
+    def time_spent(self) -> dict[str, Any]:
+        """Where the workers' start-up time went: starts, their wall time, and the last
+        start's TensorFlow import and model-and-data load (each start repeats them)."""
+        ready = self.last_ready or {}
+        return {"worker_starts": self.worker_starts, "worker_start_s": round(self.start_s, 2),
+                "tensorflow_import_s": round(float(ready.get("import_s") or 0), 2),
+                "model_load_s": round(float(ready.get("load_s") or 0)
+                                      - float(ready.get("import_s") or 0), 2)}
 
     def _on_ready(self, message: dict[str, Any]) -> None:
         self.last_ready = message

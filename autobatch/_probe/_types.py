@@ -113,6 +113,11 @@ class ProbeResult:
     """For crash/oom/timeout: the child's final error lines, or why it was stopped."""
     wall_time_s: float | None = None
     """Parent-side wall time of the whole probe, worker start-up included when it happened."""
+    setup_s: float | None = None
+    """Worker-side time before the timed steps: building the pipeline, tracing the step (or
+    ``fit``'s untimed first epoch), filling a cache, the warm-up steps."""
+    timed_s: float | None = None
+    """Worker-side time of the timed steps (or epochs)."""
     worker_pid: int | None = None
     worker_started: bool = False
     """True when this probe had to start (or restart) the worker process."""

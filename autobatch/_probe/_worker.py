@@ -242,6 +242,7 @@ class Worker:
                 tf.config.experimental.reset_memory_stats(gpu)
             except Exception:
                 pass
+        started = time.perf_counter()
         source, fill_steps, cache_dir = self._source_for(request)
         # The request's batch is per replica; the pipeline batches the global batch, which
         # the strategy splits across the replicas (as Keras' fit does with it).
@@ -257,6 +258,10 @@ class Worker:
         else:
             measured = self._time_loop(dataset, request, fill_steps)
         del dataset
+        # Where a probe's time goes (the tune's time table): the timed steps, and the rest.
+        measured["timed_s"] = round(float(sum(measured.get("step_times_s") or [])) * (
+            request.steps if request.mode == "fit" else 1), 4)
+        measured["setup_s"] = round(time.perf_counter() - started - measured["timed_s"], 4)
         peak_host = peak_rss_bytes()
         peak_device = nvml_bytes = None
         replica_peaks = []

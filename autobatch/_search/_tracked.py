@@ -4,6 +4,7 @@ share of the budget kept free for what ``model.fit``'s first step adds."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from autobatch._errors import ProbeError
 from autobatch._probe import ProbeRunner
@@ -31,6 +32,11 @@ class TrackedRunner(ProbeRunner):
         self.device_memory_budget_bytes = runner.device_memory_budget_bytes
         self.device = runner.device
         self.memory_budget_bytes = runner.memory_budget_bytes
+        self.probe_time: dict[str, float] = {"probes": 0, "wall_s": 0.0, "setup_s": 0.0,
+                                             "timed_s": 0.0}
+        """What the search's probes cost, summed (the plan's ``measured.tune_time``)."""
+        self.phases_s: dict[str, float] = {}
+        """Wall seconds of each phase of the search, set by the search when it ends."""
 
     @property
     def worker_largest_batch(self) -> int:
@@ -76,4 +82,15 @@ class TrackedRunner(ProbeRunner):
 
     def run(self, request: ProbeRequest, *, need_memory: bool | None = None) -> ProbeResult:
         own_peak = bool(request.own_peak) if need_memory is None else need_memory
-        return self.runner.run(dataclasses.replace(request, own_peak=own_peak))
+        result = self.runner.run(dataclasses.replace(request, own_peak=own_peak))
+        spent = self.probe_time
+        spent["probes"] += 1
+        for key, value in (("wall_s", result.wall_time_s), ("setup_s", result.setup_s),
+                           ("timed_s", result.timed_s)):
+            spent[key] += float(value or 0.0)
+        return result
+
+    def time_spent(self) -> dict[str, Any]:
+        """The probes' time and the workers' start-up time."""
+        return {**{k: round(v, 2) for k, v in self.probe_time.items()},
+                **self.runner.time_spent()}

@@ -256,6 +256,13 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
     if in_memory:
         plan.study = {}  # nothing was kept: the report offers no dashboard command
     plan.measured["tune_wall_time_s"] = round(time.perf_counter() - started, 2)
+    plan.measured["tune_time"] = {
+        "total_s": plan.measured["tune_wall_time_s"],
+        # Before the first phase: the cache look-up, the study, the runner (the model saved
+        # for the worker); after the last: the plan put together, the worker stopped.
+        "phases_s": tracked.phases_s,
+        **tracked.time_spent(),
+    }
     annotate_or_warn(study, plan)
     keep_plan(plan, config)
     emit("done", f"batch {plan.batch_size}: {plan.examples_per_s or 0:.1f} examples/s",
@@ -312,19 +319,40 @@ def _probe_runner(runner: ProbeRunner | None, job: TuneJob,
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
+class _PhaseClock:
+    """Wall seconds per phase of one tune, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.phases_s: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases_s[phase] = round(self.phases_s.get(phase, 0.0) + now - self._last, 2)
+        self._last = now
+
+
 def _search(run: SearchRun) -> Plan:
     """The phases in order; each stores what a resumed tune may skip on the study."""
+    clock = _PhaseClock()
     baseline, prior = measure_default(run)
+    clock.lap("untuned_default")  # the first worker's start-up included
     ceiling = ceiling_phase(run, prior)
+    clock.lap("ceiling")
     xla_ok = xla_phase(run, ceiling.batch_size, ceiling.first_probe_s)
+    clock.lap("xla")
     pixels = pixels_phase(run)
+    clock.lap("pixels")
     default = default_record(baseline if run.config.measure_baseline else None,
                              ceiling.batch_size)
     # TRIAL_MIN_TIME_S is read here, at call time (a test lengthens the trials through it).
     study = study_phase(run, ceiling, xla_ok=xla_ok, pixels=pixels["dtype"], default=default,
                         trial_min_time_s=TRIAL_MIN_TIME_S)
+    clock.lap("study")
     outcome = verify_phase(run, study.records, ceiling.batch_size, default=default,
                            first_probe_s=ceiling.first_probe_s, retrace_s=ceiling.retrace_s)
+    clock.lap("finalists_and_verify")
+    run.runner.phases_s = clock.phases_s
     return build_plan(
         outcome=outcome, count=run.count, ceiling_batch=ceiling.batch_size,
         ceiling=ceiling.record, size=run.size, channels=run.channels,
