@@ -32,6 +32,7 @@ VERBOSE_CHOICES = ("auto", 0, 1, 2)
 _PHASE_TITLES = {
     "cache": "cache",
     "baseline": "untuned default",
+    "effort": "effort",
     "ceiling": "memory ceiling",
     "xla": "XLA",
     "pixels": "pixels",

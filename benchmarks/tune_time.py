@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     record = {**plan.measured["tune_time"], "workload": args.workload,
               "outside_s": round(time.perf_counter() - started, 2),
               "batch_size": plan.batch_size, "examples_per_s": plan.examples_per_s,
+              "trials": [(t.get("batch_size"), t.get("cache"), t.get("examples_per_s"))
+                         for t in plan.trials],
+              "versus_default": plan.versus_default,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(table(record))
     print(json.dumps(record, indent=1))

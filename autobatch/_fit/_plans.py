@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 def obtain_plan(model: Any, source: Source, spec: InputSpec, plan: Any, *,
                 tune_options: dict[str, Any], model_spec: Any = None,
-                verbose: int | str = "auto") -> tuple[Any, float]:
+                verbose: int | str = "auto", epochs: int | None = None) -> tuple[Any, float]:
     """The plan to train with and the seconds it took (tuning, or the cache look-up)."""
     started = time.perf_counter()
     if plan is not None:
@@ -30,6 +30,8 @@ def obtain_plan(model: Any, source: Source, spec: InputSpec, plan: Any, *,
     from autobatch._search import tune
 
     options = dict(tune_options)
+    # The tune sizes its effort to this job (unless a time budget or trials were given).
+    options.setdefault("epochs", epochs)
     # The size and channels the model takes, as tune reads them from the model when not
     # given: the same fingerprints, so fit finds the plan tune made (and the SPEC the user
     # gave, not the model built from it: a .keras file fingerprints by its bytes, a

@@ -172,7 +172,7 @@ def fit(
     spec = preflight(model, train_source, label_mode)
     replicas = check_strategy(model)
     plan, tune_time_s = obtain_plan(model, train_source, spec, plan, tune_options=tune_options,
-                                    model_spec=model_spec, verbose=verbose)
+                                    model_spec=model_spec, verbose=verbose, epochs=epochs)
     plan = for_replicas(adapt_plan(plan, spec, model, train_source, reference_batch_size),
                         replicas)
 

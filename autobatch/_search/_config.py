@@ -89,6 +89,11 @@ class TuneConfig:
     device)."""
     data_service: str | None = None
     """``grpc://HOST:PORT``: the probes' examples are made on that tf.data service."""
+    epochs: int | None = None
+    """The epochs the plan will train: the tune sizes its effort to them (``_effort``)
+    unless the caller gave a time budget or a number of trials."""
+    budget_given: bool = True
+    """Whether the caller chose the time budget or the trials (False: the default)."""
 
     def __post_init__(self) -> None:
         validate_options(trials=self.trials, time_budget_s=self.time_budget_s, seed=self.seed,
@@ -99,9 +104,10 @@ class TuneConfig:
                **options: Any) -> TuneConfig:
         """The config of a tune; with neither a time budget nor ``trials``, the default
         budget (``DEFAULT_TIME_BUDGET_S``)."""
-        if time_budget_s is None and trials is None:
+        given = time_budget_s is not None or trials is not None
+        if not given:
             time_budget_s = DEFAULT_TIME_BUDGET_S
-        return cls(time_budget_s=time_budget_s, trials=trials, **options)
+        return cls(time_budget_s=time_budget_s, trials=trials, budget_given=given, **options)
 
     def deadline(self, started: float) -> float:
         """The ``time.perf_counter()`` value the tune must end by (inf without a budget)."""

@@ -27,6 +27,10 @@ MAX_FINALIST_ROUNDS = 7
 WIN_MARGIN = 0.02
 """A candidate replaces the untuned default only when its paired ratio against the default
 exceeds ``1 + WIN_MARGIN`` in every round (one round may be lost from six rounds on)."""
+DECISIVE_RATIO = 2.0
+"""Fewer than ``FINALIST_ROUNDS`` paired rounds (a quick tune) replace the default only
+when every one reads at least this ratio: a run varies by +-30% here, so two paired
+readings a factor of two apart are not noise."""
 
 
 def default_record(baseline: dict[str, Any] | None, ceiling_batch: int) -> TrialRecord | None:
@@ -121,7 +125,8 @@ def compare_with_default(rounds: dict[int, dict[Any, float]], key: Any,
     candidate beats the default only when the paired ratios lie above ``1 + WIN_MARGIN``
     all the way down: in every round for up to five rounds, in all but one from six on (a
     sign-test reading: by chance alone three straight wins come one time in eight, six of
-    seven one time in sixteen). ``low``/``high`` are those trimmed extremes and ``noise`` the
+    seven one time in sixteen), or, in a quick tune with fewer rounds, when every round
+    reads ``DECISIVE_RATIO`` or more. ``low``/``high`` are those trimmed extremes and ``noise`` the
     half-width of that spread as a fraction.
     """
     ratios = []
@@ -144,7 +149,8 @@ def compare_with_default(rounds: dict[int, dict[Any, float]], key: Any,
         "low": round(low, 4),
         "high": round(high, 4),
         "noise": round(noise, 4),
-        "beats_default": len(ratios) >= FINALIST_ROUNDS and low > 1 + WIN_MARGIN,
+        "beats_default": (len(ratios) >= FINALIST_ROUNDS and low > 1 + WIN_MARGIN)
+        or min(ratios) >= DECISIVE_RATIO,
     }
 
 
@@ -186,7 +192,8 @@ def decision(winner: TrialRecord, default: TrialRecord,
                   f"in their long run (best median {best['median_ratio']:.2f}x)")
     elif best["rounds"] < FINALIST_ROUNDS:
         reason = (f"only {best['rounds']} paired rounds fit the time budget; "
-                  f"{FINALIST_ROUNDS} are needed to replace the default")
+                  f"{FINALIST_ROUNDS} are needed to replace the default (or every one at "
+                  f"{DECISIVE_RATIO:g}x or more)")
     elif best["median_ratio"] > 1 + WIN_MARGIN:
         reason = (f"the best candidate read {best['median_ratio']:.2f}x the default (median) "
                   f"but {best['low']:.2f}x in its worst round: not beyond the noise")

@@ -144,14 +144,17 @@ def build_search_space(
     )
 
 
-def seed_points(space: SearchSpace, *, limit: int = 6) -> list[dict[str, Any]]:
+def seed_points(space: SearchSpace, *, limit: int = 6,
+                largest_first: bool = False) -> list[dict[str, Any]]:
     """First trials: a batch-size sweep at well-known good tf.data defaults.
 
     Batch size moves throughput most, so the study starts by measuring Keras' default
     batch (32) and then the largest candidates (tiny batches are rarely the fastest), with
     the pipeline settings the tf.data guide recommends: as many parallel calls as cores, a
     small prefetch, the memory cache when it fits, no order guarantee. TPE then refines
-    from there.
+    from there. A quick tune (``largest_first``) has time for a trial or two: it starts
+    with the largest candidate, the likeliest winner on a CPU that decodes its input, then
+    Keras' default batch.
     """
     batches = list(space.batch_sizes)[-limit:]
 
@@ -174,7 +177,8 @@ def seed_points(space: SearchSpace, *, limit: int = 6) -> list[dict[str, Any]]:
     order = list(reversed(batches))
     reference = 32 if 32 in space.batch_sizes else None
     if reference is not None:
-        order = [reference] + [b for b in order if b != reference]
+        rest = [b for b in order if b != reference]
+        order = rest[:1] + [reference] + rest[1:] if largest_first else [reference] + rest
     return [{"batch_size": batch, **common} for batch in order[:limit]]
 
 

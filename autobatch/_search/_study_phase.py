@@ -72,6 +72,10 @@ def study_space(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str) 
     return space
 
 
+QUICK_STUDY_S = 45.0
+"""A study with less time left than this is quick: its seeds start with the largest batch."""
+
+
 def study_phase(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str,
                 default: TrialRecord | None, trial_min_time_s: float) -> StudyOutcome:
     """Trials until the target count, or until one more would eat into the time kept for
@@ -89,7 +93,9 @@ def study_phase(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str,
         emit("search", f"resumed {resumed} stored trials", trial=resumed, trials_total=target,
              best=best)
     if not study.trials:
-        for params in seed_points(space, limit=max(2, min(6, target // 3))):
+        quick = run.deadline - time.perf_counter() < QUICK_STUDY_S
+        for params in seed_points(space, limit=max(2, min(6, target // 3)),
+                                  largest_first=quick):
             study.enqueue_trial(params, skip_if_exists=True)
     # The verify phase adapts to the time it gets (fewer finalists, rounds that stop at the
     # deadline), but its rounds against the untuned default decide whether the tune ships

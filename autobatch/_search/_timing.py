@@ -120,3 +120,16 @@ def probe_cost_s(record: TrialRecord, steps: int, min_time_s: float = 0.0, *,
         return max(steps * step_s, min_time_s) + steps * step_s + 1.5
     fill = steps if record.params.get("cache", "none") != "none" else 0
     return max(steps * step_s, min_time_s) + (1 + fill) * step_s + 1.0
+
+
+class PhaseClock:
+    """Wall seconds per phase of one tune, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.phases_s: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases_s[phase] = round(self.phases_s.get(phase, 0.0) + now - self._last, 2)
+        self._last = now

@@ -1,0 +1,93 @@
+"""A tune sized to the job (issue #22, item 1): the budget from the untuned default's
+measured rate and the epochs to train, a job too small to pay back any tune left untuned
+(the measured default, one line why), an explicit budget always winning, and a cached plan
+of a smaller job tuned again for a larger one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_image_folder
+
+from autobatch._plan import Plan
+from autobatch._search._config import DEFAULT_TIME_BUDGET_S, TuneConfig
+from autobatch._search._effort import (
+    PAYBACK_SHARE,
+    QUICK_TUNE_S,
+    cached_plan_fits_the_job,
+    size_effort,
+)
+
+
+def test_the_budget_is_a_share_of_the_untuned_training_time() -> None:
+    # 4000 photos x 3 epochs at 100/s: two minutes untuned -> a fifth of it.
+    effort = size_effort(count=4000, epochs=3, default_rate=100.0,
+                         default_budget_s=DEFAULT_TIME_BUDGET_S)
+    assert effort.untuned_training_s == pytest.approx(120.0)
+    assert effort.budget_s == pytest.approx(PAYBACK_SHARE * 120.0)
+    # A long job: the default budget is the limit.
+    long = size_effort(count=50_000, epochs=50, default_rate=100.0,
+                       default_budget_s=DEFAULT_TIME_BUDGET_S)
+    assert long.budget_s == DEFAULT_TIME_BUDGET_S and "default budget" in long.reason
+    # Worth a tune, but a short one: never below the quick tune.
+    short = size_effort(count=600, epochs=10, default_rate=100.0,
+                        default_budget_s=DEFAULT_TIME_BUDGET_S)
+    assert short.budget_s == QUICK_TUNE_S
+
+
+def test_a_job_too_small_to_pay_back_is_not_tuned_and_says_why() -> None:
+    effort = size_effort(count=300, epochs=3, default_rate=150.0,
+                         default_budget_s=DEFAULT_TIME_BUDGET_S)
+    assert effort.budget_s is None
+    assert effort.reason.startswith("not tuned: 3 epoch(s) of 300 examples at the untuned "
+                                    "default's 150/s take about 6 s")
+    assert "\n" not in effort.reason
+
+
+def test_an_explicit_budget_or_trials_always_wins() -> None:
+    assert not TuneConfig.create(time_budget_s=None, trials=None, epochs=3).budget_given
+    assert TuneConfig.create(time_budget_s=30.0, trials=None, epochs=3).budget_given
+    assert TuneConfig.create(time_budget_s=None, trials=4, epochs=3).budget_given
+
+
+def test_a_cached_plan_of_a_smaller_job_is_tuned_again_for_a_larger_one() -> None:
+    small = Plan(batch_size=32, num_examples=300, ceiling_batch_size=32,
+                 baseline={"batch_size": 32, "examples_per_s": 150.0},
+                 measured={"effort": {"budget_s": None, "tuned": False}})
+    config = TuneConfig.create(time_budget_s=None, trials=None, epochs=3)
+    assert cached_plan_fits_the_job(small, config, 300)  # the same small job
+    big = TuneConfig.create(time_budget_s=None, trials=None, epochs=200)
+    assert not cached_plan_fits_the_job(small, big, 300)  # 400 s untuned: worth a tune
+    given = TuneConfig.create(time_budget_s=60.0, trials=None, epochs=200)
+    assert cached_plan_fits_the_job(small, given, 300)  # the caller's budget decides
+
+
+@pytest.mark.slow
+def test_fit_of_a_small_job_trains_at_once_with_the_measured_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few dozen images for one epoch: the worker measures the untuned default once and
+    the fit starts without a study; the same fit again takes the cached plan."""
+    import keras
+
+    import autobatch
+
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    folder = make_image_folder(tmp_path / "data", {"a": 30, "b": 20}, size=(32, 32))
+
+    def model() -> keras.Model:
+        built = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+                                  keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                                  keras.layers.Dense(2, activation="softmax")])
+        built.compile("adam", "sparse_categorical_crossentropy")
+        return built
+
+    history = autobatch.fit(model(), folder, epochs=1, verbose=0)
+    plan = history.plan
+    effort = plan.measured["effort"]
+    assert effort["tuned"] is False and effort["reason"].startswith("not tuned: 1 epoch(s)")
+    assert plan.keeps_default and plan.trials == [] and plan.batch_size == 32
+    assert plan.measured["tune_time"]["probes"] == 1  # the default's own probe, nothing more
+    assert history.history["examples_seen"] == [50]
+    again = autobatch.fit(model(), folder, epochs=1, verbose=0)
+    assert again.plan.cache_hit and again.tune_time_s < 2.0
