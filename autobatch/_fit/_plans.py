@@ -29,6 +29,12 @@ def obtain_plan(model: Any, source: Source, spec: InputSpec, plan: Any, *,
         return plan, time.perf_counter() - started
     from autobatch._search import tune
 
+    if epochs is not None and not {"time_budget", "trials", "time_budget_s"} & set(tune_options):
+        from autobatch._fit._small_job import plan_for_a_small_job
+
+        small = plan_for_a_small_job(model, source, spec, epochs)
+        if small is not None:
+            return small, time.perf_counter() - started
     options = dict(tune_options)
     # The tune sizes its effort to this job (unless a time budget or trials were given).
     options.setdefault("epochs", epochs)

@@ -63,31 +63,50 @@ def test_a_cached_plan_of_a_smaller_job_is_tuned_again_for_a_larger_one() -> Non
     assert cached_plan_fits_the_job(small, given, 300)  # the caller's budget decides
 
 
-@pytest.mark.slow
-def test_fit_of_a_small_job_trains_at_once_with_the_measured_default(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A few dozen images for one epoch: the worker measures the untuned default once and
-    the fit starts without a study; the same fit again takes the cached plan."""
+def _tiny_model() -> object:
     import keras
 
+    built = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2, activation="softmax")])
+    built.compile("adam", "sparse_categorical_crossentropy")
+    return built
+
+
+def test_fit_of_a_small_job_trains_at_once_without_a_worker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fifty images for one epoch: fit estimates the untuned training in its own process
+    (a few batches decoded, one forward pass timed) and starts training with Keras'
+    default batch and AUTOTUNE, no probe worker started."""
     import autobatch
 
     monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path / "cache"))
     folder = make_image_folder(tmp_path / "data", {"a": 30, "b": 20}, size=(32, 32))
-
-    def model() -> keras.Model:
-        built = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
-                                  keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
-                                  keras.layers.Dense(2, activation="softmax")])
-        built.compile("adam", "sparse_categorical_crossentropy")
-        return built
-
-    history = autobatch.fit(model(), folder, epochs=1, verbose=0)
+    history = autobatch.fit(_tiny_model(), folder, epochs=1, verbose=0)
     plan = history.plan
+    effort = plan.measured["effort"]
+    assert effort["tuned"] is False and effort["estimated_in_process"]
+    assert effort["reason"].startswith("not tuned: 1 epoch(s) of 50 examples take about")
+    assert plan.keeps_default and plan.trials == [] and plan.batch_size == 32
+    assert "tune_time" not in plan.measured  # no tune ran
+    assert history.history["examples_seen"] == [50] and history.tune_time_s < 5.0
+
+
+@pytest.mark.slow
+def test_tune_told_the_epochs_measures_the_default_and_stops_for_a_small_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tune(epochs=1)``: the worker's first probe (the untuned default) shows the job is
+    too small; the plan is that measured default, and the same call again is a cache hit."""
+    import autobatch
+
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    folder = make_image_folder(tmp_path / "data", {"a": 30, "b": 20}, size=(32, 32))
+    model = _tiny_model()
+    plan = autobatch.tune(model, folder, epochs=1, verbose=0)
     effort = plan.measured["effort"]
     assert effort["tuned"] is False and effort["reason"].startswith("not tuned: 1 epoch(s)")
     assert plan.keeps_default and plan.trials == [] and plan.batch_size == 32
     assert plan.measured["tune_time"]["probes"] == 1  # the default's own probe, nothing more
-    assert history.history["examples_seen"] == [50]
-    again = autobatch.fit(model(), folder, epochs=1, verbose=0)
-    assert again.plan.cache_hit and again.tune_time_s < 2.0
+    assert plan.baseline["outcome"] == "ok" and plan.peak_memory_bytes
+    again = autobatch.tune(model, folder, epochs=1, verbose=0)
+    assert again.cache_hit
