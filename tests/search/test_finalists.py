@@ -67,8 +67,12 @@ def test_a_candidate_replaces_the_default_only_beyond_the_noise() -> None:
     # From six rounds on, one lost round is forgiven.
     six = compare_with_default(rounds_of([(130, 100)] * 5 + [(95, 100)]), "c", "d")
     assert six["beats_default"] and six["low"] == pytest.approx(1.3)
-    # Two rounds are too few however large the lead; a tie never beats the default.
-    assert not compare_with_default(rounds_of([(200, 100), (200, 100)]), "c", "d")[
+    # Two rounds are too few for a modest lead; a quick tune's few rounds replace the
+    # default only at DECISIVE_RATIO (2x) or more in every one; a tie never beats it.
+    assert not compare_with_default(rounds_of([(190, 100), (190, 100)]), "c", "d")[
+        "beats_default"]
+    assert compare_with_default(rounds_of([(200, 100), (390, 100)]), "c", "d")["beats_default"]
+    assert not compare_with_default(rounds_of([(390, 100), (150, 100)]), "c", "d")[
         "beats_default"]
     tie = compare_with_default(rounds_of([(101, 100), (100, 100), (101, 100)]), "c", "d")
     assert not tie["beats_default"] and not undecided(tie)
