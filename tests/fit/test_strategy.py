@@ -218,19 +218,9 @@ def test_two_local_workers_get_disjoint_parts_that_cover_the_data(tmp_path: Path
     the per-replica size (8 global / 2 replicas)."""
     import json
 
-    ports = ",".join(str(p) for p in _free_ports(2))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    workers = [subprocess.Popen([sys.executable, "-c", _SHARD_WORKER, ports, str(i)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=tmp_path, env=env) for i in range(2)]
     parts = []
-    for worker in workers:
-        try:
-            out, err = worker.communicate(timeout=180)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            out, err = worker.communicate()
-        assert worker.returncode == 0, err[-3000:]
+    for code, out, err in _two_local_workers(_SHARD_WORKER, tmp_path, timeout_s=180):
+        assert code == 0, err[-3000:]
         seen, largest, replicas = _line(out, "SEEN").rsplit(" ", 2)
         assert (int(largest), int(replicas)) == (4, 2)
         parts.append(json.loads(seen))
@@ -272,6 +262,27 @@ print("FIT OK")
 """
 
 
+def _two_local_workers(script: str, tmp_path: Path, *,
+                       timeout_s: float) -> list[tuple[int, str, str]]:
+    """``script`` run as worker 0 and 1 of a two-worker cluster on loopback (its argv: the
+    ports, the worker's index); each one's exit code, stdout and stderr (killed at
+    ``timeout_s``)."""
+    ports = ",".join(str(p) for p in _free_ports(2))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    workers = [subprocess.Popen([sys.executable, "-c", script, ports, str(i)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=tmp_path, env=env) for i in range(2)]
+    results = []
+    for worker in workers:
+        try:
+            out, err = worker.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            out, err = worker.communicate()
+        results.append((int(worker.returncode), out, err))
+    return results
+
+
 def _free_ports(count: int) -> list[int]:
     import socket
 
@@ -291,19 +302,8 @@ def _free_ports(count: int) -> list[int]:
 def test_plain_keras_fit_under_two_local_workers(tmp_path: Path) -> None:
     """Keras 3 ``fit`` itself under MultiWorkerMirroredStrategy, two worker processes on
     loopback (TF_CONFIG): strict, so a fixed Keras turns this into a failure to act on."""
-    ports = ",".join(str(p) for p in _free_ports(2))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    workers = [subprocess.Popen([sys.executable, "-c", _MWMS_WORKER, ports, str(i)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=tmp_path, env=env) for i in range(2)]
-    outputs = []
-    for worker in workers:
-        try:
-            out, _ = worker.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            out, _ = worker.communicate()
-        outputs.append((worker.returncode, out))
+    outputs = [(code, out) for code, out, _ in
+               _two_local_workers(_MWMS_WORKER, tmp_path, timeout_s=120)]
     assert all(code == 0 and "FIT OK" in out for code, out in outputs), outputs
 
 
