@@ -24,7 +24,7 @@ _HOMES = {
     "epoch_efficiency": "autobatch._search._space",
     "params_to_request": "autobatch._search._space",
     "FINALIST_MIN_TIME_S": "autobatch._search._timing",
-    "training_batch_cap": "autobatch._search._study_phase",
+    "training_batch_cap": "autobatch._search._run",
     "resolve_model": "autobatch._models",
     "resolve_source": "autobatch._data",
     "build_dataset": "autobatch._data",

@@ -120,7 +120,8 @@ def size_to_the_job(run: SearchRun, baseline: dict[str, Any] | None
         plan.measured["effort"] = record
         return run, plan, record
     deadline = run.deadline - float(config.time_budget_s) + effort.budget_s
-    return dataclasses.replace(run, deadline=deadline), None, record
+    quick = effort.budget_s < float(config.time_budget_s)
+    return dataclasses.replace(run, deadline=deadline, quick=quick), None, record
 
 
 def cached_plan_fits_the_job(plan: Plan, config: Any, count: int) -> bool:

@@ -6,12 +6,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from autobatch._search._ceiling import MAX_BATCH_SIZE
 from autobatch._search._config import TuneConfig
 from autobatch._search._events import Emitter
 from autobatch._search._tracked import TrackedRunner
 
 if TYPE_CHECKING:
     import optuna
+
+
+MIN_STEPS_PER_EPOCH = 4
+"""The study's batches leave at least this many weight updates per epoch (above batch 32)."""
+
+
+def training_batch_cap(num_examples: int | None) -> int:
+    """The largest batch the study tries: ``num_examples // 4``, but never below 32."""
+    if not num_examples:
+        return MAX_BATCH_SIZE
+    return max(32, int(num_examples) // MIN_STEPS_PER_EPOCH)
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,9 @@ class SearchRun:
     replicas: int = 1
     """Replicas of the strategy the worker probes under: every batch the search names is
     per replica; the global batch is that times ``replicas``."""
+    quick: bool = False
+    """A tune cut short to fit the job (``_effort.size_to_the_job``): its ceiling stops at
+    the largest batch the study would try, and its verify reuses the worker."""
 
     @property
     def batch_cap(self) -> int:

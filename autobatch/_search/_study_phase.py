@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from autobatch._search._ceiling import MAX_BATCH_SIZE
 from autobatch._search._ceiling_phase import Ceiling
-from autobatch._search._run import SearchRun
+from autobatch._search._run import SearchRun, training_batch_cap
 from autobatch._search._space import (
     SearchSpace,
     build_search_space,
@@ -28,21 +27,13 @@ from autobatch._search._timing import (
     verify_reserve_cap,
 )
 
-MIN_STEPS_PER_EPOCH = 4
-"""The study's batches leave at least this many weight updates per epoch (above batch 32)."""
-
-
-def training_batch_cap(num_examples: int | None) -> int:
-    """The largest batch the study tries: ``num_examples // 4``, but never below 32."""
-    if not num_examples:
-        return MAX_BATCH_SIZE
-    return max(32, int(num_examples) // MIN_STEPS_PER_EPOCH)
-
 
 @dataclass(frozen=True)
 class StudyOutcome:
     space: SearchSpace
     records: list[TrialRecord]
+    quick_candidates: list[TrialRecord] = field(default_factory=list)
+    """A quick tune's points for ``model.fit`` against the default, unmeasured by trials."""
 
 
 def study_space(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str) -> SearchSpace:
@@ -74,6 +65,12 @@ def study_space(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str) 
 
 QUICK_STUDY_S = 45.0
 """A study with less time left than this is quick: its seeds start with the largest batch."""
+FIT_ONLY_S = 25.0
+"""A tune sized to a short job with less than this left for its study runs no bare trials:
+its largest batch (the likeliest winner where decoding bounds the step) goes straight to
+the paired ``model.fit`` rounds against the default. A trial there would probe the point
+a second time (a 3000-image job's trial at batch 750 cost 6 s, filling its cache) and
+leave no time for the round that decides."""
 
 
 def study_phase(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str,
@@ -88,6 +85,12 @@ def study_phase(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str,
                if t.state.name in ("COMPLETE", "PRUNED", "FAIL") and in_space(t.params, space)]
     resumed = len(records)
     target = config.target_trials
+    if run.quick and not records and run.deadline - time.perf_counter() < FIT_ONLY_S:
+        point = seed_points(space, limit=1, largest_first=True)[0]
+        emit("search", f"quick tune: batch {point['batch_size']} goes straight to model.fit "
+             "against the untuned default")
+        return StudyOutcome(space=space, records=[], quick_candidates=[
+            TrialRecord(number=-1, state="COMPLETE", params=point)])
     best = best_value(records)
     if resumed:
         emit("search", f"resumed {resumed} stored trials", trial=resumed, trials_total=target,

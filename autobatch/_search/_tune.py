@@ -63,9 +63,9 @@ from autobatch._search._keep import (
     raise_storage_fault,
 )
 from autobatch._search._model_checks import pixels_phase, xla_phase
-from autobatch._search._run import SearchRun
+from autobatch._search._run import SearchRun, training_batch_cap
 from autobatch._search._stand_in import for_source, plan_without_tuning
-from autobatch._search._study_phase import study_phase, training_batch_cap
+from autobatch._search._study_phase import study_phase
 from autobatch._search._timing import FINALIST_MIN_TIME_S, TRIAL_MIN_TIME_S, PhaseClock
 from autobatch._search._tracked import TrackedRunner
 from autobatch._search._verify import verify_phase
@@ -358,7 +358,8 @@ def _search(run: SearchRun) -> Plan:
                         trial_min_time_s=TRIAL_MIN_TIME_S)
     clock.lap("study")
     outcome = verify_phase(run, study.records, ceiling.batch_size, default=default,
-                           first_probe_s=ceiling.first_probe_s, retrace_s=ceiling.retrace_s)
+                           first_probe_s=ceiling.first_probe_s, retrace_s=ceiling.retrace_s,
+                           quick_candidates=study.quick_candidates)
     clock.lap("finalists_and_verify")
     run.runner.phases_s = clock.phases_s
     plan = build_plan(

@@ -62,13 +62,14 @@ class VerifyOutcome:
 
 def verify_phase(run: SearchRun, records: list[TrialRecord], ceiling_batch: int, *,
                  default: TrialRecord | None, first_probe_s: float,
-                 retrace_s: float) -> VerifyOutcome:
+                 retrace_s: float,
+                 quick_candidates: list[TrialRecord] | None = None) -> VerifyOutcome:
     """``verify`` for this tune, then the decision against the default said."""
     outcome = verify(
         run.runner, records, ceiling_batch, deadline=run.deadline,
         trial_steps=run.config.trial_steps, verify_steps=run.config.verify_steps,
         first_probe_s=first_probe_s, retrace_s=retrace_s, emit=run.emit,
-        num_examples=run.count, default=default,
+        num_examples=run.count, default=default, quick_candidates=quick_candidates,
     )
     versus = outcome.versus_default
     if versus is not None:
@@ -83,6 +84,8 @@ class _Rounds:
 
     readings: dict[int, dict[Key, float]] = field(default_factory=dict)
     failed_fit: set[Key] = field(default_factory=set)
+    results: dict[Key, ProbeResult] = field(default_factory=dict)
+    """Each point's latest ``model.fit`` probe."""
     scores: dict[Key, float] = field(default_factory=dict)
     comparisons: dict[Key, dict[str, Any]] = field(default_factory=dict)
 
@@ -120,6 +123,7 @@ def verify(
     num_examples: int | None = None,
     default: TrialRecord | None = None,
     retrace_s: float | None = None,
+    quick_candidates: list[TrialRecord] | None = None,
 ) -> VerifyOutcome:
     """Pick the winner: the trials' best few re-measured side by side with ``model.fit``
     (interleaved rounds) together with the untuned ``default`` when given, then run it
@@ -128,7 +132,13 @@ def verify(
     With a ``default``, a candidate wins only if it beat the default in the paired rounds
     beyond their noise (``compare_with_default``); while the median says faster but the
     spread does not, more rounds are measured (up to ``MAX_FINALIST_ROUNDS``); when no
-    candidate wins, the default is the plan."""
+    candidate wins, the default is the plan.
+
+    ``quick_candidates`` (a quick tune's unmeasured points, with a ``default``): they meet
+    the default in ``model.fit`` rounds at once, the first round run whatever the clock
+    says, and the winner's reading there is the plan's (no long run: its peak, from the
+    reused worker, bounds the winner's from above)."""
+    quick = bool(quick_candidates) and default is not None
     pooled = pooled_records(records)
     finalists = sorted(pooled.values(), key=lambda r: r.examples_per_s or 0, reverse=True)
     if not finalists and default is None:
@@ -137,11 +147,11 @@ def verify(
         # long run below; never the ceiling batch itself, which no trial judged.
         params = lean_params(min(ceiling_batch, DEFAULT_REFERENCE_BATCH_SIZE))
         finalists = [TrialRecord(number=-1, state="COMPLETE", params=params)]
-    finalists = pick_finalists(finalists)
+    finalists = list(quick_candidates or []) if quick else pick_finalists(finalists)
     retrace_s = first_probe_s / 2 if retrace_s is None else retrace_s
     first = finalists[0] if finalists else default
     assert first is not None  # finalists is empty only beside a default
-    long_run_reserve_s = probe_cost_s(first, verify_steps, VERIFY_MIN_TIME_S)
+    long_run_reserve_s = 0.0 if quick else probe_cost_s(first, verify_steps, VERIFY_MIN_TIME_S)
 
     def rounds_cost_s(entrants: list[TrialRecord]) -> float:
         """``FINALIST_ROUNDS`` rounds of ``entrants``, with one trace per input dtype."""
@@ -149,7 +159,7 @@ def verify(
         return traces * retrace_s + FINALIST_ROUNDS * sum(
             probe_cost_s(r, trial_steps, FINALIST_MIN_TIME_S, fit=True) for r in entrants)
 
-    if default is not None:
+    if default is not None and not quick:
         # Fewer finalists rather than fewer rounds: a candidate needs its rounds against the
         # default to replace it at all.
         while len(finalists) > 1 and (rounds_cost_s(finalists + [default]) + long_run_reserve_s
@@ -161,13 +171,17 @@ def verify(
         finalists = _measure_rounds(
             runner, rounds, finalists, default, deadline=deadline, trial_steps=trial_steps,
             retrace_s=retrace_s, long_run_reserve_s=long_run_reserve_s, emit=emit,
-            num_examples=num_examples)
+            num_examples=num_examples, quick=quick)
     elif default is not None:
         rounds.compare_all(finalists, default_key)
     table = [rounds.table_row(r, default) for r in finalists]
     if default is not None:
         table.append(rounds.table_row(default, default))
 
+    if quick and default is not None:
+        picked = _quick_pick(runner, rounds, finalists, table, default)
+        if picked is not None:
+            return picked
     if default is not None:
         # Only candidates that beat the default in the paired rounds may replace it; the
         # default itself is the fallback (its batch was measured to fit at the baseline).
@@ -191,7 +205,7 @@ def verify(
 def _measure_rounds(runner: TrackedRunner, rounds: _Rounds, finalists: list[TrialRecord],
                     default: TrialRecord | None, *, deadline: float, trial_steps: int,
                     retrace_s: float, long_run_reserve_s: float, emit: Emitter,
-                    num_examples: int | None) -> list[TrialRecord]:
+                    num_examples: int | None, quick: bool = False) -> list[TrialRecord]:
     """The interleaved ``model.fit`` rounds of the finalists and the default; returns the
     finalists ranked.
 
@@ -212,7 +226,12 @@ def _measure_rounds(runner: TrackedRunner, rounds: _Rounds, finalists: list[Tria
     out_of_time = False
     max_rounds = MAX_FINALIST_ROUNDS if default is not None else FINALIST_ROUNDS
     for round_index in range(max_rounds):
-        if round_index >= FINALIST_ROUNDS:
+        if quick and round_index > 0:
+            rounds.compare_all(finalists, default_key)
+            if not any(undecided(rounds.comparisons[point_key(r.params)]) for r in finalists
+                       if point_key(r.params) not in rounds.failed_fit):
+                break  # decided (2x in every round so far, or no lead at all)
+        elif round_index >= FINALIST_ROUNDS:
             rounds.compare_all(finalists, default_key)
             live = [rounds.comparisons[point_key(r.params)] for r in finalists
                     if point_key(r.params) not in rounds.failed_fit]
@@ -229,7 +248,11 @@ def _measure_rounds(runner: TrackedRunner, rounds: _Rounds, finalists: list[Tria
             dtype = record.params.get("pixels", "float32")
             cost_s = probe_cost_s(record, trial_steps, FINALIST_MIN_TIME_S, fit=True) + (
                 0.0 if dtype in traced else retrace_s)
-            if remaining(deadline) - cost_s < long_run_reserve_s:
+            last = rounds.results.get(point_key(record.params))
+            if quick and last is not None and last.wall_time_s:
+                cost_s = float(last.wall_time_s)  # the point's own last probe
+            if not (quick and round_index == 0) and \
+                    remaining(deadline) - cost_s < long_run_reserve_s:
                 out_of_time = True
                 break
             request = params_to_request(record.params, steps=trial_steps,
@@ -237,6 +260,7 @@ def _measure_rounds(runner: TrackedRunner, rounds: _Rounds, finalists: list[Tria
                                         min_time_s=FINALIST_MIN_TIME_S, mode="fit")
             result = runner.run(request)
             traced.add(dtype)
+            rounds.results[point_key(record.params)] = result
             if result.ok and result.examples_per_s:
                 rounds.readings.setdefault(round_index, {})[point_key(record.params)] = float(
                     epoch_rate(result, num_examples) or 0.0)
@@ -271,6 +295,29 @@ def _measure_rounds(runner: TrackedRunner, rounds: _Rounds, finalists: list[Tria
     else:
         logger.info("finalist rounds incomplete; ranking by the trials' medians")
     return fine + [r for r in finalists if point_key(r.params) in rounds.failed_fit]
+
+
+def _quick_pick(runner: TrackedRunner, rounds: _Rounds, finalists: list[TrialRecord],
+                table: list[dict[str, Any]], default: TrialRecord) -> VerifyOutcome | None:
+    """A quick tune's plan from its rounds: the first candidate that beat the default and
+    stayed under the budget there, else the default (None: the default has no reading)."""
+    for record in finalists + [default]:
+        key = point_key(record.params)
+        result = rounds.results.get(key)
+        if result is None or not result.ok or key in rounds.failed_fit:
+            continue
+        if record is not default and not rounds.comparisons[key]["beats_default"]:
+            continue
+        peak = result.peak_memory_bytes
+        if peak is not None and peak > runner.search_budget_bytes:
+            continue
+        rate = [readings[key] for readings in rounds.readings.values() if key in readings]
+        return VerifyOutcome(
+            winner=record, examples_per_s=float(robust_value(rate) or 0.0), result=result,
+            fresh_worker=False, finalists=table,
+            versus_default=decision(record, default, rounds.comparisons, finalists,
+                                    rounds.readings))
+    return None
 
 
 def _long_runs(runner: TrackedRunner, candidates: list[TrialRecord], rounds: _Rounds,

@@ -110,3 +110,36 @@ def test_tune_told_the_epochs_measures_the_default_and_stops_for_a_small_job(
     assert plan.baseline["outcome"] == "ok" and plan.peak_memory_bytes
     again = autobatch.tune(model, folder, epochs=1, verbose=0)
     assert again.cache_hit
+
+
+@pytest.mark.slow
+def test_a_quick_tune_takes_its_largest_batch_straight_to_model_fit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job worth only a short tune: the ceiling stops at the study's largest batch (a
+    quarter of the data), no bare trial runs, and that batch meets the untuned default in
+    ``model.fit`` at once; the plan is the candidate only where it won decisively."""
+    import autobatch
+    from autobatch._search import _study_phase
+    from autobatch._search._finalists import DECISIVE_RATIO
+
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    # However fast this machine, the short study goes straight to model.fit.
+    monkeypatch.setattr(_study_phase, "FIT_ONLY_S", DEFAULT_TIME_BUDGET_S)
+    folder = make_image_folder(tmp_path / "data", {"a": 200, "b": 200}, size=(32, 32))
+    plan = autobatch.tune(_tiny_model(), folder, epochs=2000, verbose=0)
+    effort = plan.measured["effort"]
+    assert effort["tuned"] and effort["budget_s"] < DEFAULT_TIME_BUDGET_S
+    assert plan.ceiling["batch_size"] <= 100  # 400 // 4: never the whole data set
+    assert plan.ceiling["capped_by"] == "search_batch_cap"
+    assert plan.trials == []  # no bare trial: the rounds judge
+    versus = plan.measured["versus_default"]
+    assert versus["rounds"] >= 1
+    candidate = [row for row in plan.measured["finalists"] if not row["is_default"]]
+    assert [row["batch_size"] for row in candidate] == [plan.ceiling["batch_size"]]
+    assert candidate[0]["fit_examples_per_s"]  # measured with model.fit
+    if versus["decision"] == "tuned":
+        assert plan.batch_size == plan.ceiling["batch_size"]
+        assert min(versus["paired_ratios"]) >= DECISIVE_RATIO or versus["rounds"] >= 3
+        assert plan.measured["peak_memory_fresh_worker"] is False  # an upper bound
+    else:
+        assert plan.batch_size == 32 and plan.keeps_default
