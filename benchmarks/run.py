@@ -544,7 +544,36 @@ def _markdown(results: dict[str, Any]) -> str:
             "grid's time (target <= 15%).",
             "",
         ]
+    lines += _end_to_end_lines()
     return "\n".join(lines) + "\n"
+
+
+def _end_to_end_lines() -> list[str]:
+    """``benchmarks/end_to_end.py``'s last run (``results/end_to_end.json``), read back."""
+    path = HERE / "results" / "end_to_end.json"
+    if not path.exists():
+        return []
+    jobs = json.loads(path.read_text())
+    lines = ["## End to end: pressing enter to a trained model (`benchmarks/end_to_end.py`)", "",
+             "Plain Keras (`image_dataset_from_directory` + `model.fit`) against "
+             "`autobatch.fit` with the same epochs: fresh processes, no cached plan, the "
+             "two alternating; the strided CNN at 128 px on photo-sized JPEGs. Every image "
+             "was counted once per epoch in every run.", "",
+             "| job | Keras (s) | autobatch.fit (s) | ratio | target | autobatch's plan |",
+             "|---|---:|---:|---:|---:|---|"]
+    for job in jobs:
+        target = "<= 0.6" if job["job"] == "large" else "<= 1.3"
+        for pair in job["pairs"]:
+            words = pair["autobatch"].split()
+            plan = (f"batch {words[words.index('BATCH') + 1]}, tuned "
+                    f"{words[words.index('TUNE') + 1]} s" if "BATCH" in words else "")
+            if "TUNED" in words and words[words.index("TUNED") + 1] == "False":
+                plan = "not tuned (too small to pay back), batch 32"
+            lines.append(f"| {job['images']} images x {job['epochs']} epochs | "
+                         f"{pair['keras_s']:.1f} | {pair['autobatch_s']:.1f} | "
+                         f"{pair['ratio']:.2f} | {target} | {plan} |")
+        lines.append(f"| **median** | | | **{job['median_ratio']:.2f}** | | |")
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
