@@ -235,6 +235,7 @@ def find_ceiling(
     on_probe: Callable[[ProbeResult], None] | None = None,
     prior: Sequence[ProbeResult] = (),
     deadline_s: float | None = None,
+    fit: bool = True,
 ) -> CeilingResult:
     """Find the largest batch that fits the runner's memory budget, with few probes.
 
@@ -257,13 +258,21 @@ def find_ceiling(
             example the untuned baseline); they count as the first points of the line.
         deadline_s: ``time.perf_counter()`` value after which no refining probe starts
             (the best verified batch so far stands).
+        fit: every probe trains with ``model.fit`` on the freshly loaded model in a fresh
+            worker: a user's training process at that batch, the optimizer built inside
+            its first, heavier step (False: the bare loop in one reused worker, the older
+            and cheaper way, which reads a larger batch high after smaller ones and misses
+            that first step; kept for comparison). ``prior`` then holds such readings.
 
     Raises:
         CeilingNotFound: the smallest batch tried did not fit.
     """
     # A runner may keep part of its budget free (fit's own overhead): compare against that.
     budget = _search_budget(runner)
-    settings = settings or PipelineSettings(num_parallel_calls=1, prefetch=1)
+    # A fit probe reads what Keras' own loader would hold (AUTOTUNE's buffers); the bare
+    # loop, the lean pipeline's.
+    settings = settings or (PipelineSettings.keras_default() if fit else
+                            PipelineSettings(num_parallel_calls=1, prefetch=1))
     cap = max_batch_size if not num_examples else min(max_batch_size, int(num_examples))
     cap = max(1, cap)
     probes: list[ProbeResult] = []
@@ -284,7 +293,10 @@ def find_ceiling(
             jit_compile=jit_compile,
             timeout_s=timeout_s,
             own_peak=True,
+            mode="fit" if fit else "loop",
         )
+        if fit and getattr(runner, "worker_largest_batch", 0):
+            runner.restart()  # every reading a fresh process's own
         result = runner.run(request)
         if on_probe is not None:
             on_probe(result)

@@ -16,6 +16,7 @@ from autobatch._search._events import mib
 from autobatch._search._run import SearchRun, training_batch_cap
 from autobatch._search._space import epoch_rate
 from autobatch._search._timing import (
+    FINALIST_MIN_TIME_S,
     ceiling_deadline,
     first_probe_wall_s,
     probe_timeout,
@@ -56,8 +57,13 @@ def measure_default(run: SearchRun) -> tuple[dict[str, Any] | None, list[ProbeRe
     batch = min(max(1, DEFAULT_REFERENCE_BATCH_SIZE // run.replicas), run.batch_cap,
                 run.max_batch_size)
     emit("baseline", f"batch {batch}, AUTOTUNE")
+    # Trained with model.fit on the freshly loaded model, in a fresh worker: a user's own
+    # training process at Keras' defaults (the optimizer built inside the first, heavier
+    # step), so its peak is what that process peaks at and its rate is fit's, with Keras'
+    # per-step work (the estimate the effort is sized by).
     request = ProbeRequest(batch_size=batch, settings=PipelineSettings.keras_default(),
-                           steps=run.config.trial_steps, warmup_steps=1,
+                           steps=run.config.trial_steps, warmup_steps=1, mode="fit",
+                           min_time_s=FINALIST_MIN_TIME_S,
                            timeout_s=probe_timeout(run.deadline))
     result = runner.run(request, need_memory=True)
     if result.outcome == "crash":
@@ -77,11 +83,13 @@ def measure_default(run: SearchRun) -> tuple[dict[str, Any] | None, list[ProbeRe
         "peak_memory_bytes": result.peak_memory_bytes,
         "outcome": result.outcome,
         "settings": "keras default (AUTOTUNE)",
+        "mode": "fit",
+        "fresh_worker": bool(result.worker_started),
     }
     if result.ok:
         run.study.set_user_attr("baseline", baseline)
     if result.ok and result.worker_started:
-        prior.append(result)
+        prior.append(result)  # a fresh model.fit reading, as the ceiling's probes are
     elif result.outcome in ("oom", "timeout"):
         prior.append(result)  # a memory verdict: batch 32 does not fit (or swaps)
     elif not result.ok:
@@ -130,7 +138,7 @@ def ceiling_phase(run: SearchRun, prior: list[ProbeResult]) -> Ceiling:
         record = ceiling_plan_dict(ceiling)
         if cap < run.batch_cap and record.get("capped_by") == "num_examples":
             record["capped_by"] = "search_batch_cap"
-        record["fit_allowance_bytes"] = runner.fit_allowance_bytes
+        record["probe_mode"] = "fit, fresh worker"
         batch_size = ceiling.batch_size
         run.study.set_user_attr("ceiling", record)
         if crash_bound(record):

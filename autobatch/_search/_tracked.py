@@ -1,5 +1,5 @@
-"""The search's view of a probe runner: when a memory reading needs a fresh worker, and the
-share of the budget kept free for what ``model.fit``'s first step adds."""
+"""The search's view of a probe runner: when a memory reading needs a fresh worker, and what
+the probes cost."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ from autobatch._errors import ProbeError
 from autobatch._probe import ProbeRunner
 from autobatch._probe._types import ProbeRequest, ProbeResult
 
-FIT_ALLOWANCE_FRACTION = 0.065
-"""Share of a memory budget kept free for what ``model.fit``'s first step adds to a probe's
-peak (see ``TrackedRunner.fit_allowance_bytes``)."""
-
 
 class TrackedRunner(ProbeRunner):
     """A ``ProbeRunner`` with the search's memory rules.
@@ -21,8 +17,10 @@ class TrackedRunner(ProbeRunner):
     A worker never gives memory back, so a memory figure is only honest for a batch at or
     above everything the worker ran before: ``run(..., need_memory=True)`` (or a request
     with ``own_peak``) has the runner start a fresh worker when that does not hold;
-    throughput probes reuse the worker whatever it ran. The search also keeps part of the
-    budget free for ``model.fit``'s own first step (``fit_allowance_bytes``).
+    throughput probes reuse the worker whatever it ran. Every memory verdict of the search
+    is a ``model.fit`` probe in a fresh worker (the ceiling's, the untuned default's, the
+    long run's), so its peak includes fit's heavier first step and is judged against the
+    whole budget.
     """
 
     def __init__(self, runner: ProbeRunner) -> None:
@@ -44,23 +42,9 @@ class TrackedRunner(ProbeRunner):
         return int(self.runner.worker_largest_batch or 0)
 
     @property
-    def fit_allowance_bytes(self) -> int:
-        """Memory that a plain ``model.fit`` needs beyond a probe of the same batch.
-
-        A freshly compiled model creates its optimizer's variables inside the first traced
-        train step, and that first step runs a graph (variable initialisation folded into a
-        conditional) whose peak is higher than every later step's: a few per cent of the
-        peak (docs/tune.md has the measurements). A worker can show the lazy first step only
-        once, on its first probe, so the search keeps this share of the budget free instead:
-        a batch counts as fitting only below budget minus this allowance. It applies to a
-        device budget as well (the first step's graph runs there).
-        """
-        return int(FIT_ALLOWANCE_FRACTION * self._budget_bytes())
-
-    @property
     def search_budget_bytes(self) -> int:
-        """What a probe's peak must stay under to count as fitting."""
-        return self._budget_bytes() - self.fit_allowance_bytes
+        """What a probe's peak must stay under to count as fitting: the whole budget."""
+        return self._budget_bytes()
 
     @property
     def num_replicas(self) -> int:

@@ -355,9 +355,11 @@ def _long_runs(runner: TrackedRunner, candidates: list[TrialRecord], rounds: _Ro
         # cache fill and the steps at the trial's speed), not the time left: the winner must
         # be verified even when the study used its whole budget.
         expected_s = (first_probe_s if fresh else 0.0) + 3.0 * long_run_s + 30.0
+        # Trained with model.fit, as the plan will be: in a fresh worker its peak is a
+        # training process's own at the plan's batch and pipeline.
         request = params_to_request(record.params, steps=verify_steps, warmup_steps=1,
                                     timeout_s=max(probe_timeout(deadline) * 2, expected_s),
-                                    min_time_s=VERIFY_MIN_TIME_S)
+                                    min_time_s=VERIFY_MIN_TIME_S, mode="fit")
         result = runner.run(request)
         last = result
         peak = result.peak_memory_bytes
