@@ -24,7 +24,7 @@ def probe(
     steps: int = 5,
     warmup_steps: int = 1,
     min_time: float = 0.0,
-    mode: str = "loop",
+    mode: str = "fit",
     settings: Any = None,
     jit_compile: bool = False,
     timeout: float = 300.0,
@@ -47,8 +47,10 @@ def probe(
         steps: timed training steps.
         warmup_steps: untimed steps first (tracing, first allocations).
         min_time: keep taking timed steps until they add up to this many seconds.
-        mode: ``"loop"`` (a bare loop over the traced train step) or ``"fit"``
-            (epochs of ``model.fit``).
+        mode: ``"fit"`` (the default: epochs of ``model.fit`` on the freshly loaded model,
+            so the peak is a training process's own, its heavier first step included) or
+            ``"loop"`` (a bare loop over the traced train step: each step's time and the
+            share spent waiting for input, but a peak that misses fit's first step).
         settings: the ``PipelineSettings`` to probe with (default autobatch's, or the plan's).
         jit_compile: probe with XLA.
         timeout: wall-clock limit of the probe in seconds.

@@ -9,13 +9,19 @@ The anchors are re-implemented from their published logic so that only the searc
   start of 128 never looks above 128, so it starts at 1024 here to be able to find the ceiling).
 - autobatch: a memory model from a few cheap probes, a predicted ceiling, verification, and
   bisection only on a miss.
-The true maximum comes from an exact bisection with a fresh worker for every probe.
-Every finder's pick is then run once more in a fresh worker to see whether it fits.
+The true maximum is what a user's training process can take: an exact bisection over
+fresh plain-Keras processes (``image_dataset_from_directory`` + ``model.fit``, peak resident
+memory ``VmHWM``, no autobatch code on the path), and every finder's pick is run once more in
+such a process to see whether it fits. The anchors probe with the bare loop in one worker,
+as before; autobatch's own finder trains with ``model.fit`` in a fresh worker per probe.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,47 @@ import numpy as np
 logger = logging.getLogger("benchmarks.ceiling")
 
 PROBE_STEPS = 2
+
+PLAIN_FIT = r"""
+import sys
+import keras
+from autobatch._for_benchmarks import resolve_model
+data_dir, spec, size, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ds = keras.utils.image_dataset_from_directory(data_dir, image_size=(size, size),
+                                              batch_size=batch, verbose=False)
+model = resolve_model(spec, num_classes=len(ds.class_names), image_size=size)
+model.fit(ds.repeat(), steps_per_epoch=4, epochs=1, verbose=0)
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print("VMHWM_BYTES", int(line.split()[1]) * 1024)
+"""
+
+
+class PlainFitProbe:
+    """A batch judged by a fresh plain-Keras training process: it fits when the process
+    ends well with its peak resident memory under the budget."""
+
+    def __init__(self, data_dir: Path, spec: str, image_size: int, budget_bytes: int) -> None:
+        self.args = [str(data_dir), spec, str(image_size)]
+        self.budget_bytes = budget_bytes
+        self.count = 0
+        self.log: list[dict[str, Any]] = []
+
+    def __call__(self, batch_size: int) -> tuple[bool, int | None]:
+        self.count += 1
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", PLAIN_FIT, *self.args, str(batch_size)],
+                              capture_output=True, text=True, timeout=1800,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        peaks = [int(line.split()[1]) for line in proc.stdout.splitlines()
+                 if line.startswith("VMHWM_BYTES")]
+        peak = peaks[0] if peaks else None
+        fits = proc.returncode == 0 and peak is not None and peak <= self.budget_bytes
+        self.log.append({"batch_size": batch_size, "peak_bytes": peak, "fits": fits,
+                         "wall_s": round(time.perf_counter() - started, 1)})
+        logger.info("  plain fit %d: peak %s -> %s", batch_size, peak,
+                    "fits" if fits else "over")
+        return fits, peak
 
 
 class CountingProbe:
@@ -102,9 +149,10 @@ def accelerate_halving(probe: CountingProbe, start: int = 1024) -> int:
 
 
 def true_maximum(probe: CountingProbe, cap: int) -> int:
-    """Exact largest fitting batch: doubling then bisection, every probe in a fresh worker."""
+    """Exact largest fitting batch: doubling from 32 then bisection (or bisection below 32),
+    every probe a fresh process."""
     low, high = 0, None
-    size = 8
+    size = 32
     while high is None:
         fits, _ = probe(size)
         if fits:
@@ -123,7 +171,8 @@ def true_maximum(probe: CountingProbe, cap: int) -> int:
     return low
 
 
-def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path) -> dict[str, Any]:
+def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path,
+            only_autobatch: bool = False) -> dict[str, Any]:
     from autobatch import parse_memory_size
     from autobatch._for_benchmarks import SubprocessProbeRunner, find_ceiling
 
@@ -147,20 +196,21 @@ def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path)
         logger.info("%s: ceiling %d with %d probes in %.0f s", name, pick, probe.count, wall)
         return pick
 
-    logger.info("ceiling: true maximum by bisection with fresh workers")
-    with runner() as probe_runner:
-        probe = CountingProbe(probe_runner, budget_bytes, fresh_each=True)
-        start = time.perf_counter()
-        true_max = true_maximum(probe, cap)
-        true_wall = time.perf_counter() - start
+    logger.info("ceiling: true maximum by bisection over fresh plain-Keras processes")
+    truth = PlainFitProbe(data_dir, spec, image_size, budget_bytes)
+    start = time.perf_counter()
+    true_max = true_maximum(truth, cap)
+    true_wall = time.perf_counter() - start
 
-    measure("lightning_binsearch", lambda p: lightning_binsearch(p, cap))
-    measure("ultralytics_autobatch", lambda p: ultralytics_autobatch(p, cap))
-    measure("accelerate_halving", lambda p: accelerate_halving(p))
+    if not only_autobatch:
+        measure("lightning_binsearch", lambda p: lightning_binsearch(p, cap))
+        measure("ultralytics_autobatch", lambda p: ultralytics_autobatch(p, cap))
+        measure("accelerate_halving", lambda p: accelerate_halving(p))
 
     def autobatch_search(probe: CountingProbe) -> int:
         class _Counted:
             memory_budget_bytes = budget_bytes
+            search_budget_bytes = budget_bytes
 
             def run(self, request):
                 probe.count += 1
@@ -169,6 +219,10 @@ def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path)
             def restart(self):
                 probe.runner.restart()
 
+            @property
+            def worker_largest_batch(self):
+                return probe.runner.worker_largest_batch
+
         result = find_ceiling(_Counted(), num_examples=None, max_batch_size=cap)
         probe.log = [{"batch_size": p.batch_size, "outcome": p.outcome,
                       "peak_bytes": p.peak_memory_bytes} for p in result.probes]
@@ -176,15 +230,14 @@ def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path)
 
     measure("autobatch", autobatch_search)
 
-    # Run every pick once more, in a fresh worker, to see whether it really fits.
-    with runner() as probe_runner:
-        check = CountingProbe(probe_runner, budget_bytes, fresh_each=True)
-        for finder in finders.values():
-            fits, peak = check(finder["ceiling"])
-            finder["pick_over_budget"] = not fits
-            finder["pick_peak_bytes"] = peak
+    # Run every pick once more, in a fresh plain-Keras process, to see whether it fits.
+    for finder in finders.values():
+        fits, peak = truth(finder["ceiling"])
+        finder["pick_over_budget"] = not fits
+        finder["pick_peak_bytes"] = peak
     return {
         "model": spec, "image_size": image_size, "budget": budget, "budget_bytes": budget_bytes,
-        "true_max": true_max, "true_max_probes": probe.count, "true_max_wall_time_s": true_wall,
-        "finders": finders,
+        "true_max": true_max, "true_max_probes": len(truth.log) - len(finders),
+        "true_max_wall_time_s": true_wall, "truth": "fresh plain-Keras model.fit processes",
+        "truth_log": truth.log, "finders": finders,
     }

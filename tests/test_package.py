@@ -42,7 +42,7 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
     "parse_memory_size": ["text", "*limit_bytes=None"],
     "probe": [
         "model", "data", "*batch_size=None", "*plan=None", "*image_size=None", "*channels=None",
-        "*memory_budget=None", "*steps=5", "*warmup_steps=1", "*min_time=0.0", "*mode='loop'",
+        "*memory_budget=None", "*steps=5", "*warmup_steps=1", "*min_time=0.0", "*mode='fit'",
         "*settings=None", "*jit_compile=False", "*timeout=300.0", "*custom_objects_module=None",
     ],
     "tune": [

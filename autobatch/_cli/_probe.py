@@ -44,10 +44,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--min-time", type=float, default=0.0, metavar="S",
                         help="take more timed steps (fit: epochs) until they add up to S "
                              "seconds, at most 20x --steps (default 0)")
-    parser.add_argument("--mode", choices=("loop", "fit"), default="loop",
-                        help="loop: time each step of a bare loop over the traced train step "
-                             "(default); fit: train with model.fit, one untimed epoch of "
-                             "--steps steps, then timed epochs of --steps steps")
+    parser.add_argument("--mode", choices=("fit", "loop"), default="fit",
+                        help="fit (default): train with model.fit, one untimed epoch of "
+                             "--steps steps, then timed epochs of --steps steps; the peak is "
+                             "a training process's own; loop: time each step of a bare loop "
+                             "over the traced train step (step times, input wait)")
     parser.add_argument("--jit-compile", action="store_true", help="probe with XLA on")
     parser.add_argument("--custom-objects", metavar="MODULE",
                         help="importable module that registers the model's custom layers")

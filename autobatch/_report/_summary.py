@@ -108,6 +108,9 @@ def memory_caption(plan: dict[str, Any]) -> str:
                 text += (f", which keeps {num(plan, 'ceiling.fit_allowance_bytes', 'bytes')}"
                          " for model.fit's own memory")
         text += "."
+    if lookup(plan, "ceiling.probe_mode") == "fit, fresh worker":
+        text += (" Each probe trained with model.fit in a fresh worker, so its peak is a "
+                 "training process's own, fit's heavier first step included.")
     if is_number(lookup(plan, "ceiling.memory_model.slope_bytes_per_example")):
         text += (f" Memory model: {num(plan, 'ceiling.memory_model.intercept_bytes', 'bytes')}"
                  f" + {num(plan, 'ceiling.memory_model.slope_bytes_per_example', 'bytes')} "

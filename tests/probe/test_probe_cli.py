@@ -31,10 +31,11 @@ def test_cli_probe_json_ok(data_root: Path, capsys: pytest.CaptureFixture[str]) 
                 "memory_budget_bytes", "step_time_s", "input_wait_fraction"):
         assert key in out
     assert out["peak_device_memory_bytes"] is None and out["peak_host_memory_bytes"] > 0
+    assert out["mode"] == "fit"  # the default: a training process's own peak
 
 
 @pytest.mark.slow
-def test_cli_probe_fit_mode(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_probe_fit_mode_times_epochs(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from autobatch._cli import main
 
     code = main(["probe", str(data_root), "--model", "small_cnn", "--batch-size", "4",
