@@ -69,6 +69,25 @@ def _baseline_sentence(plan: dict[str, Any]) -> str:
             f"{num(plan, 'baseline.examples_per_s', 'rate')} in its own probe.")
 
 
+def _tune_cost(plan: dict[str, Any]) -> str:
+    """What the tune cost and what it expects to win back (``measured.effort``,
+    ``measured.tune_time``), when the plan records them."""
+    effort = lookup(plan, "measured.effort")
+    spent = lookup(plan, "measured.tune_time.total_s")
+    if not isinstance(effort, dict) and not is_number(spent):
+        return ""
+    text = ""
+    if is_number(spent):
+        text = f"The tune took {num(plan, 'measured.tune_time.total_s', 'seconds')}. "
+    if isinstance(effort, dict):
+        text += f"{esc(str(effort.get('reason', '')))}."
+        if is_number(effort.get("expected_saving_s")):
+            text += (f" Expected saving over the untuned job, the tune's cost taken off: "
+                     f"{num(plan, 'measured.effort.expected_saving_s', 'seconds')}.")
+    text += " A later fit with this cached plan tunes nothing."
+    return f'<p id="tune-cost">{text}</p>'
+
+
 def summary_section(plan: dict[str, Any]) -> str:
     wait = lookup(plan, "measured.input_wait_fraction")
     sentence = input_bound_sentence(wait)
@@ -87,6 +106,7 @@ def summary_section(plan: dict[str, Any]) -> str:
         f"{num(plan, budget_key(plan), 'bytes')}; the largest batch verified to "
         f"fit is {num(plan, 'ceiling_batch_size', 'count')}.{_baseline_sentence(plan)}</p>",
         f'<p id="input-wait" class="verdict {esc(css)}">{esc(sentence)}</p>',
+        _tune_cost(plan),
     ]
     if sentence.startswith("input-bound") and not lookup(plan, "measured.data_service"):
         parts.append('<p id="data-service-hint">Where this host\'s cores are all busy '

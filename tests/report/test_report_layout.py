@@ -183,3 +183,19 @@ def test_old_plan_without_the_comparison_never_calls_a_slowdown_a_result(
     assert page.ids["headline"].startswith("No speed-up over the untuned default")
     assert not [n for n in page.numbers if n.get("data-derived") == "speedup"]
     assert "900.0 examples/s" in files.html.read_text()  # the default's reading is still shown
+
+
+def test_the_page_says_what_the_tune_cost_and_what_it_should_win_back(tmp_path: Path) -> None:
+    plan = full_plan()
+    plan["measured"]["tune_time"] = {"total_s": 16.7, "phases_s": {"ceiling": 3.3}}
+    plan["measured"]["effort"] = {
+        "epochs": 40, "untuned_training_s": 69.2, "budget_s": 20.0, "tuned": True,
+        "expected_saving_s": 36.7,
+        "reason": "40 epoch(s) of 3000 examples at the untuned default's 1735/s take about "
+                  "69 s: tuned for 20 s, 20% of that"}
+    text = _parse(write_report(plan, tmp_path / "r.html").html).ids["tune-cost"]
+    assert text.startswith("The tune took 16.70 s. 40 epoch(s) of 3000 examples")
+    assert "Expected saving over the untuned job, the tune's cost taken off: 36.70 s." in text
+    assert text.endswith("A later fit with this cached plan tunes nothing.")
+    del plan["measured"]["effort"], plan["measured"]["tune_time"]
+    assert "tune-cost" not in _parse(write_report(plan, tmp_path / "s.html").html).ids
