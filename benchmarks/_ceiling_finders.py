@@ -172,7 +172,11 @@ def true_maximum(probe: CountingProbe, cap: int) -> int:
 
 
 def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path,
-            only_autobatch: bool = False) -> dict[str, Any]:
+            only_autobatch: bool = False,
+            earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The finders against the true maximum; ``earlier`` (a previous run's section for the
+    same model, size and budget) lends its truth and its anchors' rows, so that only
+    autobatch's finder runs again."""
     from autobatch import parse_memory_size
     from autobatch._for_benchmarks import SubprocessProbeRunner, find_ceiling
 
@@ -196,13 +200,25 @@ def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path,
         logger.info("%s: ceiling %d with %d probes in %.0f s", name, pick, probe.count, wall)
         return pick
 
-    logger.info("ceiling: true maximum by bisection over fresh plain-Keras processes")
     truth = PlainFitProbe(data_dir, spec, image_size, budget_bytes)
-    start = time.perf_counter()
-    true_max = true_maximum(truth, cap)
-    true_wall = time.perf_counter() - start
+    reuse = bool(earlier) and earlier.get("truth") is not None and all(
+        earlier.get(k) == v for k, v in (("model", spec), ("image_size", image_size),
+                                        ("budget", budget)))
+    if reuse:
+        assert earlier is not None
+        true_max, true_wall = int(earlier["true_max"]), float(earlier["true_max_wall_time_s"])
+        bisection = int(earlier.get("true_max_probes") or 0)
+        truth.log = [entry for entry in (earlier.get("truth_log") or [])[:bisection]
+                     if not entry.get("pick_check")]
+        finders.update({k: v for k, v in earlier["finders"].items() if k != "autobatch"})
+        logger.info("ceiling: the earlier run's true maximum %d and anchors reused", true_max)
+    else:
+        logger.info("ceiling: true maximum by bisection over fresh plain-Keras processes")
+        start = time.perf_counter()
+        true_max = true_maximum(truth, cap)
+        true_wall = time.perf_counter() - start
 
-    if not only_autobatch:
+    if not only_autobatch and not reuse:
         measure("lightning_binsearch", lambda p: lightning_binsearch(p, cap))
         measure("ultralytics_autobatch", lambda p: ultralytics_autobatch(p, cap))
         measure("accelerate_halving", lambda p: accelerate_halving(p))
@@ -231,13 +247,17 @@ def compare(data_dir: Path, spec: str, image_size: int, budget: str, work: Path,
     measure("autobatch", autobatch_search)
 
     # Run every pick once more, in a fresh plain-Keras process, to see whether it fits.
-    for finder in finders.values():
+    for name, finder in finders.items():
+        if reuse and name != "autobatch":
+            continue
         fits, peak = truth(finder["ceiling"])
+        truth.log[-1]["pick_check"] = name
         finder["pick_over_budget"] = not fits
         finder["pick_peak_bytes"] = peak
     return {
         "model": spec, "image_size": image_size, "budget": budget, "budget_bytes": budget_bytes,
-        "true_max": true_max, "true_max_probes": len(truth.log) - len(finders),
+        "true_max": true_max,
+        "true_max_probes": sum(1 for entry in truth.log if not entry.get("pick_check")),
         "true_max_wall_time_s": true_wall, "truth": "fresh plain-Keras model.fit processes",
         "truth_log": truth.log, "finders": finders,
     }

@@ -364,12 +364,13 @@ def throughput_section(name: str, data_dir: Path, spec: str, image_size: int, *,
 
 
 def ceiling_section(data_dir: Path, spec: str, image_size: int, budget: str,
-                    work: Path, only_autobatch: bool = False) -> dict[str, Any]:
+                    work: Path, only_autobatch: bool = False,
+                    earlier: dict[str, Any] | None = None) -> dict[str, Any]:
     """Ceiling finders on the same probe engine and the same budget."""
     import _ceiling_finders
 
     return _ceiling_finders.compare(data_dir, spec, image_size, budget, work,
-                                    only_autobatch=only_autobatch)
+                                    only_autobatch=only_autobatch, earlier=earlier)
 
 
 # ---------------------------------------------------------------- 4: search efficiency
@@ -590,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rewrite RESULTS.md and the plot from results.json")
     parser.add_argument("--keep", action="store_true",
                         help="keep the other sections of an earlier results.json")
+    parser.add_argument("--reuse-truth", action="store_true",
+                        help="ceiling: take the true maximum and the anchors' rows from the "
+                             "earlier results.json; run autobatch's finder alone")
     parser.add_argument("--ceiling-model", default="small_cnn")
     parser.add_argument("--ceiling-size", type=int, default=128)
     parser.add_argument("--ceiling-budget", default="1200MiB")
@@ -645,12 +649,15 @@ def _run(args: argparse.Namespace, work: Path) -> int:
             tune_budget_s=90 if quick else 300, memory_budget=None, work=work))
         write_outputs(results, out)
     if "ceiling" in only:
+        earlier = json.loads(previous.read_text()) if args.reuse_truth else {}
         results["ceiling"] = ceiling_section(data_dir, args.ceiling_model, args.ceiling_size,
-                                             args.ceiling_budget, work)
+                                             args.ceiling_budget, work,
+                                             earlier=earlier.get("ceiling"))
         write_outputs(results, out)
         # A large model as well, autobatch's finder alone (the anchors take an hour there).
         results["ceiling_large_model"] = ceiling_section(
-            data_dir, "mobilenet_v2", 96, "3GiB", work, only_autobatch=True)
+            data_dir, "mobilenet_v2", 96, "3GiB", work, only_autobatch=True,
+            earlier=earlier.get("ceiling_large_model"))
         write_outputs(results, out)
     if "search" in only:
         results["search"] = search_section(quick)

@@ -4,6 +4,7 @@ docs/tune.md.
 
     python benchmarks/tune_time.py                       # input-heavy: 600 photos, strided CNN
     python benchmarks/tune_time.py --workload compute    # MobileNetV2 at 96 px
+    python benchmarks/tune_time.py --epochs 200          # sized to a ~2-minute job
     python benchmarks/tune_time.py --out results/tune_time.json
 
 Columns: each phase's wall seconds (the first worker's start-up is inside the untuned
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", choices=("input", "compute"), default="input")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="the tune's budget (default: the tune's own default)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="the job the tune is sized to (tune(epochs=...), as fit passes)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--out", default=None, help="also write the record as JSON here")
     args = parser.parse_args(argv)
@@ -72,13 +75,14 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     plan = autobatch.tune(model, str(data_dir), image_size=size, time_budget=args.time_budget,
-                          verbose=0)
+                          epochs=args.epochs, verbose=0)
     record = {**plan.measured["tune_time"], "workload": args.workload,
               "outside_s": round(time.perf_counter() - started, 2),
               "batch_size": plan.batch_size, "examples_per_s": plan.examples_per_s,
               "trials": [(t.get("batch_size"), t.get("cache"), t.get("examples_per_s"))
                          for t in plan.trials],
               "versus_default": plan.versus_default,
+              "effort": plan.measured.get("effort"),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(table(record))
     print(json.dumps(record, indent=1))

@@ -35,7 +35,8 @@ def test_cli_probe_json_ok(data_root: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 @pytest.mark.slow
-def test_cli_probe_fit_mode_times_epochs(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_probe_fit_mode_times_epochs(data_root: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     from autobatch._cli import main
 
     code = main(["probe", str(data_root), "--model", "small_cnn", "--batch-size", "4",
