@@ -357,7 +357,10 @@ def _long_runs(runner: TrackedRunner, candidates: list[TrialRecord], rounds: _Ro
         expected_s = (first_probe_s if fresh else 0.0) + 3.0 * long_run_s + 30.0
         # Trained with model.fit, as the plan will be: in a fresh worker its peak is a
         # training process's own at the plan's batch and pipeline.
-        request = params_to_request(record.params, steps=verify_steps, warmup_steps=1,
+        # Epochs of a third of the verify steps: fit's untimed first epoch costs as much
+        # as one timed one (a large model's step takes seconds on a CPU).
+        request = params_to_request(record.params, steps=max(1, verify_steps // 3),
+                                    warmup_steps=1,
                                     timeout_s=max(probe_timeout(deadline) * 2, expected_s),
                                     min_time_s=VERIFY_MIN_TIME_S, mode="fit")
         result = runner.run(request)
