@@ -41,6 +41,8 @@ READING_NOISE = 0.025
 by 1-3% between fresh processes (MobileNetV2 at 96 px, batch 135: the probe read 3.18 GB, a
 plain Keras process 3.23 GB against a 3.22 GB budget), so a pick read at 99% of the budget
 can be over it when the user's training runs."""
+FRESH_ABOVE = 0.7
+"""A fit probe the line puts at this share of the budget or more runs in a fresh worker."""
 FULL_ENOUGH = 0.93
 """Stop once a fitting probe's peak reaches this share of the budget: what is left is within
 the noise of one reading (host readings of one batch vary by about +-5% between fresh
@@ -304,8 +306,8 @@ def find_ceiling(
             own_peak=True,
             mode="fit" if fit else "loop",
         )
-        if fit and getattr(runner, "worker_largest_batch", 0):
-            runner.restart()  # every reading a fresh process's own
+        if fit and getattr(runner, "worker_largest_batch", 0) and near_budget(batch):
+            runner.restart()  # a reading that decides is a fresh process's own
         result = runner.run(request)
         if on_probe is not None:
             on_probe(result)
@@ -339,6 +341,14 @@ def find_ceiling(
             batch, result.outcome, result.peak_memory_bytes, budget,
         )
         return fits
+
+    def near_budget(batch: int) -> bool:
+        """Whether a fit probe of ``batch`` needs a fresh worker: the line puts it at
+        ``FRESH_ABOVE`` of the budget or more. Below, a reused worker's reading (ascending:
+        an upper bound, since a worker never gives memory back) decides as well, and
+        saves a worker start."""
+        line = fit_memory_model(ok_points)
+        return line is not None and line.predict_bytes(batch) >= FRESH_ABOVE * budget
 
     def out_of_time() -> bool:
         return deadline_s is not None and time.perf_counter() > deadline_s

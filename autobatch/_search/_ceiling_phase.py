@@ -122,7 +122,9 @@ def ceiling_phase(run: SearchRun, prior: list[ProbeResult]) -> Ceiling:
             ceiling = find_ceiling(
                 runner, num_examples=cap, max_batch_size=run.max_batch_size,
                 timeout_s=probe_timeout(run.deadline), prior=prior,
-                deadline_s=ceiling_deadline(run.deadline),
+                # A quick tune's round runs whatever the clock says: its ceiling may use
+                # the time (stopped at the study's largest batch, it is two or three probes).
+                deadline_s=run.deadline if run.quick else ceiling_deadline(run.deadline),
                 on_probe=lambda r: emit(
                     "ceiling", f"batch {r.batch_size}: {r.outcome}, peak "
                     f"{mib(r.peak_memory_bytes)} of {mib(runner.memory_budget_bytes)}",
