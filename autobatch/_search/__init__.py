@@ -8,13 +8,16 @@
     _events         TuneEvent and the emitter
     _tracked        the runner with the search's memory rules
     _timing         time accounting: deadlines, probe costs, the verify reserve
-    _ceiling        the memory-model math and the ceiling search
+    _memory_line    the memory line (Theil-Sen) and where it puts the next probe
+    _ceiling        the ceiling search
     _ceiling_phase  the untuned default, then the ceiling
+    _effort         the tune's budget sized to the job (epochs)
     _model_checks   XLA and the pixels' dtype
     _space          the search space and how a point is scored
     _study          the Optuna study: storage, trials
     _study_phase    the study as a phase: trials until the target or the verify reserve
     _finalists      judging the finalists against each other and the untuned default
+    _rounds         the finalists' model.fit rounds, a quick tune's pick, the input wait
     _verify         the verify phase: interleaved model.fit rounds, the long run
     _assemble       the Plan and its records
     _annotate       the plan's summary written into the study (optuna-dashboard)

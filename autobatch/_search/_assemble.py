@@ -18,7 +18,7 @@ from autobatch._search._space import epoch_efficiency, params_to_settings
 from autobatch._search._study import TrialRecord, default_storage_url
 
 if TYPE_CHECKING:
-    from autobatch._search._verify import VerifyOutcome
+    from autobatch._search._rounds import VerifyOutcome
 
 
 def model_summary(model: Any, *, image_size: tuple[int, int] | None, channels: int,
@@ -117,7 +117,9 @@ def build_plan(*, outcome: VerifyOutcome, count: int, ceiling_batch: int,
             "full_batch_examples_per_s": result.examples_per_s,
             "epoch_efficiency": epoch_efficiency(count, batch_size),
             "step_time_s": result.step_time_s,
-            "input_wait_fraction": result.input_wait_fraction,
+            "input_wait_fraction": (result.input_wait_fraction
+                                    if result.input_wait_fraction is not None
+                                    else outcome.input_wait_fraction),
             "peak_memory_bytes": result.peak_memory_bytes,
             "peak_host_memory_bytes": result.peak_host_memory_bytes,
             "peak_device_memory_bytes": result.peak_device_memory_bytes,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from autobatch._errors import ProbeError
@@ -16,7 +15,6 @@ from autobatch._search._events import Emitter, mib
 from autobatch._search._finalists import (
     FINALIST_ROUNDS,
     MAX_FINALIST_ROUNDS,
-    compare_with_default,
     decision,
     lean_params,
     pick_finalists,
@@ -24,6 +22,7 @@ from autobatch._search._finalists import (
     relative_scores,
     undecided,
 )
+from autobatch._search._rounds import Rounds, VerifyOutcome, input_wait, quick_pick
 from autobatch._search._run import SearchRun
 from autobatch._search._space import epoch_rate, params_to_request, point_key, robust_value
 from autobatch._search._study import TrialRecord
@@ -41,25 +40,6 @@ logger = logging.getLogger(__name__)
 VERIFY_ATTEMPTS = 5
 """Long verify runs tried before giving up (each failure rules out larger batches)."""
 
-Key = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class VerifyOutcome:
-    """The winner and what its long run measured."""
-
-    winner: TrialRecord
-    examples_per_s: float
-    result: ProbeResult
-    """The long run's probe."""
-    fresh_worker: bool
-    """Whether the long run's peak is its own (else an upper bound)."""
-    finalists: list[dict[str, Any]]
-    """The plan's ``measured.finalists`` table."""
-    versus_default: dict[str, Any] | None
-    """The plan's ``measured.versus_default`` (None without a default)."""
-
-
 def verify_phase(run: SearchRun, records: list[TrialRecord], ceiling_batch: int, *,
                  default: TrialRecord | None, first_probe_s: float,
                  retrace_s: float,
@@ -76,38 +56,6 @@ def verify_phase(run: SearchRun, records: list[TrialRecord], ceiling_batch: int,
         run.emit("verify", ("kept the untuned default: " if versus["decision"] == "default"
                             else "the tuned pick ") + versus["reason"])
     return outcome
-
-
-@dataclass
-class _Rounds:
-    """The finalists' interleaved ``model.fit`` readings and what they say."""
-
-    readings: dict[int, dict[Key, float]] = field(default_factory=dict)
-    failed_fit: set[Key] = field(default_factory=set)
-    results: dict[Key, ProbeResult] = field(default_factory=dict)
-    """Each point's latest ``model.fit`` probe."""
-    scores: dict[Key, float] = field(default_factory=dict)
-    comparisons: dict[Key, dict[str, Any]] = field(default_factory=dict)
-
-    def compare_all(self, finalists: list[TrialRecord], default_key: Key | None) -> None:
-        if default_key is None:
-            return
-        for record in finalists:
-            self.comparisons[point_key(record.params)] = compare_with_default(
-                self.readings, point_key(record.params), default_key)
-
-    def table_row(self, record: TrialRecord, default: TrialRecord | None) -> dict[str, Any]:
-        key = point_key(record.params)
-        row = {**record.params,
-               "trial_examples_per_s": record.examples_per_s,
-               "fit_examples_per_s": [round(readings[key], 2)
-                                      for readings in self.readings.values() if key in readings],
-               "relative_score": round(self.scores[key], 4) if key in self.scores else None,
-               "failed_under_fit": key in self.failed_fit,
-               "is_default": record is default}
-        if key in self.comparisons:
-            row["versus_default"] = self.comparisons[key]
-        return row
 
 
 def verify(
@@ -165,7 +113,7 @@ def verify(
         while len(finalists) > 1 and (rounds_cost_s(finalists + [default]) + long_run_reserve_s
                                       > remaining(deadline)):
             finalists = finalists[:-1]
-    rounds = _Rounds()
+    rounds = Rounds()
     default_key = point_key(default.params) if default is not None else None
     if len(finalists) + (default is not None) > 1 and remaining(deadline) > 0:
         finalists = _measure_rounds(
@@ -179,7 +127,8 @@ def verify(
         table.append(rounds.table_row(default, default))
 
     if quick and default is not None:
-        picked = _quick_pick(runner, rounds, finalists, table, default)
+        picked = quick_pick(runner, rounds, finalists, table, default, steps=trial_steps,
+                             deadline=deadline)
         if picked is not None:
             return picked
     if default is not None:
@@ -202,7 +151,7 @@ def verify(
                       first_probe_s=first_probe_s, emit=emit, num_examples=num_examples)
 
 
-def _measure_rounds(runner: TrackedRunner, rounds: _Rounds, finalists: list[TrialRecord],
+def _measure_rounds(runner: TrackedRunner, rounds: Rounds, finalists: list[TrialRecord],
                     default: TrialRecord | None, *, deadline: float, trial_steps: int,
                     retrace_s: float, long_run_reserve_s: float, emit: Emitter,
                     num_examples: int | None, quick: bool = False) -> list[TrialRecord]:
@@ -297,30 +246,7 @@ def _measure_rounds(runner: TrackedRunner, rounds: _Rounds, finalists: list[Tria
     return fine + [r for r in finalists if point_key(r.params) in rounds.failed_fit]
 
 
-def _quick_pick(runner: TrackedRunner, rounds: _Rounds, finalists: list[TrialRecord],
-                table: list[dict[str, Any]], default: TrialRecord) -> VerifyOutcome | None:
-    """A quick tune's plan from its rounds: the first candidate that beat the default and
-    stayed under the budget there, else the default (None: the default has no reading)."""
-    for record in finalists + [default]:
-        key = point_key(record.params)
-        result = rounds.results.get(key)
-        if result is None or not result.ok or key in rounds.failed_fit:
-            continue
-        if record is not default and not rounds.comparisons[key]["beats_default"]:
-            continue
-        peak = result.peak_memory_bytes
-        if peak is not None and peak > runner.search_budget_bytes:
-            continue
-        rate = [readings[key] for readings in rounds.readings.values() if key in readings]
-        return VerifyOutcome(
-            winner=record, examples_per_s=float(robust_value(rate) or 0.0), result=result,
-            fresh_worker=False, finalists=table,
-            versus_default=decision(record, default, rounds.comparisons, finalists,
-                                    rounds.readings))
-    return None
-
-
-def _long_runs(runner: TrackedRunner, candidates: list[TrialRecord], rounds: _Rounds,
+def _long_runs(runner: TrackedRunner, candidates: list[TrialRecord], rounds: Rounds,
                finalists: list[TrialRecord], table: list[dict[str, Any]], *,
                default: TrialRecord | None, deadline: float, verify_steps: int,
                first_probe_s: float, emit: Emitter,
@@ -378,7 +304,9 @@ def _long_runs(runner: TrackedRunner, candidates: list[TrialRecord], rounds: _Ro
                                   rounds.readings)
             return VerifyOutcome(winner=record, examples_per_s=float(rate or value),
                                  result=result, fresh_worker=fresh, finalists=table,
-                                 versus_default=versus)
+                                 versus_default=versus,
+                                 input_wait_fraction=input_wait(runner, record,
+                                                                verify_steps // 3, deadline))
         logger.warning("%s failed verification (%s); trying the next", what,
                        result.outcome if not result.ok else
                        f"peak {mib(peak)} over the search budget "
