@@ -198,8 +198,10 @@ def find_ceiling(
     low_peak: int | None = None  # the peak memory read at ``low``
     model: MemoryModel | None = None
     first_prediction: int | None = None
+    limit = 0  # set below, once the prior probes are in
 
     def run(batch: int) -> bool:
+        nonlocal limit
         # own_peak: the runner starts a fresh worker before a batch smaller than one its
         # worker already ran (that worker would read the larger probe's memory).
         request = ProbeRequest(
@@ -224,6 +226,17 @@ def find_ceiling(
             logger.warning("ceiling probe batch %d crashed (%s); retrying in a fresh worker",
                            batch, (result.error or "").strip().splitlines()[-1:])
             probes.append(result)
+            runner.restart()
+            result = runner.run(request)
+            if on_probe is not None:
+                on_probe(result)
+        elif fit and not result.worker_started and not probe_fits(result, budget):
+            # A reused worker's reading bounds the peak from above only: a miss there is
+            # not a verdict, so the batch runs again in a fresh process.
+            logger.info("ceiling probe batch %d missed in a reused worker; rerunning fresh",
+                        batch)
+            probes.append(result)
+            limit += 1  # a reading that decides nothing does not count against the search
             runner.restart()
             result = runner.run(request)
             if on_probe is not None:
@@ -267,7 +280,7 @@ def find_ceiling(
     # from batch 16 and 64 put the small CNN's first verify 7% over its true ceiling).
     firsts = (initial_batches(cap, start=32 if fit else 16) if not probes
               else [min(cap, max(low, 1) * 4)])
-    limit = len(probes) + (max_probes if max_probes is not None else 4 if fit else 8)
+    limit += len(probes) + (max_probes if max_probes is not None else 4 if fit else 8)
     for batch in firsts:
         if batch >= high or batch <= low:
             break

@@ -13,7 +13,7 @@ import math
 import pytest
 from _simulated import SimulatedMemory
 
-from autobatch._probe._types import ProbeResult
+from autobatch._probe._types import ProbeRequest, ProbeResult
 from autobatch._search._ceiling import (
     FULL_ENOUGH,
     MAX_BATCH_SIZE,
@@ -210,3 +210,41 @@ def test_a_ceiling_not_found_is_an_autobatch_error() -> None:
     with pytest.raises(AutobatchError) as caught:
         find_ceiling(sim, num_examples=400)
     assert isinstance(caught.value, ProbeError) and caught.value.result.outcome == "oom"
+
+
+class _InflatedReuse(SimulatedMemory):
+    """A worker that reads a larger batch high after smaller ones (as a shared worker does):
+    a reused worker's reading is ``inflate`` times the true peak."""
+
+    def __init__(self, *args: float, inflate: float) -> None:
+        super().__init__(*(int(a) for a in args))
+        self.inflate = inflate
+        self.started: list[bool] = []
+
+    def run(self, request: ProbeRequest) -> ProbeResult:
+        reused = not self.fresh and request.batch_size >= self.largest
+        self.started.append(not reused)
+        if not reused:
+            return super().run(request)
+        true_peak = self.true_peak
+        self.true_peak = lambda batch: int(true_peak(batch) * self.inflate)  # type: ignore[method-assign]
+        try:
+            return super().run(request)
+        finally:
+            self.true_peak = true_peak  # type: ignore[method-assign]
+
+
+def test_a_miss_in_a_reused_worker_is_rerun_fresh_before_it_counts() -> None:
+    # 1000 MiB fixed and 4 MiB an example under 3 GiB: batch 128 sits near 50% of the
+    # budget, so the line lets it reuse the worker, whose inflated reading (x2.5) misses.
+    sim = _InflatedReuse(1000 * MIB, 4 * MIB, 3072 * MIB, inflate=2.5)
+    result = find_ceiling(sim, num_examples=5000, max_batch_size=MAX_BATCH_SIZE)
+    truth = min(sim.true_ceiling(), MAX_BATCH_SIZE)
+    reused_misses = [i for i, p in enumerate(result.probes)
+                     if p.outcome == "oom" and not p.worker_started]
+    assert reused_misses, "the scenario must produce a miss in a reused worker"
+    for i in reused_misses:
+        rerun = result.probes[i + 1]
+        assert rerun.batch_size == result.probes[i].batch_size and rerun.worker_started
+    # The false miss did not become the search's upper bound.
+    assert result.batch_size >= math.floor(0.9 * truth * (1 - READING_NOISE))

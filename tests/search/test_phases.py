@@ -76,9 +76,10 @@ def test_a_resumed_tune_skips_what_the_study_stored(tmp_path: Path) -> None:
     assert any(m == "resumed 4 stored trials" for m in messages)
     assert again.ceiling_batch_size == first.ceiling_batch_size
     assert [t["number"] for t in again.trials] == [t["number"] for t in first.trials]
-    # Only the verify phase probed again (model.fit rounds and the long run, as the plan
-    # trains): no trial, whose bare loop is the only loop probe of a tune.
-    assert sim.modes and set(sim.modes) == {"fit"}
+    # Only the verify phase probed again: model.fit rounds and the long run, as the plan
+    # trains, then one bare-loop probe of the winner for its input-wait share. No trial.
+    assert sim.modes and sim.modes[-1] == "loop"
+    assert set(sim.modes[:-1]) == {"fit"}
     assert again.study["study_name"] == first.study["study_name"]
 
 

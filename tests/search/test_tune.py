@@ -93,7 +93,16 @@ def test_ceiling_is_verified_under_the_budget(tuned: dict[str, Any]) -> None:
     assert "fit_allowance_bytes" not in ceiling
     assert plan.measured["memory_budget_bytes"] == BUDGET_MIB << 20
     probes = [ProbeResult.from_dict(p) for p in ceiling["probes"]]
-    assert probes and all(p.mode == "fit" and p.worker_started for p in probes)
+    assert probes and all(p.mode == "fit" for p in probes)
+    # The first probe starts a worker; a later one may reuse it where the line puts it
+    # under FRESH_ABOVE of the budget (an ascending reading bounds the peak from above).
+    assert probes[0].worker_started
+    # A miss in a reused worker is rerun fresh, so every verdict against a batch is a
+    # fresh process's own.
+    for i, p in enumerate(probes):
+        if p.outcome != "crash" and not probe_fits(p, budget) and not p.worker_started:
+            rerun = probes[i + 1]
+            assert rerun.batch_size == p.batch_size and rerun.worker_started
     at_ceiling = [p for p in probes if p.batch_size == plan.ceiling_batch_size]
     assert any(probe_fits(p, budget) for p in at_ceiling), "ceiling was never run successfully"
     assert len(probes) <= 8
