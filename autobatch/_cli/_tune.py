@@ -53,7 +53,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="throughput trials in the study (stored trials of a resumed study "
                              "count)")
     parser.add_argument("--storage", metavar="URL",
-                        help="Optuna storage URL (default: SQLite in the user cache folder)")
+                        help="Optuna storage: an SQLite URL (one process; default: a file in "
+                             "the user cache folder), journal:PATH (several processes on one "
+                             "host) or postgresql://USER:PASSWORD@HOST/DB (many machines: "
+                             "pip install 'autobatch[postgres]'); processes started with "
+                             "the same storage, model, data and options share one study")
     parser.add_argument("--output", "-o", default="autobatch-plan.json", metavar="PATH",
                         help="plan JSON to write (default autobatch-plan.json)")
     parser.add_argument("--force", action="store_true",

@@ -1,12 +1,15 @@
 """Plan assembly: the ``Plan`` from what the phases found, and the records it carries (the
-model, the ceiling, the hardware, the study's address, the learning-rate rule)."""
+model, the ceiling, the hardware, the study's address, the learning-rate rule, what the
+tune's time went on)."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autobatch._models import optimizer_name
 from autobatch._plan import (
     DEFAULT_REFERENCE_BATCH_SIZE,
     LearningRateScaling,
@@ -14,11 +17,17 @@ from autobatch._plan import (
     learning_rate_scaling,
 )
 from autobatch._search._ceiling import CeilingResult
+from autobatch._search._effort import expected_saving_s
 from autobatch._search._space import epoch_efficiency, params_to_settings
+from autobatch._search._storage import redact_url
 from autobatch._search._study import TrialRecord, default_storage_url
 
 if TYPE_CHECKING:
+    from autobatch._probe import ProbeRunner
+    from autobatch._search._config import TuneConfig
+    from autobatch._search._job import TuneJob
     from autobatch._search._rounds import VerifyOutcome
+    from autobatch._search._tracked import TrackedRunner
 
 
 def model_summary(model: Any, *, image_size: tuple[int, int] | None, channels: int,
@@ -66,18 +75,8 @@ def ceiling_plan_dict(ceiling: CeilingResult) -> dict[str, Any]:
 def study_record(storage: str | None, study_name: str) -> dict[str, str]:
     """The plan's ``study``: the real storage URL (so that the report's optuna-dashboard
     command runs as printed), without its password."""
-    return {"storage": redact(storage) if storage else default_storage_url(),
+    return {"storage": redact_url(storage) if storage else default_storage_url(),
             "study_name": study_name}
-
-
-def redact(url: str) -> str:
-    """Drop a password from a storage URL before it goes into a plan file."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 def learning_rate_record(optimizer: str | None, batch_size: int) -> LearningRateScaling:
@@ -137,3 +136,45 @@ def build_plan(*, outcome: VerifyOutcome, count: int, ceiling_batch: int,
         ceiling=ceiling,
         trials=[r.to_plan_dict() for r in records],
     )
+
+
+def finish_plan(plan: Plan, job: TuneJob, config: TuneConfig, probe_runner: ProbeRunner,
+                 tracked: TrackedRunner, started: float, in_memory: bool) -> None:
+    """The plan's records beyond the search's, and what the tune's time went on."""
+    _complete_plan(plan, job, config, probe_runner)
+    if in_memory:
+        plan.study = {}  # nothing was kept: the report offers no dashboard command
+    plan.measured["tune_wall_time_s"] = round(time.perf_counter() - started, 2)
+    plan.measured["tune_time"] = {
+        "total_s": plan.measured["tune_wall_time_s"],
+        # Before the first phase: the cache look-up, the study, the runner (the model saved
+        # for the worker); after the last: the plan put together, the worker stopped.
+        "phases_s": tracked.phases_s,
+        **tracked.time_spent(),
+    }
+    if "effort" in plan.measured:
+        plan.measured["effort"]["expected_saving_s"] = expected_saving_s(
+            plan.measured["effort"], plan, plan.measured["tune_wall_time_s"])
+
+
+def _complete_plan(plan: Plan, job: TuneJob, config: TuneConfig, runner: ProbeRunner) -> None:
+    """The records a plan carries beyond what the search measured."""
+    if plan.image_size is None and runner.image_size and job.source.needs_image_size:
+        # A model-building function declares no size before the worker builds it: the plan
+        # records the size the worker trained at, so plan.dataset(folder) works.
+        plan.image_size = (runner.image_size[0], runner.image_size[1])
+        plan.channels = int(runner.channels or plan.channels)
+    plan.fingerprints = job.fingerprints
+    plan.study = study_record(config.storage, job.study_name)
+    plan.data = job.source.summary()
+    plan.model = model_summary(job.model, image_size=job.size, channels=job.channels,
+                               num_classes=job.num_classes)
+    plan.audit = job.source.audit_summary()
+    plan.learning_rate = learning_rate_record(optimizer_name(job.model), plan.batch_size)
+    plan.hardware = hardware_record(job.env)
+    if config.data_service is not None:
+        plan.measured["data_service"] = config.data_service
+    if config.strategy is not None:
+        plan.hardware["strategy"] = {"kind": config.strategy.kind,
+                                     "num_replicas": plan.num_replicas,
+                                     "devices": list(config.strategy.devices or [])}

@@ -14,6 +14,8 @@ from autobatch._search._tracked import TrackedRunner
 if TYPE_CHECKING:
     import optuna
 
+    from autobatch._search._shared import SharedStudy
+
 
 MIN_STEPS_PER_EPOCH = 4
 """The study's batches leave at least this many weight updates per epoch (above batch 32)."""
@@ -47,6 +49,9 @@ class SearchRun:
     replicas: int = 1
     """Replicas of the strategy the worker probes under: every batch the search names is
     per replica; the global batch is that times ``replicas``."""
+    shared: SharedStudy | None = None
+    """This process's membership of a study other processes work on too (a journal file or
+    a database server), else None."""
     quick: bool = False
     """A tune cut short to fit the job (``_effort.size_to_the_job``): its ceiling stops at
     the largest batch the study would try, and its verify reuses the worker."""

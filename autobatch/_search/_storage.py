@@ -25,7 +25,8 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,18 +87,120 @@ def schema_lock(url: str) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+HEARTBEAT_S = 5
+"""How often a process records a heartbeat for the trials it holds (a shared database)."""
+GRACE_S = 30
+"""A trial whose heartbeat is older than this is stale: its process, or its machine, is gone
+(Optuna fails it, and autobatch enqueues its point again)."""
+
+
+JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+
+
+def journal_path(url: str) -> Path | None:
+    """The journal file of ``journal:PATH``, or of a bare path (no ``://``) that names a
+    folder or ends in ``.log``, ``.journal`` or ``.jsonl`` (a bare word is a typo, not a
+    file to create); else None."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):]).expanduser()
+    if ("://" not in url and not url.startswith("sqlite:")
+            and ("/" in url or url.endswith(JOURNAL_SUFFIXES))):
+        return Path(url).expanduser()
+    return None
+
+
+def is_shared(url: str | None) -> bool:
+    """Whether several processes may work on one study in ``url``: a journal file (one
+    host) or a database server (many machines); SQLite is for one process."""
+    return url is not None and (journal_path(url) is not None
+                                or ("://" in url and not url.startswith("sqlite:")))
+
+
+@contextlib.contextmanager
+def own_heartbeats() -> Iterator[None]:
+    """Around an ask on a server: Optuna warns that heartbeats belong to ``optimize``; a
+    tune records its own (``_shared``), so the warning says nothing to the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        yield
+
+
+StaleCallback = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
+
+
+def make_storage(url: str, *, on_stale: StaleCallback | None = None) -> optuna.storages.BaseStorage:
+    """The Optuna storage ``url`` names: a ``JournalStorage`` for a journal file, else an
+    ``RDBStorage`` (its schema created; SQLite waits ``SQLITE_TIMEOUT_S`` for another
+    process's lock; a database server records heartbeats, and ``on_stale`` is called for
+    each trial Optuna fails for a stale heartbeat)."""
+    import optuna
+
+    journal = journal_path(url)
+    if journal is not None:
+        from optuna.storages.journal import JournalFileBackend
+
+        if journal.is_dir():
+            raise ValueError(f"the journal path {journal} is a folder; name a file in it")
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    return rdb_storage(url, on_stale=on_stale)
+
+
+@contextlib.contextmanager
+def sole_user(url: str, study_name: str) -> Iterator[None]:
+    """Hold this study of an SQLite file for the tune: a second process on the same study
+    is refused with one line (SQLite has no ``SELECT ... FOR UPDATE``: two workers would
+    take the same trial, and wait on each other's locks), naming what to use instead."""
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    lock = path.with_name(f"{path.name}.{study_name}.lock")
+    try:
+        import fcntl
+
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except (ImportError, OSError):
+        yield  # no lock to be had (a read-only folder): opening the database says why
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            error = StorageError(
+                f"another process is tuning study {study_name} in the SQLite storage "
+                f"{url!r}, and SQLite is not for parallel workers: wait for it, or share the "
+                "study with --storage journal:PATH (one host) or postgresql://USER@HOST/DB "
+                "(many machines)", parameter="storage")
+            error.reason = "SQLite study in use by another process"
+            raise error from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+    finally:
+        os.close(fd)
+
+
+def rdb_storage(url: str, *, on_stale: StaleCallback | None = None) -> optuna.storages.RDBStorage:
     """An Optuna ``RDBStorage`` for ``url`` (its schema created); SQLite waits
-    ``SQLITE_TIMEOUT_S`` for another process's lock."""
+    ``SQLITE_TIMEOUT_S`` for another process's lock; a server records heartbeats."""
     import optuna
 
     kwargs: dict[str, Any] = {}
+    beats: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+    else:
+        beats = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
+                 "heartbeat_stale_trial_callback": on_stale}
+        kwargs["pool_pre_ping"] = True  # a server restarted mid-tune: reconnect
     for attempt in range(2):
         try:
-            with schema_lock(url):
-                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            with schema_lock(url), warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats)
         except Exception as exc:
             if attempt or not any(mark in _reason(exc) for mark in _RACE_MARKS):
                 raise
@@ -144,8 +247,15 @@ def _reason(exc: BaseException) -> str:
     return line.split(") ", 1)[1] if line.startswith("(") and ") " in line else line
 
 
-def _fix(reason: str) -> str:
+def _fix(reason: str, url: str = "") -> str:
     lowered = reason.lower()
+    if "://" in url and not url.startswith("sqlite:"):
+        if "password" in lowered or "authentication" in lowered or "role" in lowered:
+            return "check the user and password in the {p:storage} URL"
+        if "does not exist" in lowered and "database" in lowered:
+            return "create the database (createdb NAME), or name one that exists"
+        return ("check the host, port and database in the {p:storage} URL, and that the "
+                "server is running and reachable from here")
     if "locked" in lowered:
         return ("another process holds the database: wait for it to finish, or pass another "
                 "{p:storage}")
@@ -159,21 +269,22 @@ def storage_error(url: str, exc: BaseException, *, during_search: bool = False) 
     reason = _reason(exc)
     if during_search:
         error = StorageError(
-            f"the Optuna storage {_redact(url)!r} failed during the tune: {reason}; "
-            f"{_fix(reason)}; a rerun resumes from the trials stored", parameter="storage")
+            f"the Optuna storage {redact_url(url)!r} failed during the tune: {reason}; "
+            f"{_fix(reason, url)}; a rerun resumes from the trials stored", parameter="storage")
     else:
-        error = StorageError(f"cannot use the Optuna storage {_redact(url)!r}: {reason}; "
-                             f"{_fix(reason)}", parameter="storage")
+        error = StorageError(f"cannot use the Optuna storage {redact_url(url)!r}: {reason}; "
+                             f"{_fix(reason, url)}", parameter="storage")
     error.reason = reason
     return error
 
 
-def _redact(url: str) -> str:
-    """A storage URL without its password (as the plan records it)."""
+def redact_url(url: str) -> str:
+    """A storage URL without its password (as errors say it and the plan records it)."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
     return url
 
 
@@ -188,5 +299,6 @@ def fallback_warning(url: str, exc: BaseException) -> str:
 def bad_url_error(storage: str | None, exc: BaseException) -> UsageError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return UsageError(
-        f"cannot open Optuna storage {storage!r}: {first}; pass a valid {{param}} URL "
-        "such as sqlite:///study.db", parameter="storage")
+        f"cannot open Optuna storage {redact_url(storage or '')!r}: {first}; pass a valid "
+        "{param} URL such as sqlite:///study.db, journal:PATH or postgresql://USER@HOST/DB",
+        parameter="storage")

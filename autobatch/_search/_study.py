@@ -22,6 +22,13 @@ from typing import TYPE_CHECKING, Any
 from autobatch._plan import cache_root, combined_key
 from autobatch._probe import ProbeRunner
 from autobatch._probe._types import ProbeResult
+from autobatch._search._owners import (
+    OWNER_ATTR,
+    RETRY_ATTR,
+    fail_stale_trials,
+    process_identity,
+    retry_stale,
+)
 from autobatch._search._space import (
     SearchSpace,
     epoch_efficiency,
@@ -35,7 +42,8 @@ from autobatch._search._storage import (
     bad_url_error,
     is_bad_url,
     is_storage_fault,
-    rdb_storage,
+    make_storage,
+    own_heartbeats,
     storage_error,
 )
 
@@ -44,11 +52,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OWNER_ATTR",
+    "RETRY_ATTR",
     "SearchSpace",
     "TrialRecord",
     "default_storage_url",
     "epoch_efficiency",
     "fail_stale_trials",
+    "process_identity",
+    "retry_stale",
     "open_study",
     "params_to_request",
     "record_from_frozen",
@@ -93,7 +104,7 @@ def open_study(storage: str | None, study_name: str, *, seed: int,
     url = storage or default_storage_url()
     try:
         return optuna.create_study(
-            storage=None if in_memory else rdb_storage(url),
+            storage=None if in_memory else make_storage(url, on_stale=retry_stale),
             study_name=study_name,
             direction="maximize",
             sampler=sampler,
@@ -114,10 +125,10 @@ def reset_and_open_study(storage: str | None, name: str, *, seed: int,
         import optuna
 
         try:
-            optuna.delete_study(study_name=name,
-                                storage=rdb_storage(storage or default_storage_url()))
-        except KeyError:
-            pass  # no such study yet
+            kept = make_storage(storage or default_storage_url())
+            for suffix in ("", ":workers", ":slots"):  # a shared study's siblings too
+                with contextlib.suppress(KeyError):  # no such study yet
+                    optuna.delete_study(study_name=name + suffix, storage=kept)
         except Exception as exc:  # storage problems surface in open_study with a clear message
             logger.debug("could not delete study %s: %s", name, exc)
     return open_study(storage, name, seed=seed, in_memory=in_memory)
@@ -194,7 +205,7 @@ def run_trial(
     """
     import optuna
 
-    with _interrupts_deferred():
+    with _interrupts_deferred(), own_heartbeats():
         # An interrupt inside ask (the trial row exists, its number is not ours yet) would
         # leave a trial RUNNING that nobody can tell: it waits until ask has returned.
         trial = study.ask(space.distributions())
@@ -254,57 +265,13 @@ def _unfinished(study: optuna.Study) -> set[int]:
         deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
 
 
-OWNER_ATTR = "owner"
-"""Trial user attribute naming the process that runs it: ``{host, pid, started}``."""
-
-
-def _process_identity(pid: int | None = None) -> dict[str, Any]:
-    import socket
-
-    import psutil
-
-    process = psutil.Process(pid)
-    return {"host": socket.gethostname(), "pid": process.pid,
-            "started": round(process.create_time(), 2)}
-
-
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Fail the RUNNING trials whose process is gone (killed with SIGKILL, a lost session).
-
-    Only trials owned by a process on this host can be checked; trials of live processes
-    and of other hosts are left alone. Returns the trial numbers failed.
-    """
-    import socket
-
-    import optuna
-    import psutil
-
-    host = socket.gethostname()
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner = trial.user_attrs.get(OWNER_ATTR) or {}
-        if owner.get("host") != host:
-            continue
-        try:
-            alive = _process_identity(int(owner["pid"]))["started"] == owner.get("started")
-        except (psutil.Error, KeyError, TypeError, ValueError):
-            alive = False
-        if alive:
-            continue
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        failed.append(trial.number)
-        logger.warning("trial %d was left RUNNING by a process that is gone (pid %s); marked "
-                       "failed", trial.number, owner.get("pid"))
-    return failed
-
-
 def _run_asked_trial(study: optuna.Study, trial: optuna.Trial, runner: ProbeRunner, *,
                      best: float | None, steps: int, warmup_steps: int, timeout_s: float,
                      on_result: Callable[[ProbeResult], None] | None, min_time_s: float,
                      num_examples: int | None) -> TrialRecord:
     import optuna
 
-    trial.set_user_attr(OWNER_ATTR, _process_identity())
+    trial.set_user_attr(OWNER_ATTR, process_identity())
     params = dict(trial.params)
     started = time.perf_counter()
     record = TrialRecord(number=trial.number, state="RUNNING", params=params)

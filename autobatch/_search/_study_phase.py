@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,11 @@ def study_phase(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str,
             fit_traces, ceiling.retrace_s, default is not None))
 
     verify_reserve_s = reserve_s()
+    if run.shared is not None:
+        run.shared.store("prepared", True)  # the phases before are stored, seeds enqueued
+        return StudyOutcome(space=space, records=_shared_trials(
+            run, space, records, best=best, reserve_s=reserve_s, min_time_s=trial_min_time_s,
+            first_probe_s=ceiling.first_probe_s))
     while len(records) < target:
         typical_s = typical_trial_s(records, ceiling.first_probe_s)
         if time.perf_counter() + typical_s + verify_reserve_s > run.deadline:
@@ -128,6 +134,39 @@ def study_phase(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str,
              f"{record.examples_per_s or 0:.1f} examples/s", trial=len(records),
              trials_total=target, best=best, best_params=best_params(records))
     return StudyOutcome(space=space, records=records)
+
+
+def _shared_trials(run: SearchRun, space: SearchSpace, records: list[TrialRecord], *,
+                   best: float | None, reserve_s: Callable[[], float],
+                   min_time_s: float, first_probe_s: float) -> list[TrialRecord]:
+    """Trials under slots of the shared study (``_shared``), until the study holds the target
+    count from every process, or the time runs out; then every process's trials."""
+    shared, config = run.shared, run.config
+    assert shared is not None
+    mine: list[TrialRecord] = []
+    while True:
+        typical_s = typical_trial_s(records + mine, first_probe_s)
+        if time.perf_counter() + typical_s + reserve_s() > run.deadline:
+            break
+        slot = shared.claim_slot(config.target_trials, run.deadline)
+        if slot is None:
+            break
+        number = None
+        try:
+            record = run_trial(
+                run.study, run.runner, space, best=best, steps=config.trial_steps,
+                warmup_steps=1, timeout_s=probe_timeout(run.deadline), min_time_s=min_time_s,
+                num_examples=run.count)
+            number = record.number
+        finally:
+            shared.release_slot(slot, number)
+        mine.append(record)
+        done = shared.finished_trials()
+        best = best_value([record_from_frozen(t) for t in done]) or best
+        run.emit("search", f"trial {record.number}: {record.state.lower()} "
+                 f"{record.examples_per_s or 0:.1f} examples/s", trial=len(done),
+                 trials_total=config.target_trials, best=best)
+    return [record_from_frozen(t) for t in shared.finished_trials() if in_space(t.params, space)]
 
 
 def best_value(records: list[TrialRecord]) -> float | None:

@@ -16,7 +16,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from autobatch._data._service import check_address
@@ -24,24 +23,18 @@ from autobatch._distribute import StrategySpec
 from autobatch._framework import require_tensorflow
 from autobatch._models import optimizer_name
 from autobatch._models._files import check_model_file
-from autobatch._plan import Plan, load_cached_plan
-from autobatch._plan._output import output_error
+from autobatch._plan import Plan
 from autobatch._probe import ProbeRunner, SubprocessProbeRunner
 from autobatch._probe._budgets import resolve_budgets
 from autobatch._progress import Verbose
 from autobatch._search._assemble import (
     build_plan,
-    hardware_record,
-    learning_rate_record,
-    model_summary,
-    study_record,
+    finish_plan,
 )
 from autobatch._search._ceiling import MAX_BATCH_SIZE
 from autobatch._search._ceiling_phase import ceiling_phase, measure_default
 from autobatch._search._config import TuneConfig, resolve_time_budget, validate_options
 from autobatch._search._effort import (
-    cached_plan_fits_the_job,
-    expected_saving_s,
     size_to_the_job,
 )
 from autobatch._search._events import Emitter, EventCallback, TuneEvent
@@ -58,13 +51,18 @@ from autobatch._search._finalists import (
 from autobatch._search._job import TuneJob, open_source, prepare_job
 from autobatch._search._keep import (
     annotate_or_warn,
+    cached_plan,
+    join_shared,
     keep_plan,
     open_tune_study,
     raise_storage_fault,
 )
 from autobatch._search._model_checks import pixels_phase, xla_phase
 from autobatch._search._run import SearchRun, training_batch_cap
+from autobatch._search._shared import SharedStudy
 from autobatch._search._stand_in import for_source, plan_without_tuning
+from autobatch._search._storage import sole_user
+from autobatch._search._study import default_storage_url
 from autobatch._search._study_phase import study_phase
 from autobatch._search._timing import FINALIST_MIN_TIME_S, TRIAL_MIN_TIME_S, PhaseClock
 from autobatch._search._tracked import TrackedRunner
@@ -239,68 +237,60 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
         return plan_without_tuning(source, channels=config.channels)
     job = prepare_job(model, stand_in, config)
     if config.use_cache and not config.force:
-        cached = _cached_plan(job, config, emit)
+        cached = cached_plan(job, config, emit)
         if cached is not None:
             return for_source(cached, source)
 
     require_tensorflow("tuning")  # (a cached plan above needs none)
-    study, in_memory = open_tune_study(job, config, emit)
-    try:
-        with _probe_runner(runner, job, config) as probe_runner:
-            tracked = TrackedRunner(probe_runner)
-            replicas = tracked.num_replicas
-            if replicas > 1 and config.try_xla:
-                # XLA under MirroredStrategy still crashes in places (keras-team/keras#21366):
-                # the plan is measured without it.
-                emit("xla", f"{replicas} replicas: XLA is not tried under a strategy")
-                config = dataclasses.replace(config, try_xla=False)
-            plan = _search(SearchRun(
-                runner=tracked, study=study, stored=study.user_attrs,
-                config=config, emit=emit, deadline=config.deadline(started),
-                count=job.count, size=job.size, channels=job.channels, source=job.source,
-                env=job.env, replicas=replicas,
-            ))
-    except Exception as exc:
-        raise_storage_fault(exc, config, in_memory=in_memory)
-        raise
-    _complete_plan(plan, job, config, probe_runner)
-    if in_memory:
-        plan.study = {}  # nothing was kept: the report offers no dashboard command
-    plan.measured["tune_wall_time_s"] = round(time.perf_counter() - started, 2)
-    plan.measured["tune_time"] = {
-        "total_s": plan.measured["tune_wall_time_s"],
-        # Before the first phase: the cache look-up, the study, the runner (the model saved
-        # for the worker); after the last: the plan put together, the worker stopped.
-        "phases_s": tracked.phases_s,
-        **tracked.time_spent(),
-    }
-    if "effort" in plan.measured:
-        plan.measured["effort"]["expected_saving_s"] = expected_saving_s(
-            plan.measured["effort"], plan, plan.measured["tune_wall_time_s"])
-    annotate_or_warn(study, plan)
+    with sole_user(config.storage or default_storage_url(), job.study_name):
+        study, in_memory = open_tune_study(job, config, emit)
+        shared = join_shared(study, config, in_memory=in_memory, emit=emit)
+        try:
+            with _probe_runner(runner, job, config) as probe_runner:
+                tracked = TrackedRunner(probe_runner)
+                replicas = tracked.num_replicas
+                if replicas > 1 and config.try_xla:
+                    # XLA under MirroredStrategy still crashes in places
+                    # (keras-team/keras#21366): the plan is measured without it.
+                    emit("xla", f"{replicas} replicas: XLA is not tried under a strategy")
+                    config = dataclasses.replace(config, try_xla=False)
+                plan = _search(SearchRun(
+                    runner=tracked, study=study, stored=study.user_attrs,
+                    config=config, emit=emit, deadline=config.deadline(started),
+                    count=job.count, size=job.size, channels=job.channels, source=job.source,
+                    env=job.env, replicas=replicas, shared=shared,
+                ))
+        except BaseException as exc:
+            if shared is not None:
+                shared.leave(failed=True)  # the next member leads
+            if isinstance(exc, Exception):
+                raise_storage_fault(exc, config, in_memory=in_memory)
+            raise
+        if shared is not None and "shared_plan" in plan.measured:
+            return _leaders_plan(plan, shared, config, emit, source)
+        finish_plan(plan, job, config, probe_runner, tracked, started, in_memory)
+        annotate_or_warn(study, plan)
+        if shared is not None:
+            plan.measured["shared_study"] = {"leader": shared.member.number,
+                                             **shared.identity}
+            shared.store("shared_plan", plan.to_dict())
+            shared.leave()
     keep_plan(plan, config)
     emit("done", f"batch {plan.batch_size}: {plan.examples_per_s or 0:.1f} examples/s",
          best=plan.examples_per_s)
     return for_source(plan, source)
 
 
-def _cached_plan(job: TuneJob, config: TuneConfig, emit: Emitter) -> Plan | None:
-    """The plan cached for these fingerprints (also written to ``output``), or None."""
-    cached = load_cached_plan(job.fingerprints)
-    if cached is None:
-        return None
-    if not cached_plan_fits_the_job(cached, config, job.count):
-        emit("cache", "the cached plan was sized to a smaller job: tuning again")
-        return None
-    emit("cache", f"cached plan {cached.path}")
-    if config.output is not None:
-        kept_at = Path(cached.path) if cached.path else None
-        try:
-            cached.save(config.output)
-        except OSError as exc:
-            raise output_error(cached, config.output, exc, kept_at=kept_at) from None
-    cached.cache_hit = True
-    return cached
+def _leaders_plan(plan: Plan, shared: SharedStudy, config: TuneConfig, emit: Emitter,
+                  source: Any) -> Plan:
+    """A member's end: the plan the leader verified and stored on the shared study."""
+    shared.leave()
+    del plan.measured["shared_plan"]
+    keep_plan(plan, config)
+    leader = plan.measured.get("shared_study", {})
+    emit("done", f"batch {plan.batch_size}: the plan verified by member {leader.get('leader')} "
+         f"(pid {leader.get('pid')} on {leader.get('host')})", best=plan.examples_per_s)
+    return for_source(plan, source)
 
 
 @contextlib.contextmanager
@@ -337,8 +327,15 @@ def _probe_runner(runner: ProbeRunner | None, job: TuneJob,
 
 
 def _search(run: SearchRun) -> Plan:
-    """The phases in order; each stores what a resumed tune may skip on the study."""
+    """The phases in order; each stores what a resumed tune may skip on the study. On a
+    shared study, the leader runs the phases before the trials and the verify phase; the
+    other members wait for what it stores, and end with its plan."""
     clock = PhaseClock()
+    if run.shared is not None and not run.shared.lead_or_wait(
+            "prepared", run.deadline, on_wait=lambda: run.emit(
+                "ceiling", "another process of the shared study leads: waiting for its "
+                "ceiling")):
+        run = dataclasses.replace(run, stored=run.study.user_attrs)
     baseline, prior = measure_default(run)
     clock.lap("untuned_default")  # the first worker's start-up included
     run, untuned, effort = size_to_the_job(run, baseline)
@@ -357,6 +354,12 @@ def _search(run: SearchRun) -> Plan:
     study = study_phase(run, ceiling, xla_ok=xla_ok, pixels=pixels["dtype"], default=default,
                         trial_min_time_s=TRIAL_MIN_TIME_S)
     clock.lap("study")
+    if run.shared is not None and not run.shared.lead_or_wait(
+            "shared_plan", run.deadline, on_wait=lambda: run.emit(
+                "verify", "trials done: waiting for the leader's verified plan")):
+        plan = Plan.from_dict(run.study.user_attrs["shared_plan"])
+        plan.measured["shared_plan"] = True  # (run_tune's mark: not this process's own)
+        return plan
     outcome = verify_phase(run, study.records, ceiling.batch_size, default=default,
                            first_probe_s=ceiling.first_probe_s, retrace_s=ceiling.retrace_s,
                            quick_candidates=study.quick_candidates)
@@ -373,26 +376,3 @@ def _search(run: SearchRun) -> Plan:
     if effort is not None:
         plan.measured["effort"] = effort
     return plan
-
-
-def _complete_plan(plan: Plan, job: TuneJob, config: TuneConfig, runner: ProbeRunner) -> None:
-    """The records a plan carries beyond what the search measured."""
-    if plan.image_size is None and runner.image_size and job.source.needs_image_size:
-        # A model-building function declares no size before the worker builds it: the plan
-        # records the size the worker trained at, so plan.dataset(folder) works.
-        plan.image_size = (runner.image_size[0], runner.image_size[1])
-        plan.channels = int(runner.channels or plan.channels)
-    plan.fingerprints = job.fingerprints
-    plan.study = study_record(config.storage, job.study_name)
-    plan.data = job.source.summary()
-    plan.model = model_summary(job.model, image_size=job.size, channels=job.channels,
-                               num_classes=job.num_classes)
-    plan.audit = job.source.audit_summary()
-    plan.learning_rate = learning_rate_record(optimizer_name(job.model), plan.batch_size)
-    plan.hardware = hardware_record(job.env)
-    if config.data_service is not None:
-        plan.measured["data_service"] = config.data_service
-    if config.strategy is not None:
-        plan.hardware["strategy"] = {"kind": config.strategy.kind,
-                                     "num_replicas": plan.num_replicas,
-                                     "devices": list(config.strategy.devices or [])}

@@ -318,7 +318,7 @@ from autobatch._search import _study
 from autobatch._search._study import open_study
 if len(sys.argv) > 5:  # Optuna's own way, to show the race this test catches
     import optuna
-    _study.rdb_storage = optuna.storages.RDBStorage
+    _study.make_storage = lambda url, **_: optuna.storages.RDBStorage(url)
 folder, me, count = Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 (folder / f"ready-{me}").touch()
 while len(list(folder.glob("ready-*"))) < count:  # everyone imported: go together
