@@ -16,7 +16,8 @@ def storage_url(storage: Any) -> str | None:
     """The Optuna storage URL a plan's ``study.storage`` stands for (None: no storage).
 
     The label of the default storage is this machine's default URL (the user cache's
-    SQLite file); a file path becomes an ``sqlite:///`` URL.
+    SQLite file); a journal (``journal:PATH``) is its file path, as optuna-dashboard takes
+    one; another bare file path becomes an ``sqlite:///`` URL.
     """
     if not storage:
         return None
@@ -25,6 +26,12 @@ def storage_url(storage: Any) -> str | None:
         from autobatch._search._study import default_storage_url
 
         return default_storage_url()
+    from autobatch._search._storage import journal_path
+
+    journal = journal_path(text)
+    if journal is not None:
+        # optuna-dashboard takes a file path as a journal file (and a URL as a database).
+        return str(journal.expanduser().absolute())
     if "://" not in text:
         from pathlib import Path
 

@@ -98,12 +98,13 @@ JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 
 
 def journal_path(url: str) -> Path | None:
-    """The journal file of ``journal:PATH``, or of a bare path (no ``://``) that names a
-    folder or ends in ``.log``, ``.journal`` or ``.jsonl`` (a bare word is a typo, not a
-    file to create); else None."""
+    """The journal file of ``journal:PATH``, or of a bare path (no ``://``) that has a folder
+    in it or ends in ``.log``, ``.journal`` or ``.jsonl`` (a bare word is a typo, not a file
+    to create; ``.db`` and ``.sqlite`` name SQLite files); else None."""
     if url.startswith("journal:"):
         return Path(url[len("journal:"):]).expanduser()
     if ("://" not in url and not url.startswith("sqlite:")
+            and not url.endswith((".db", ".sqlite", ".sqlite3"))  # an SQLite file's path
             and ("/" in url or url.endswith(JOURNAL_SUFFIXES))):
         return Path(url).expanduser()
     return None
