@@ -549,7 +549,31 @@ def _markdown(results: dict[str, Any]) -> str:
             "",
         ]
     lines += _end_to_end_lines()
+    lines += _shared_study_lines()
     return "\n".join(lines) + "\n"
+
+
+def _shared_study_lines() -> list[str]:
+    """``benchmarks/shared_study.py``'s last run (``results/shared_study.json``), read back."""
+    path = HERE / "results" / "shared_study.json"
+    if not path.exists():
+        return []
+    run = json.loads(path.read_text())
+    lines = ["## One study, several processes (`benchmarks/shared_study.py`)", "",
+             f"One study of {run['trials']} trials (the small CNN at 48 px, 120 images) done "
+             f"by 1 and by 3 `autobatch tune` processes on {run['storage']}, on "
+             f"{run['cpus']} cores, the two interleaved; wall time from the first start to the "
+             "last exit. Every process ended with the same plan. On two cores three "
+             "processes and their probe workers share the CPUs: the figure is for the record.",
+             "", "| repeat | 1 process (s) | 3 processes (s) |", "|---|---:|---:|"]
+    for repeat in sorted({r["repeat"] for r in run["runs"]}):
+        walls = {r["processes"]: r["wall_s"] for r in run["runs"] if r["repeat"] == repeat}
+        lines.append(f"| {repeat + 1} | {walls.get(1, float('nan')):.1f} | "
+                     f"{walls.get(3, float('nan')):.1f} |")
+    median = run["median_wall_s"]
+    lines.append(f"| **median** | **{median['1']:.1f}** | **{median['3']:.1f}** "
+                 f"({run['three_over_one']:.2f}x) |")
+    return lines + [""]
 
 
 def _end_to_end_lines() -> list[str]:
