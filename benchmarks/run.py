@@ -518,6 +518,7 @@ def _markdown(results: dict[str, Any]) -> str:
                          f"{f['ceiling'] / ceiling['true_max']:.2f} | "
                          f"{'yes' if f['pick_over_budget'] else 'no'} |")
         lines.append("")
+        lines += _repeated_truth_lines(ceiling)
     search = results.get("search")
     if search:
         grid_points = 1
@@ -574,6 +575,24 @@ def _shared_study_lines() -> list[str]:
     lines.append(f"| **median** | **{median['1']:.1f}** | **{median['3']:.1f}** "
                  f"({run['three_over_one']:.2f}x) |")
     return lines + [""]
+
+
+def _repeated_truth_lines(ceiling: dict) -> list[str]:
+    """Repeated fresh plain-Keras runs around the bisection's truth, where they were made
+    (``results/ceiling_truth_<model>_repeats.json``): where the peak is not monotone in the
+    batch, the largest batch below which every batch fits."""
+    short = ceiling["model"].split("_")[0]
+    path = HERE / "results" / f"ceiling_truth_{short}_repeats.json"
+    if not path.exists():
+        return []
+    run = json.loads(path.read_text())
+    tried = ", ".join(f"{r['batch_size']} {'fits' if r['fits'] else 'over'} "
+                      f"({r['peak_bytes'] / 1e9:.2f} GB)" for r in run["runs"])
+    low, high = run["monotone_truth_range"]
+    ratios = run["ratio_to_monotone_truth"]
+    return [f"Repeated fresh plain-Keras runs: {tried}. {run['note']} Against that, "
+            f"autobatch's {run['autobatch_ceiling']} is **{ratios[0]:.2f}-{ratios[1]:.2f}** "
+            f"of the true ceiling ({low}-{high}).", ""]
 
 
 def _end_to_end_lines() -> list[str]:

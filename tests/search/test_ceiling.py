@@ -235,9 +235,10 @@ class _InflatedReuse(SimulatedMemory):
 
 
 def test_a_miss_in_a_reused_worker_is_rerun_fresh_before_it_counts() -> None:
-    # 1000 MiB fixed and 4 MiB an example under 3 GiB: batch 128 sits near 50% of the
-    # budget, so the line lets it reuse the worker, whose inflated reading (x2.5) misses.
-    sim = _InflatedReuse(1000 * MIB, 4 * MIB, 3072 * MIB, inflate=2.5)
+    # 300 MiB fixed and 1 MiB an example under 3 GiB: even the proportional estimate puts
+    # batch 128 (4 x 332 MiB) under 70% of the budget, so it reuses the worker, whose
+    # inflated reading (x8) misses.
+    sim = _InflatedReuse(300 * MIB, 1 * MIB, 3072 * MIB, inflate=8)
     result = find_ceiling(sim, num_examples=5000, max_batch_size=MAX_BATCH_SIZE)
     truth = min(sim.true_ceiling(), MAX_BATCH_SIZE)
     reused_misses = [i for i, p in enumerate(result.probes)
@@ -248,3 +249,13 @@ def test_a_miss_in_a_reused_worker_is_rerun_fresh_before_it_counts() -> None:
         assert rerun.batch_size == result.probes[i].batch_size and rerun.worker_started
     # The false miss did not become the search's upper bound.
     assert result.batch_size >= math.floor(0.9 * truth * (1 - READING_NOISE))
+
+
+def test_with_one_point_a_batch_the_proportional_estimate_puts_near_the_budget_is_fresh() -> None:
+    # MobileNetV2-like: batch 32 reads over half the budget; 128 after it must not be read
+    # in the reused worker (whose inflated reading would be a false miss).
+    sim = _InflatedReuse(1000 * MIB, 20 * MIB, 3072 * MIB, inflate=1.3)
+    result = find_ceiling(sim, num_examples=5000, max_batch_size=MAX_BATCH_SIZE)
+    assert sim.requests[:2] == [32, 128]
+    assert sim.started[:2] == [True, True]
+    assert not [p for p in result.probes if p.outcome == "oom" and not p.worker_started]
