@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +57,26 @@ class NoiseScale:
         noise = max(self.b_simple, 0.0)
         return (noise + reference_batch_size) / (noise + batch_size)
 
+    @property
+    def resolved(self) -> bool:
+        """Whether the draws could tell ``|G|²`` from the noise: with batches far below the
+        noise scale the ``|G|²`` estimate can come out negative, and the noise scale is then
+        only known to be large (``b_simple`` infinite; larger batches tell more)."""
+        return self.gradient_sq_norm > 0 and math.isfinite(self.b_simple)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Strict JSON: a figure that is not finite is None."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NoiseScale:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        for name in ("b_simple", "low", "high"):
+            if values.get(name) is None:
+                values[name] = math.inf
+        return cls(**values)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -67,6 +86,8 @@ def _percentile(values: list[float], q: float) -> float:
     position = q * (len(ordered) - 1)
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
+    if math.isinf(ordered[high]):
+        return ordered[high] if position > low else ordered[low]
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
@@ -138,12 +159,34 @@ def noise_scale(model: Any, x: Any, y: Any, *, small_batch_size: int = 16,
     if count < 2:
         raise UsageError("noise scale: needs at least two examples")
     rng = np.random.default_rng(seed)
+
+    def draws() -> Iterator[tuple[Any, Any]]:
+        while True:
+            picked = rng.integers(0, count, size=large_batch_size)
+            yield x[picked], y[picked]
+
+    return estimate_from_batches(model, draws(), small_batch_size, min_repeats=min_repeats,
+                                 max_repeats=max_repeats, target_spread=target_spread,
+                                 seed=seed)
+
+
+def estimate_from_batches(model: Any, batches: Iterator[Any], small_batch_size: int, *,
+                          min_repeats: int = 8, max_repeats: int = 64,
+                          target_spread: float = 0.5, seed: int = 0) -> NoiseScale:
+    """The noise scale from large batches ``(x, y, ...)`` of a shuffled pipeline (the probe
+    worker's own), each with its first ``small_batch_size`` examples as the small batch;
+    draws stop as ``noise_scale`` says. The weights are not changed."""
     small: list[float] = []
     large: list[float] = []
+    large_batch_size = 0
     result: NoiseScale | None = None
     for draw in range(max_repeats):
-        picked = rng.integers(0, count, size=large_batch_size)
-        xb, yb = x[picked], y[picked]
+        batch = next(batches)
+        xb, yb = batch[0], batch[1]
+        large_batch_size = int(len(xb))
+        if large_batch_size <= small_batch_size:
+            raise UsageError(f"noise scale: the large batch ({large_batch_size}) must exceed "
+                             f"small_batch_size ({small_batch_size})")
         large.append(squared_gradient_norm(model, xb, yb))
         small.append(squared_gradient_norm(model, xb[:small_batch_size], yb[:small_batch_size]))
         if draw + 1 < min_repeats:

@@ -101,3 +101,14 @@ def test_batch_sizes_that_cannot_work_are_one_line(small: int, large: int) -> No
     with pytest.raises(UsageError, match="small_batch_size") as raised:
         noise_scale(model, x, y, small_batch_size=small, large_batch_size=large)
     assert "\n" not in str(raised.value)
+
+
+def test_draws_that_cannot_tell_the_gradient_from_the_noise_say_so() -> None:
+    # The large batch's |G|^2 reads so low that the |G|^2 estimate is negative.
+    result = combine([10.0, 12.0], [1.0, 1.2], 4, 16)
+    assert result.gradient_sq_norm < 0 and not result.resolved
+    assert result.b_simple == math.inf
+    data = result.to_dict()
+    assert data["b_simple"] is None
+    assert NoiseScale.from_dict(data).b_simple == math.inf
+    assert combine([2 + 300 / 8] * 3, [2 + 300 / 128] * 3, 8, 128).resolved

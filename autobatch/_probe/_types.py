@@ -53,8 +53,15 @@ class ProbeRequest:
     own_peak: bool | None = None
     min_time_s: float = 0.0
     mode: Mode = "loop"
+    noise_small_batch: int = 0
+    """Above 0: before timing, estimate the gradient noise scale at the model's weights
+    from draws of this batch (the large one) and their first ``noise_small_batch``
+    examples (``autobatch._noise``; one replica only)."""
 
     def __post_init__(self) -> None:
+        if self.noise_small_batch and not 0 < self.noise_small_batch < self.batch_size:
+            raise UsageError(f"probe noise_small_batch ({self.noise_small_batch}) must lie "
+                             f"between 0 and the batch size ({self.batch_size})")
         if self.mode not in MODES:
             raise UsageError(f"probe {{param}} must be one of {MODES}, got {self.mode!r}",
                              parameter="mode")
@@ -125,6 +132,9 @@ class ProbeResult:
     """How many probes this worker process has served, this one included (1 = fresh)."""
     worker_trace_count: int | None = None
     """Times the worker has traced its train step so far (stays 1 across batch sizes)."""
+    noise_scale: dict[str, Any] | None = None
+    """The gradient noise scale at the model's initial weights (``autobatch._noise``),
+    where the request asked for it (``noise_small_batch``)."""
 
     @property
     def ok(self) -> bool:

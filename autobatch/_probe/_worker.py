@@ -253,6 +253,13 @@ class Worker:
             cache_dir=cache_dir, repeat=True, label_mode=self.label_mode,
             augment=self.augment, data_service=self.data_service,
         )
+        noise = None
+        if request.noise_small_batch and self.num_replicas == 1:
+            from autobatch._noise import estimate_from_batches
+
+            # At the weights the model was loaded with, before any timed step moves them.
+            noise = estimate_from_batches(self.model, iter(dataset),
+                                          request.noise_small_batch).to_dict()
         if request.mode == "fit":
             measured = self._time_fit(dataset, request)
         else:
@@ -275,6 +282,7 @@ class Worker:
             peak_device = max(replica_peaks) if replica_peaks else None
             nvml_bytes = nvml_process_memory_bytes(os.getpid())
         return measured | {
+            "noise_scale": noise,
             "replica_peak_device_memory_bytes": replica_peaks if len(replica_peaks) > 1
             else None,
             "worker_trace_count": self.trace_count(),
