@@ -54,7 +54,7 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
         "*verbose='auto'", "*on_event=None", "*measure_baseline=True", "*trial_steps=5",
         "*verify_steps=15", "*max_batch_size=None", "*custom_objects_module=None",
         "*search_space=None", "*use_cache=True", "*runner=None", "*strategy=None",
-        "*data_service=None", "*epochs=None", "*time_budget_s=None",
+        "*data_service=None", "*epochs=None", "*objective='throughput'", "*time_budget_s=None",
     ],
 }
 

@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "host) or postgresql://USER:PASSWORD@HOST/DB (many machines: "
                              "pip install 'autobatch[postgres]'); processes started with "
                              "the same storage, model, data and options share one study")
+    parser.add_argument("--objective", choices=("throughput", "goodput"), default="throughput",
+                        help="rank by examples/s, or by examples/s times the batch's "
+                             "statistical efficiency under the measured gradient noise scale "
+                             "(goodput: fastest to a given accuracy, not only per step)")
     parser.add_argument("--output", "-o", default="autobatch-plan.json", metavar="PATH",
                         help="plan JSON to write (default autobatch-plan.json)")
     parser.add_argument("--force", action="store_true",
@@ -129,6 +133,7 @@ def _tune(autobatch: Any, args: argparse.Namespace, chosen: ChosenData) -> Any:
         max_pixels=chosen.max_pixels,
         strategy=args.strategy_spec,
         data_service=args.data_service,
+        objective=args.objective,
         verbose=0 if args.json else "auto",
     )
 

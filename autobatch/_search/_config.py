@@ -94,8 +94,14 @@ class TuneConfig:
     unless the caller gave a time budget or a number of trials."""
     budget_given: bool = True
     """Whether the caller chose the time budget or the trials (False: the default)."""
+    objective: str = "throughput"
+    """``"throughput"`` ranks by examples/s; ``"goodput"`` by examples/s times the batch's
+    statistical efficiency under the measured gradient noise scale (``_goodput``)."""
 
     def __post_init__(self) -> None:
+        if self.objective not in ("throughput", "goodput"):
+            raise UsageError(f"{{param}} must be throughput or goodput, got {self.objective!r}",
+                             parameter="objective")
         validate_options(trials=self.trials, time_budget_s=self.time_budget_s, seed=self.seed,
                          pixels=self.pixels)
 

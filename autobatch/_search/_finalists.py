@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from autobatch._search._space import point_key, settings_params
@@ -33,10 +34,11 @@ when every one reads at least this ratio: a run varies by +-30% here, so two pai
 readings a factor of two apart are not noise."""
 
 
-def default_record(baseline: dict[str, Any] | None, ceiling_batch: int) -> TrialRecord | None:
+def default_record(baseline: dict[str, Any] | None, ceiling_batch: int, *,
+                   weight: Callable[[int], float] | None = None) -> TrialRecord | None:
     """The untuned default as a finalist: Keras' batch 32 with tf.data's AUTOTUNE, when its
     baseline probe ran and fit (a baseline that failed or lies above the ceiling cannot be
-    the plan)."""
+    the plan); scored as the trials are (``weight``: the goodput objective's efficiency)."""
     if not baseline or baseline.get("outcome") != "ok" or not baseline.get("examples_per_s"):
         return None
     # The search's batches are per replica (the same as global without a strategy).
@@ -45,8 +47,10 @@ def default_record(baseline: dict[str, Any] | None, ceiling_batch: int) -> Trial
         return None
     params = {"batch_size": batch, **settings_params(PipelineSettings.keras_default()),
               "jit_compile": False}
+    efficiency = weight(batch) if weight is not None else 1.0
     return TrialRecord(number=-1, state="COMPLETE", params=params,
-                       measurements=[float(baseline["examples_per_s"])])
+                       measurements=[float(baseline["examples_per_s"]) * efficiency],
+                       efficiency=efficiency)
 
 
 def pooled_records(records: list[TrialRecord]) -> dict[tuple[Any, ...], TrialRecord]:

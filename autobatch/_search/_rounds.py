@@ -3,6 +3,7 @@ rounds (``Rounds``), a quick tune's pick from them, and the winner's input-wait 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,23 +51,43 @@ class Rounds:
     """The finalists' interleaved ``model.fit`` readings and what they say."""
 
     readings: dict[int, dict[Key, float]] = field(default_factory=dict)
+    """Each round's ``model.fit`` examples/s per point (raw; ``scored`` weighs them)."""
+    weight: Callable[[int], float] | None = None
+    """The goodput objective's efficiency of a batch (``_goodput``); None: throughput."""
+    batches: dict[Key, int] = field(default_factory=dict)
     failed_fit: set[Key] = field(default_factory=set)
     results: dict[Key, ProbeResult] = field(default_factory=dict)
     """Each point's latest ``model.fit`` probe."""
     scores: dict[Key, float] = field(default_factory=dict)
     comparisons: dict[Key, dict[str, Any]] = field(default_factory=dict)
 
+    def add(self, round_index: int, params: dict[str, Any], rate: float) -> None:
+        key = point_key(params)
+        self.batches[key] = int(params["batch_size"])
+        self.readings.setdefault(round_index, {})[key] = rate
+
+    @property
+    def scored(self) -> dict[int, dict[Key, float]]:
+        """The readings the comparisons judge: examples/s, times the batch's efficiency
+        under the goodput objective."""
+        if self.weight is None:
+            return self.readings
+        weight = self.weight
+        return {r: {k: v * weight(self.batches[k]) for k, v in values.items()}
+                for r, values in self.readings.items()}
+
     def compare_all(self, finalists: list[TrialRecord], default_key: Key | None) -> None:
         if default_key is None:
             return
+        scored = self.scored
         for record in finalists:
             self.comparisons[point_key(record.params)] = compare_with_default(
-                self.readings, point_key(record.params), default_key)
+                scored, point_key(record.params), default_key)
 
     def table_row(self, record: TrialRecord, default: TrialRecord | None) -> dict[str, Any]:
         key = point_key(record.params)
         row = {**record.params,
-               "trial_examples_per_s": record.examples_per_s,
+               "trial_examples_per_s": record.raw_examples_per_s,
                "fit_examples_per_s": [round(readings[key], 2)
                                       for readings in self.readings.values() if key in readings],
                "relative_score": round(self.scores[key], 4) if key in self.scores else None,
@@ -97,6 +118,6 @@ def quick_pick(runner: TrackedRunner, rounds: Rounds, finalists: list[TrialRecor
             winner=record, examples_per_s=float(robust_value(rate) or 0.0), result=result,
             fresh_worker=False, finalists=table,
             versus_default=decision(record, default, rounds.comparisons, finalists,
-                                    rounds.readings),
+                                    rounds.scored),
             input_wait_fraction=input_wait(runner, record, steps, deadline))
     return None

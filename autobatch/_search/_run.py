@@ -3,6 +3,7 @@ data's shape and the progress emitter (``SearchRun``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,9 @@ class SearchRun:
     replicas: int = 1
     """Replicas of the strategy the worker probes under: every batch the search names is
     per replica; the global batch is that times ``replicas``."""
+    weight: Callable[[int], float] | None = None
+    """The goodput objective's statistical efficiency of a batch (``_goodput``); None:
+    the search ranks by examples/s."""
     shared: SharedStudy | None = None
     """This process's membership of a study other processes work on too (a journal file or
     a database server), else None."""

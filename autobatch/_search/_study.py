@@ -145,13 +145,23 @@ class TrialRecord:
     state: str
     params: dict[str, Any]
     measurements: list[float] = field(default_factory=list)
+    """The scores measured: examples/s over an epoch, times ``efficiency``."""
     peak_memory_bytes: int | None = None
     outcome: str = "ok"
     duration_s: float = 0.0
+    efficiency: float = 1.0
+    """The batch's statistical efficiency under the goodput objective (1: throughput)."""
 
     @property
     def examples_per_s(self) -> float | None:
+        """The point's score: the median measurement (goodput under that objective)."""
         return robust_value(self.measurements) if self.measurements else None
+
+    @property
+    def raw_examples_per_s(self) -> float | None:
+        """Examples/s as measured, without the efficiency."""
+        score = self.examples_per_s
+        return score / self.efficiency if score is not None and self.efficiency else score
 
     def to_plan_dict(self) -> dict[str, Any]:
         settings = {k: v for k, v in self.params.items() if k not in ("batch_size", "jit_compile")}
@@ -161,8 +171,11 @@ class TrialRecord:
             "batch_size": self.params.get("batch_size"),
             "settings": settings,
             "jit_compile": bool(self.params.get("jit_compile", False)),
-            "examples_per_s": self.examples_per_s,
-            "measurements": list(self.measurements),
+            "examples_per_s": self.raw_examples_per_s,
+            "measurements": [m / self.efficiency for m in self.measurements]
+            if self.efficiency else list(self.measurements),
+            **({"efficiency": self.efficiency, "goodput": self.examples_per_s}
+               if self.efficiency != 1.0 else {}),
             "peak_memory_bytes": self.peak_memory_bytes,
             "outcome": self.outcome,
         }
@@ -179,6 +192,7 @@ def record_from_frozen(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         peak_memory_bytes=attrs.get("peak_memory_bytes"),
         outcome=attrs.get("outcome", "ok"),
         duration_s=float(attrs.get("duration_s", 0.0)),
+        efficiency=float(attrs.get("efficiency", 1.0)),
     )
 
 
@@ -194,11 +208,13 @@ def run_trial(
     on_result: Callable[[ProbeResult], None] | None = None,
     min_time_s: float = 0.0,
     num_examples: int | None = None,
+    weight: Callable[[int], float] | None = None,
 ) -> TrialRecord:
     """Ask the study for a point, measure it (once, twice when promising), tell the result.
 
     Its value is the epoch rate over ``num_examples`` (``epoch_efficiency``): the probe's
-    full-batch examples/s times the share of the epoch's steps that carries examples.
+    full-batch examples/s times the share of the epoch's steps that carries examples;
+    under the goodput objective, times the batch's statistical efficiency (``weight``).
 
     A KeyboardInterrupt marks the trial failed in the storage before it propagates, so a
     resumed study does not wait on a trial left RUNNING.
@@ -214,7 +230,7 @@ def run_trial(
         return _run_asked_trial(study, trial, runner, best=best, steps=steps,
                                 warmup_steps=warmup_steps, timeout_s=timeout_s,
                                 on_result=on_result, min_time_s=min_time_s,
-                                num_examples=num_examples)
+                                num_examples=num_examples, weight=weight)
     except BaseException:
         needs_fail = True
         raise
@@ -268,13 +284,15 @@ def _unfinished(study: optuna.Study) -> set[int]:
 def _run_asked_trial(study: optuna.Study, trial: optuna.Trial, runner: ProbeRunner, *,
                      best: float | None, steps: int, warmup_steps: int, timeout_s: float,
                      on_result: Callable[[ProbeResult], None] | None, min_time_s: float,
-                     num_examples: int | None) -> TrialRecord:
+                     num_examples: int | None,
+                     weight: Callable[[int], float] | None = None) -> TrialRecord:
     import optuna
 
     trial.set_user_attr(OWNER_ATTR, process_identity())
     params = dict(trial.params)
     started = time.perf_counter()
-    record = TrialRecord(number=trial.number, state="RUNNING", params=params)
+    record = TrialRecord(number=trial.number, state="RUNNING", params=params,
+                         efficiency=weight(int(params["batch_size"])) if weight else 1.0)
     try:
         for attempt in range(2):
             request = params_to_request(params, steps=steps, warmup_steps=warmup_steps,
@@ -289,7 +307,8 @@ def _run_asked_trial(study: optuna.Study, trial: optuna.Trial, runner: ProbeRunn
             if not result.ok or not result.examples_per_s:
                 record.state = "FAIL"
                 break
-            record.measurements.append(float(epoch_rate(result, num_examples) or 0.0))
+            record.measurements.append(
+                float(epoch_rate(result, num_examples) or 0.0) * record.efficiency)
             trial.report(record.measurements[-1], attempt)
             if attempt == 0 and should_prune(record.measurements[0], best):
                 record.state = "PRUNED"
@@ -330,4 +349,6 @@ def _set_trial_attrs(trial: optuna.Trial, record: TrialRecord) -> None:
     trial.set_user_attr("peak_memory_bytes", record.peak_memory_bytes)
     trial.set_user_attr("outcome", record.outcome)
     trial.set_user_attr("duration_s", round(record.duration_s, 3))
+    if record.efficiency != 1.0:
+        trial.set_user_attr("efficiency", record.efficiency)
     trial.set_user_attr("settings", {k: v for k, v in record.params.items() if k != "batch_size"})

@@ -125,7 +125,7 @@ def study_phase(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str,
         record = run_trial(
             study, run.runner, space, best=best, steps=config.trial_steps, warmup_steps=1,
             timeout_s=probe_timeout(run.deadline), min_time_s=trial_min_time_s,
-            num_examples=run.count,
+            num_examples=run.count, weight=run.weight,
         )
         records.append(record)
         best = best_value(records)
@@ -156,7 +156,7 @@ def _shared_trials(run: SearchRun, space: SearchSpace, records: list[TrialRecord
             record = run_trial(
                 run.study, run.runner, space, best=best, steps=config.trial_steps,
                 warmup_steps=1, timeout_s=probe_timeout(run.deadline), min_time_s=min_time_s,
-                num_examples=run.count)
+                num_examples=run.count, weight=run.weight)
             number = record.number
         finally:
             shared.release_slot(slot, number)

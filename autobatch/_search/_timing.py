@@ -111,7 +111,7 @@ def probe_cost_s(record: TrialRecord, steps: int, min_time_s: float = 0.0, *,
     """Expected wall time of one more probe of ``record``'s point: its timed steps (at least
     ``min_time_s``) plus a warm-up at the measured rate (``fit`` mode: a whole untimed
     epoch), a cached point's untimed cache fill, and a second of overhead."""
-    rate = record.examples_per_s or 0.0
+    rate = record.raw_examples_per_s or 0.0
     if rate <= 0:
         return 10.0 + min_time_s
     batch = int(record.params.get("batch_size", 1))

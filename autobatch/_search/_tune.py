@@ -48,6 +48,7 @@ from autobatch._search._finalists import (
     relative_scores,
     undecided,
 )
+from autobatch._search._goodput import noise_phase, objective_record, weight_for
 from autobatch._search._job import TuneJob, open_source, prepare_job
 from autobatch._search._keep import (
     annotate_or_warn,
@@ -124,6 +125,7 @@ def tune(
     strategy: Any = None,
     data_service: str | None = None,
     epochs: int | None = None,
+    objective: str = "throughput",
     time_budget_s: float | None = None,
 ) -> Plan:
     """Find the fastest batch size and ``tf.data`` settings that fit; returns a ``Plan``.
@@ -188,6 +190,12 @@ def tune(
             and spends about a fifth of the untuned training time (20 s to the default
             120 s); a job too small to win back even that is not tuned, and the plan is the
             measured default with a one-line reason (``measured.effort``).
+        objective: ``"throughput"`` (examples/s) or ``"goodput"`` (``--objective``):
+            examples/s times the batch's statistical efficiency under the gradient noise
+            scale measured once after the ceiling (Pollux's ``(B_noise + 32) / (B_noise +
+            B)``), so a batch past the critical batch no longer wins on throughput alone;
+            the plan's ``measured.objective`` holds the noise scale and every finalist on
+            both objectives.
         time_budget_s: deprecated name of ``time_budget`` (a ``DeprecationWarning``).
 
     Returns:
@@ -216,7 +224,7 @@ def tune(
         max_batch_size=MAX_BATCH_SIZE if max_batch_size is None else max_batch_size,
         custom_objects_module=custom_objects_module, use_cache=use_cache,
         search_space=search_space, pixels=pixels, strategy=spec,
-        data_service=check_address(data_service), epochs=epochs,
+        data_service=check_address(data_service), epochs=epochs, objective=objective,
     )
     with tune_events(verbose, on_event) as callback:
         return run_tune(model, data, config, runner=runner, on_event=callback, started=started)
@@ -348,8 +356,10 @@ def _search(run: SearchRun) -> Plan:
     clock.lap("xla")
     pixels = pixels_phase(run)
     clock.lap("pixels")
+    noise = noise_phase(run, ceiling.batch_size)
+    run = dataclasses.replace(run, weight=weight_for(noise))
     default = default_record(baseline if run.config.measure_baseline else None,
-                             ceiling.batch_size)
+                             ceiling.batch_size, weight=run.weight)
     # TRIAL_MIN_TIME_S is read here, at call time (a test lengthens the trials through it).
     study = study_phase(run, ceiling, xla_ok=xla_ok, pixels=pixels["dtype"], default=default,
                         trial_min_time_s=TRIAL_MIN_TIME_S)
@@ -375,4 +385,7 @@ def _search(run: SearchRun) -> Plan:
     )
     if effort is not None:
         plan.measured["effort"] = effort
+    if run.config.objective != "throughput":
+        plan.measured["objective"] = objective_record(run.config.objective, noise,
+                                                      outcome.finalists)
     return plan

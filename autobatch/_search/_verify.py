@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from autobatch._errors import ProbeError
@@ -50,6 +51,7 @@ def verify_phase(run: SearchRun, records: list[TrialRecord], ceiling_batch: int,
         trial_steps=run.config.trial_steps, verify_steps=run.config.verify_steps,
         first_probe_s=first_probe_s, retrace_s=retrace_s, emit=run.emit,
         num_examples=run.count, default=default, quick_candidates=quick_candidates,
+        weight=run.weight,
     )
     versus = outcome.versus_default
     if versus is not None:
@@ -72,6 +74,7 @@ def verify(
     default: TrialRecord | None = None,
     retrace_s: float | None = None,
     quick_candidates: list[TrialRecord] | None = None,
+    weight: Callable[[int], float] | None = None,
 ) -> VerifyOutcome:
     """Pick the winner: the trials' best few re-measured side by side with ``model.fit``
     (interleaved rounds) together with the untuned ``default`` when given, then run it
@@ -113,7 +116,7 @@ def verify(
         while len(finalists) > 1 and (rounds_cost_s(finalists + [default]) + long_run_reserve_s
                                       > remaining(deadline)):
             finalists = finalists[:-1]
-    rounds = Rounds()
+    rounds = Rounds(weight=weight)
     default_key = point_key(default.params) if default is not None else None
     if len(finalists) + (default is not None) > 1 and remaining(deadline) > 0:
         finalists = _measure_rounds(
@@ -211,8 +214,8 @@ def _measure_rounds(runner: TrackedRunner, rounds: Rounds, finalists: list[Trial
             traced.add(dtype)
             rounds.results[point_key(record.params)] = result
             if result.ok and result.examples_per_s:
-                rounds.readings.setdefault(round_index, {})[point_key(record.params)] = float(
-                    epoch_rate(result, num_examples) or 0.0)
+                rounds.add(round_index, record.params,
+                           float(epoch_rate(result, num_examples) or 0.0))
             else:
                 rounds.failed_fit.add(point_key(record.params))
                 logger.warning("finalist batch %s failed under model.fit (%s): %s",
@@ -227,7 +230,7 @@ def _measure_rounds(runner: TrackedRunner, rounds: Rounds, finalists: list[Trial
                 for r in entrants if point_key(r.params) in readings))
         if out_of_time:
             break
-    rounds.scores = relative_scores(rounds.readings)
+    rounds.scores = relative_scores(rounds.scored)
     rounds.compare_all(finalists, default_key)
     # A finalist that failed under fit (over the budget, most often: fit holds more than
     # the bare loop) goes last. The rest rank by their paired ratio against the default,
@@ -301,7 +304,7 @@ def _long_runs(runner: TrackedRunner, candidates: list[TrialRecord], rounds: Rou
             versus = None
             if default is not None:
                 versus = decision(record, default, rounds.comparisons, finalists,
-                                  rounds.readings)
+                                  rounds.scored)
             return VerifyOutcome(winner=record, examples_per_s=float(rate or value),
                                  result=result, fresh_worker=fresh, finalists=table,
                                  versus_default=versus,
