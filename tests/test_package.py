@@ -33,7 +33,7 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
         "*augment=None", "*time_budget=None",
         "*memory_budget=None", "*pixels=None", "*scale_lr=False", "*reference_batch_size=None",
         "*tune_options=None", "*on_epoch=None", "*strategy=None", "*data_service=None",
-        "**fit_kwargs",
+        "*effective_batch_size=None", "**fit_kwargs",
     ],
     "image_folder": [
         "directory", "*class_names=None", "*color_mode=None", "*interpolation='bilinear'",
@@ -54,7 +54,8 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
         "*verbose='auto'", "*on_event=None", "*measure_baseline=True", "*trial_steps=5",
         "*verify_steps=15", "*max_batch_size=None", "*custom_objects_module=None",
         "*search_space=None", "*use_cache=True", "*runner=None", "*strategy=None",
-        "*data_service=None", "*epochs=None", "*objective='throughput'", "*time_budget_s=None",
+        "*data_service=None", "*epochs=None", "*objective='throughput'",
+        "*effective_batch_size=None", "*time_budget_s=None",
     ],
 }
 

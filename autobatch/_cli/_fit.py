@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="tuning time limit when no plan is given or cached")
     parser.add_argument("--memory-budget", metavar="SIZE",
                         help="peak memory for tuning: 3GiB, 800MB or a fraction such as 0.8")
+    parser.add_argument("--effective-batch-size", type=int, metavar="N", default=None,
+                        help="examples per weight update: where memory caps the batch below "
+                             "N, gradients are accumulated over micro-batches (the learning "
+                             "rate scaled to N); not under --strategy")
     parser.add_argument("--pixels", choices=("auto", "float32", "uint8"),
                         help="pixel dtype when tuning (see 'autobatch tune --help')")
     add_max_pixels(parser)
@@ -162,6 +166,7 @@ def _fit(autobatch: Any, args: argparse.Namespace, chosen: ChosenData, data: Any
         on_epoch=on_epoch,
         strategy=args.strategy_spec,
         data_service=args.data_service,
+        effective_batch_size=args.effective_batch_size,
         verbose=1,
     )
 

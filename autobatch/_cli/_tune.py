@@ -68,6 +68,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="ignore the cached plan and tune again from a fresh study")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     parser.add_argument("--no-xla", action="store_true", help="do not try jit_compile")
+    parser.add_argument("--effective-batch-size", type=int, metavar="N", default=None,
+                        help="examples per weight update: where memory caps the batch below "
+                             "N, gradients are accumulated over micro-batches (the learning "
+                             "rate scaled to N); not under --strategy")
     parser.add_argument("--pixels", choices=("auto", "float32", "uint8"), default="auto",
                         help="dtype of the images in the pipeline: auto (default) uses uint8, "
                              "a quarter of the bytes, where the model casts its input itself; "
@@ -134,6 +138,7 @@ def _tune(autobatch: Any, args: argparse.Namespace, chosen: ChosenData) -> Any:
         strategy=args.strategy_spec,
         data_service=args.data_service,
         objective=args.objective,
+        effective_batch_size=args.effective_batch_size,
         verbose=0 if args.json else "auto",
     )
 

@@ -3,8 +3,10 @@ user's reference batch, reported always and applied with ``scale_lr``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -21,7 +23,8 @@ def for_this_model(plan: Any, model: Any, reference_batch_size: int | None) -> A
     wanted_ref = reference_batch_size or lr.reference_batch_size
     if lr.rule != "none" and lr.optimizer == name and wanted_ref == lr.reference_batch_size:
         return plan
-    return copy_plan(plan, learning_rate=learning_rate_scaling(name, plan.batch_size, wanted_ref))
+    return copy_plan(plan, learning_rate=learning_rate_scaling(
+        name, plan.effective_batch_size, wanted_ref))
 
 
 def copy_plan(plan: Any, **changes: Any) -> Any:
@@ -83,3 +86,47 @@ def _current_lr(optimizer: Any) -> float | None:
         return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     except (TypeError, ValueError):
         return None
+
+
+@contextlib.contextmanager
+def accumulating_as_planned(model: Any, plan: Any, replicas: int = 1) -> Iterator[None]:
+    """Accumulate gradients over the plan's micro-batches for this fit (Keras' optimizer
+    ``gradient_accumulation_steps``), and give the optimizer its own setting back.
+
+    Raises:
+        UsageError: under a strategy (keras-team/keras#20582), or an optimizer already built
+            (its accumulators would be missing): one line each.
+    """
+    from autobatch._errors import UsageError
+
+    steps = int(getattr(plan, "gradient_accumulation_steps", 1) or 1)
+    optimizer = getattr(model, "optimizer", None)
+    if steps <= 1 or optimizer is None:
+        yield
+        return
+    if replicas > 1:
+        raise UsageError("the plan accumulates gradients, which Keras' model.fit refuses under "
+                         "a tf.distribute strategy (keras-team/keras#20582): tune without "
+                         "--effective-batch-size, or train on one device")
+    before = getattr(optimizer, "gradient_accumulation_steps", None)
+    if before != steps and getattr(optimizer, "built", False):
+        raise UsageError(f"the plan accumulates {steps} micro-batches, but the model's "
+                         "optimizer was already built without accumulators: compile the "
+                         "model afresh (model.compile(...)) before autobatch.fit")
+    optimizer.gradient_accumulation_steps = steps
+    if has_batch_norm_layers(model):
+        logger.warning("gradient accumulation over %d micro-batches of %d: BatchNormalization "
+                       "still normalises each micro-batch of %d", steps, plan.batch_size,
+                       plan.batch_size)
+    logger.info("accumulating gradients over %d micro-batches of %d (%d examples per update)",
+                steps, plan.batch_size, steps * plan.batch_size)
+    try:
+        yield
+    finally:
+        optimizer.gradient_accumulation_steps = before
+
+
+def has_batch_norm_layers(model: Any) -> bool:
+    from autobatch._search._effective import has_batch_norm
+
+    return bool(has_batch_norm(model))

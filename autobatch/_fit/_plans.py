@@ -29,7 +29,8 @@ def obtain_plan(model: Any, source: Source, spec: InputSpec, plan: Any, *,
         return plan, time.perf_counter() - started
     from autobatch._search import tune
 
-    if epochs is not None and not {"time_budget", "trials", "time_budget_s"} & set(tune_options):
+    if epochs is not None and not {"time_budget", "trials", "time_budget_s",
+                                   "effective_batch_size"} & set(tune_options):
         from autobatch._fit._small_job import plan_for_a_small_job
 
         small = plan_for_a_small_job(model, source, spec, epochs)

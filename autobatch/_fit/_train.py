@@ -24,7 +24,7 @@ from autobatch._fit._coverage import (
     data_fault,
     make_coverage_callback,
 )
-from autobatch._fit._lr import apply_learning_rate
+from autobatch._fit._lr import accumulating_as_planned, apply_learning_rate
 from autobatch._fit._plans import adapt_plan, for_replicas, obtain_plan
 from autobatch._fit._preflight import check_strategy, preflight
 from autobatch._framework import require_tensorflow
@@ -64,6 +64,7 @@ def fit(
     on_epoch: Callable[[Any], None] | None = None,
     strategy: Any = None,
     data_service: str | None = None,
+    effective_batch_size: int | None = None,
     **fit_kwargs: Any,
 ) -> Any:
     """Tune (or reuse the cached plan) and train, counting the examples of every epoch.
@@ -117,6 +118,10 @@ def fit(
             (``--data-service``): the examples are read, decoded and resized on its
             workers in ``distributed_epoch`` mode (each once per epoch) and batched here;
             the tune measures the pipeline there too.
+        effective_batch_size: examples per weight update (``--effective-batch-size``; see
+            ``autobatch.tune``): where memory caps the batch below it, the plan's
+            micro-batches are accumulated (the optimizer's ``gradient_accumulation_steps``,
+            given back after fit); the optimizer must not be built yet.
         **fit_kwargs: passed to ``model.fit`` (``validation_data``, ``class_weight``, ...).
 
     Returns:
@@ -140,7 +145,8 @@ def fit(
     data_service = check_address(data_service)
     for name, value in (("time_budget", time_budget), ("memory_budget", memory_budget),
                         ("pixels", pixels), ("image_size", image_size), ("augment", augment),
-                        ("data_service", data_service)):
+                        ("data_service", data_service),
+                        ("effective_batch_size", effective_batch_size)):
         if value is not None:
             tune_options[name] = value
     for name in _PLAN_OWNED:
@@ -206,8 +212,8 @@ def fit(
 
     lr_info = apply_learning_rate(model, plan, scale_lr=scale_lr)
     fit_kwargs["verbose"] = verbose
-    with _jit_as_planned(model, plan), counting_train_step(model) as counter, \
-            warnings.catch_warnings():
+    with _jit_as_planned(model, plan), accumulating_as_planned(model, plan, replicas), \
+            counting_train_step(model) as counter, warnings.catch_warnings():
         if user_steps is None:
             # A generator's length is unknown to Keras until its first pass ends; Keras then
             # warns that the input "ran out of data". The coverage check reports real

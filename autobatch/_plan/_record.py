@@ -66,6 +66,10 @@ class Plan:
     image_size: tuple[int, int] | None = None
     channels: int = 3
     jit_compile: bool = False
+    gradient_accumulation_steps: int = 1
+    """Micro-batches of ``batch_size`` per weight update (Keras' optimizer
+    ``gradient_accumulation_steps``): above 1 where memory caps the physical batch below
+    the effective batch the user asked for (``effective_batch_size``)."""
     measured: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] | None = None
     learning_rate: LearningRateScaling = field(default_factory=LearningRateScaling)
@@ -85,6 +89,11 @@ class Plan:
     """True when ``tune`` returned this plan from the cache (not written to JSON)."""
     path: str | None = field(default=None, compare=False)
     """Where this plan was loaded from or last saved to (not written to JSON)."""
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Examples per weight update: ``batch_size x gradient_accumulation_steps``."""
+        return self.batch_size * max(1, self.gradient_accumulation_steps)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -247,6 +256,9 @@ class Plan:
             "image_size": list(self.image_size) if self.image_size is not None else None,
             "channels": self.channels,
             "jit_compile": self.jit_compile,
+            # Only when accumulating: plans without it keep their bytes (schema 1).
+            **({"gradient_accumulation_steps": self.gradient_accumulation_steps}
+               if self.gradient_accumulation_steps != 1 else {}),
             "pipeline": self.pipeline.to_dict(),
             "measured": dict(self.measured),
             "baseline": dict(self.baseline) if self.baseline is not None else None,

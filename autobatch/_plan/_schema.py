@@ -96,6 +96,8 @@ def plan_fields(data: Any) -> dict[str, Any]:
         "image_size": _image_size(data.get("image_size")),
         "channels": _count(data, "channels", minimum=1, optional=True) or 3,
         "jit_compile": _flag(data, "jit_compile"),
+        "gradient_accumulation_steps": _count(data, "gradient_accumulation_steps", minimum=1,
+                                              optional=True) or 1,
         "measured": _numbers(_record(data, "measured") or {}, "measured",
                              ("examples_per_s", "peak_memory_bytes", "memory_budget_bytes")),
         "baseline": _numbers(_record(data, "baseline"), "baseline", ("examples_per_s",)),

@@ -170,7 +170,9 @@ def _complete_plan(plan: Plan, job: TuneJob, config: TuneConfig, runner: ProbeRu
     plan.model = model_summary(job.model, image_size=job.size, channels=job.channels,
                                num_classes=job.num_classes)
     plan.audit = job.source.audit_summary()
-    plan.learning_rate = learning_rate_record(optimizer_name(job.model), plan.batch_size)
+    # Scaled to the examples per weight update (accumulated micro-batches count together).
+    plan.learning_rate = learning_rate_record(optimizer_name(job.model),
+                                              plan.effective_batch_size)
     plan.hardware = hardware_record(job.env)
     if config.data_service is not None:
         plan.measured["data_service"] = config.data_service

@@ -37,6 +37,19 @@ def validate_options(*, trials: int | None, time_budget_s: float | None, seed: i
         raise UsageError(f"{{param}} must be >= 0, got {seed}", parameter="seed")
 
 
+def check_effective_batch(effective: Any, strategy: Any) -> None:
+    """A positive whole number, and no tf.distribute strategy (Keras' fit raises on
+    gradient accumulation under one: keras-team/keras#20582)."""
+    if isinstance(effective, bool) or not isinstance(effective, int) or effective < 1:
+        raise UsageError(f"{{param}} must be a positive whole number, got {effective!r}",
+                         parameter="effective_batch_size")
+    if strategy is not None and getattr(strategy, "kind", "none") != "none":
+        raise UsageError(
+            "{param} needs gradient accumulation, which Keras' model.fit refuses under a "
+            "tf.distribute strategy (keras-team/keras#20582): leave out the strategy, or "
+            "the effective batch", parameter="effective_batch_size")
+
+
 def resolve_time_budget(time_budget: float | None, time_budget_s: float | None, *,
                         stacklevel: int = 3) -> float | None:
     """``time_budget``, or its deprecated name ``time_budget_s`` with a warning (both: a
@@ -98,7 +111,13 @@ class TuneConfig:
     """``"throughput"`` ranks by examples/s; ``"goodput"`` by examples/s times the batch's
     statistical efficiency under the measured gradient noise scale (``_goodput``)."""
 
+    effective_batch_size: int | None = None
+    """Examples per weight update the user asks for: where memory caps the physical batch
+    below it, the plan accumulates gradients over micro-batches (``_effective``)."""
+
     def __post_init__(self) -> None:
+        if self.effective_batch_size is not None:
+            check_effective_batch(self.effective_batch_size, self.strategy)
         if self.objective not in ("throughput", "goodput"):
             raise UsageError(f"{{param}} must be throughput or goodput, got {self.objective!r}",
                              parameter="objective")

@@ -141,6 +141,8 @@ def search_options(config: TuneConfig, size: tuple[int, int] | None,
         # Only when given: plans tuned on one device keep their cache keys.
         **({"strategy": config.strategy.key()} if config.strategy is not None else {}),
         **({"data_service": config.data_service} if config.data_service is not None else {}),
+        **({"effective_batch_size": config.effective_batch_size}
+           if config.effective_batch_size is not None else {}),
         # Only when not the default: throughput plans keep their cache keys.
         **({"objective": config.objective} if config.objective != "throughput" else {}),
         # Only when given: plans tuned without augmentation keep their cache keys.

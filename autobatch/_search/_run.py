@@ -50,6 +50,10 @@ class SearchRun:
     replicas: int = 1
     """Replicas of the strategy the worker probes under: every batch the search names is
     per replica; the global batch is that times ``replicas``."""
+    model: Any = None
+    """The model as the caller gave it (a SPEC, a file, a ``keras.Model``)."""
+    physical_batch: int | None = None
+    """The one batch the study tries under an effective-batch contract (``_effective``)."""
     weight: Callable[[int], float] | None = None
     """The goodput objective's statistical efficiency of a batch (``_goodput``); None:
     the search ranks by examples/s."""

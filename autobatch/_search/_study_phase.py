@@ -56,6 +56,8 @@ def study_space(run: SearchRun, ceiling: Ceiling, *, xla_ok: bool, pixels: str) 
         xla_ok=xla_ok,
         pixels=pixels,
     )
+    if run.physical_batch is not None:  # an effective-batch contract: its one batch
+        space = dataclasses.replace(space, batch_sizes=(run.physical_batch,))
     given = run.config.search_space
     if given is not None:
         fitting = tuple(b for b in given.batch_sizes if b <= ceiling.batch_size)

@@ -1,14 +1,22 @@
 """The search's view of a probe runner: when a memory reading needs a fresh worker, and what
-the probes cost."""
+the probes cost; and the tune's own worker, closed with its folder on every exit."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from autobatch._errors import ProbeError
-from autobatch._probe import ProbeRunner
+from autobatch._probe import ProbeRunner, SubprocessProbeRunner
 from autobatch._probe._types import ProbeRequest, ProbeResult
+
+if TYPE_CHECKING:
+    from autobatch._search._config import TuneConfig
+    from autobatch._search._job import TuneJob
 
 
 class TrackedRunner(ProbeRunner):
@@ -78,3 +86,36 @@ class TrackedRunner(ProbeRunner):
         """The probes' time and the workers' start-up time."""
         return {**{k: round(v, 2) for k, v in self.probe_time.items()},
                 **self.runner.time_spent()}
+
+
+@contextlib.contextmanager
+def probe_runner_for(runner: ProbeRunner | None, job: TuneJob,
+                     config: TuneConfig) -> Iterator[ProbeRunner]:
+    """The caller's runner (not closed here), else a ``SubprocessProbeRunner`` of our own,
+    closed with its work folder whether the tune finished, failed or was interrupted."""
+    if runner is not None:
+        yield runner
+        return
+    work_dir = tempfile.mkdtemp(prefix="autobatch-tune-")
+    try:
+        own = SubprocessProbeRunner(
+            job.model, job.source, image_size=job.size, channels=job.channels,
+            augment=config.augment, host_memory_budget_bytes=job.host_budget_bytes,
+            device_memory_budget_bytes=job.device_budget_bytes,
+            custom_objects_module=config.custom_objects_module, work_dir=work_dir,
+            # The search decides when a memory figure needs a fresh worker; throughput
+            # trials at smaller batches do not.
+            fresh_worker_for_smaller_batch=False, strategy=config.strategy,
+            data_service=config.data_service,
+        )
+    except BaseException:
+        # A model the worker cannot take (a Lambda layer, a __main__ class): the runner
+        # does not own this folder, so it is removed here.
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    try:
+        yield own
+    finally:
+        own.close()
+        # The worker's config, model file, logs and probe caches: nothing is left behind.
+        shutil.rmtree(work_dir, ignore_errors=True)

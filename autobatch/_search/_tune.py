@@ -9,13 +9,10 @@ optional ``on_event`` callback that the CLI draws; the library never prints.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from autobatch._data._service import check_address
@@ -24,7 +21,7 @@ from autobatch._framework import require_tensorflow
 from autobatch._models import optimizer_name
 from autobatch._models._files import check_model_file
 from autobatch._plan import Plan
-from autobatch._probe import ProbeRunner, SubprocessProbeRunner
+from autobatch._probe import ProbeRunner
 from autobatch._probe._budgets import resolve_budgets
 from autobatch._progress import Verbose
 from autobatch._search._assemble import (
@@ -34,6 +31,7 @@ from autobatch._search._assemble import (
 from autobatch._search._ceiling import MAX_BATCH_SIZE
 from autobatch._search._ceiling_phase import ceiling_phase, measure_default
 from autobatch._search._config import TuneConfig, resolve_time_budget, validate_options
+from autobatch._search._effective import effective_record, with_physical_batch
 from autobatch._search._effort import (
     size_to_the_job,
 )
@@ -49,7 +47,7 @@ from autobatch._search._finalists import (
     undecided,
 )
 from autobatch._search._goodput import noise_phase, objective_record, weight_for
-from autobatch._search._job import TuneJob, open_source, prepare_job
+from autobatch._search._job import open_source, prepare_job
 from autobatch._search._keep import (
     annotate_or_warn,
     cached_plan,
@@ -66,7 +64,7 @@ from autobatch._search._storage import sole_user
 from autobatch._search._study import default_storage_url
 from autobatch._search._study_phase import study_phase
 from autobatch._search._timing import FINALIST_MIN_TIME_S, TRIAL_MIN_TIME_S, PhaseClock
-from autobatch._search._tracked import TrackedRunner
+from autobatch._search._tracked import TrackedRunner, probe_runner_for
 from autobatch._search._verify import verify_phase
 
 __all__ = [
@@ -126,6 +124,7 @@ def tune(
     data_service: str | None = None,
     epochs: int | None = None,
     objective: str = "throughput",
+    effective_batch_size: int | None = None,
     time_budget_s: float | None = None,
 ) -> Plan:
     """Find the fastest batch size and ``tf.data`` settings that fit; returns a ``Plan``.
@@ -196,6 +195,11 @@ def tune(
             B)``), so a batch past the critical batch no longer wins on throughput alone;
             the plan's ``measured.objective`` holds the noise scale and every finalist on
             both objectives.
+        effective_batch_size: examples per weight update (``--effective-batch-size``):
+            the study tunes the pipeline at ``min(ceiling, E)`` split evenly, and where
+            memory caps the batch below ``E`` the plan accumulates gradients
+            (``plan.gradient_accumulation_steps``), its learning-rate rule scaled to the
+            effective batch; refused under a strategy (keras-team/keras#20582).
         time_budget_s: deprecated name of ``time_budget`` (a ``DeprecationWarning``).
 
     Returns:
@@ -225,6 +229,7 @@ def tune(
         custom_objects_module=custom_objects_module, use_cache=use_cache,
         search_space=search_space, pixels=pixels, strategy=spec,
         data_service=check_address(data_service), epochs=epochs, objective=objective,
+        effective_batch_size=effective_batch_size,
     )
     with tune_events(verbose, on_event) as callback:
         return run_tune(model, data, config, runner=runner, on_event=callback, started=started)
@@ -254,7 +259,7 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
         study, in_memory = open_tune_study(job, config, emit)
         shared = join_shared(study, config, in_memory=in_memory, emit=emit)
         try:
-            with _probe_runner(runner, job, config) as probe_runner:
+            with probe_runner_for(runner, job, config) as probe_runner:
                 tracked = TrackedRunner(probe_runner)
                 replicas = tracked.num_replicas
                 if replicas > 1 and config.try_xla:
@@ -266,7 +271,7 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
                     runner=tracked, study=study, stored=study.user_attrs,
                     config=config, emit=emit, deadline=config.deadline(started),
                     count=job.count, size=job.size, channels=job.channels, source=job.source,
-                    env=job.env, replicas=replicas, shared=shared,
+                    env=job.env, replicas=replicas, shared=shared, model=job.model,
                 ))
         except BaseException as exc:
             if shared is not None:
@@ -301,39 +306,6 @@ def _leaders_plan(plan: Plan, shared: SharedStudy, config: TuneConfig, emit: Emi
     return for_source(plan, source)
 
 
-@contextlib.contextmanager
-def _probe_runner(runner: ProbeRunner | None, job: TuneJob,
-                  config: TuneConfig) -> Iterator[ProbeRunner]:
-    """The caller's runner (not closed here), else a ``SubprocessProbeRunner`` of our own,
-    closed with its work folder whether the tune finished, failed or was interrupted."""
-    if runner is not None:
-        yield runner
-        return
-    work_dir = tempfile.mkdtemp(prefix="autobatch-tune-")
-    try:
-        own = SubprocessProbeRunner(
-            job.model, job.source, image_size=job.size, channels=job.channels,
-            augment=config.augment, host_memory_budget_bytes=job.host_budget_bytes,
-            device_memory_budget_bytes=job.device_budget_bytes,
-            custom_objects_module=config.custom_objects_module, work_dir=work_dir,
-            # The search decides when a memory figure needs a fresh worker; throughput
-            # trials at smaller batches do not.
-            fresh_worker_for_smaller_batch=False, strategy=config.strategy,
-            data_service=config.data_service,
-        )
-    except BaseException:
-        # A model the worker cannot take (a Lambda layer, a __main__ class): the runner
-        # does not own this folder, so it is removed here.
-        shutil.rmtree(work_dir, ignore_errors=True)
-        raise
-    try:
-        yield own
-    finally:
-        own.close()
-        # The worker's config, model file, logs and probe caches: nothing is left behind.
-        shutil.rmtree(work_dir, ignore_errors=True)
-
-
 def _search(run: SearchRun) -> Plan:
     """The phases in order; each stores what a resumed tune may skip on the study. On a
     shared study, the leader runs the phases before the trials and the verify phase; the
@@ -357,9 +329,11 @@ def _search(run: SearchRun) -> Plan:
     pixels = pixels_phase(run)
     clock.lap("pixels")
     noise = noise_phase(run, ceiling.batch_size)
-    run = dataclasses.replace(run, weight=weight_for(noise))
+    run = with_physical_batch(dataclasses.replace(run, weight=weight_for(noise)),
+                              ceiling.batch_size)
     default = default_record(baseline if run.config.measure_baseline else None,
-                             ceiling.batch_size, weight=run.weight)
+                             ceiling.batch_size, weight=run.weight) if (
+        run.physical_batch is None) else None  # batch 32 cannot keep the contract
     # TRIAL_MIN_TIME_S is read here, at call time (a test lengthens the trials through it).
     study = study_phase(run, ceiling, xla_ok=xla_ok, pixels=pixels["dtype"], default=default,
                         trial_min_time_s=TRIAL_MIN_TIME_S)
@@ -385,6 +359,10 @@ def _search(run: SearchRun) -> Plan:
     )
     if effort is not None:
         plan.measured["effort"] = effort
+    effective = effective_record(run, ceiling.batch_size, run.model)
+    if effective is not None:
+        plan.gradient_accumulation_steps = int(effective["gradient_accumulation_steps"])
+        plan.measured["effective_batch"] = effective
     if run.config.objective != "throughput":
         plan.measured["objective"] = objective_record(run.config.objective, noise,
                                                       outcome.finalists)
