@@ -551,7 +551,37 @@ def _markdown(results: dict[str, Any]) -> str:
         ]
     lines += _end_to_end_lines()
     lines += _shared_study_lines()
+    lines += _time_to_accuracy_lines()
     return "\n".join(lines) + "\n"
+
+
+def _time_to_accuracy_lines() -> list[str]:
+    """``benchmarks/time_to_accuracy.py``'s last run (``results/time_to_accuracy.json``)."""
+    path = HERE / "results" / "time_to_accuracy.json"
+    if not path.exists():
+        return []
+    run = json.loads(path.read_text())
+    noise = run.get("noise_scale") or {}
+    b = noise.get("b_simple")
+    noise_text = (f"B_simple {b:.0f} ({noise.get('low') or 0:.0f}-"
+                  f"{noise.get('high') or float('inf'):.0f}) from batches of "
+                  f"{noise.get('small_batch_size')} and {noise.get('large_batch_size')}"
+                  if b else "not resolved")
+    lines = ["## Fastest to a target accuracy (`benchmarks/time_to_accuracy.py`)", "",
+             f"scikit-learn's digits at 32 px, the small CNN (Adam, the plan's sqrt learning-rate "
+             f"rule), 20% held out; wall time of `autobatch.fit` until validation accuracy "
+             f"reaches {run['target_val_accuracy']}, {run['seeds']} seeds, the three "
+             f"interleaved. The goodput tune's gradient noise scale: {noise_text}.", "",
+             "| configuration | batch | median time to target (s) | median epochs | reached "
+             "| tune (s) |", "|---|---:|---:|---:|---:|---:|"]
+    for name, row in run["summary"].items():
+        seconds = row["median_time_to_target_s"]
+        shown = f"{seconds:.1f}" if seconds not in (None, float("inf")) and \
+            seconds != "Infinity" else "not reached"
+        lines.append(f"| {name} | {row['batch_size']} | {shown} | "
+                     f"{row['median_epochs_to_target']} | {row['reached']}/{run['seeds']} | "
+                     f"{row.get('tune_s') or '-'} |")
+    return lines + [""]
 
 
 def _shared_study_lines() -> list[str]:
