@@ -286,7 +286,12 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
         if shared is not None:
             plan.measured["shared_study"] = {"leader": shared.member.number,
                                              **shared.identity}
-            shared.store("shared_plan", plan.to_dict())
+            try:
+                shared.store("shared_plan", plan.to_dict())
+            except Exception as exc:  # the database went away after the search
+                shared.leave(failed=True)
+                raise_storage_fault(exc, config, in_memory=False)
+                raise
             shared.leave()
     keep_plan(plan, config)
     emit("done", f"batch {plan.batch_size}: {plan.examples_per_s or 0:.1f} examples/s",
