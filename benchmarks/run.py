@@ -612,17 +612,25 @@ def _repeated_truth_lines(ceiling: dict) -> list[str]:
     (``results/ceiling_truth_<model>_repeats.json``): where the peak is not monotone in the
     batch, the largest batch below which every batch fits."""
     short = ceiling["model"].split("_")[0]
+    lines: list[str] = []
+    bisection = HERE / "results" / f"ceiling_truth_{short}_repeated_bisection.json"
+    if bisection.exists():
+        again = json.loads(bisection.read_text())
+        lines += [f"With every verdict repeated ({again['truth']}; "
+                  f"`benchmarks/ceiling_truth_repeated.py`, {len(again['runs'])} processes): "
+                  f"true largest batch **{again['true_max']}**.", "",
+                  "| finder | ceiling found | found / repeated truth |", "|---|---:|---:|"]
+        for key, f in ceiling["finders"].items():
+            lines.append(f"| {key} | {f['ceiling']} | "
+                         f"{f['ceiling'] / again['true_max']:.2f} |")
+        lines.append("")
     path = HERE / "results" / f"ceiling_truth_{short}_repeats.json"
     if not path.exists():
-        return []
+        return lines
     run = json.loads(path.read_text())
     tried = ", ".join(f"{r['batch_size']} {'fits' if r['fits'] else 'over'} "
                       f"({r['peak_bytes'] / 1e9:.2f} GB)" for r in run["runs"])
-    low, high = run["monotone_truth_range"]
-    ratios = run["ratio_to_monotone_truth"]
-    return [f"Repeated fresh plain-Keras runs: {tried}. {run['note']} Against that, "
-            f"autobatch's {run['autobatch_ceiling']} is **{ratios[0]:.2f}-{ratios[1]:.2f}** "
-            f"of the true ceiling ({low}-{high}).", ""]
+    return lines + [f"Repeated fresh plain-Keras runs beside it: {tried}. {run['note']}", ""]
 
 
 def _end_to_end_lines() -> list[str]:
