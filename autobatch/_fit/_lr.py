@@ -98,6 +98,7 @@ def accumulating_as_planned(model: Any, plan: Any, replicas: int = 1) -> Iterato
             (its accumulators would be missing): one line each.
     """
     from autobatch._errors import UsageError
+    from autobatch._search._effective import has_batch_norm
 
     steps = int(getattr(plan, "gradient_accumulation_steps", 1) or 1)
     optimizer = getattr(model, "optimizer", None)
@@ -114,7 +115,7 @@ def accumulating_as_planned(model: Any, plan: Any, replicas: int = 1) -> Iterato
                          "optimizer was already built without accumulators: compile the "
                          "model afresh (model.compile(...)) before autobatch.fit")
     optimizer.gradient_accumulation_steps = steps
-    if has_batch_norm_layers(model):
+    if has_batch_norm(model):
         logger.warning("gradient accumulation over %d micro-batches of %d: BatchNormalization "
                        "still normalises each micro-batch of %d", steps, plan.batch_size,
                        plan.batch_size)
@@ -125,8 +126,3 @@ def accumulating_as_planned(model: Any, plan: Any, replicas: int = 1) -> Iterato
     finally:
         optimizer.gradient_accumulation_steps = before
 
-
-def has_batch_norm_layers(model: Any) -> bool:
-    from autobatch._search._effective import has_batch_norm
-
-    return bool(has_batch_norm(model))

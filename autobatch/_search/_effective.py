@@ -60,16 +60,9 @@ def effective_record(run: SearchRun, ceiling_batch: int, model: Any) -> dict[str
 def has_batch_norm(model: Any) -> bool | None:
     """Whether a built Keras model has a BatchNormalization layer (None: a SPEC or a file,
     not loaded here; ``fit`` checks the loaded model)."""
-    layers = getattr(model, "layers", None)
-    if layers is None:
+    if getattr(model, "layers", None) is None:
         return None
+    from autobatch._models._saving import all_layers
 
-    def walk(items: Any) -> bool:
-        for layer in items:
-            if type(layer).__name__.startswith("BatchNormalization"):
-                return True
-            if walk(getattr(layer, "layers", []) or []):
-                return True
-        return False
-
-    return walk(layers)
+    return any(type(layer).__name__.startswith("BatchNormalization")
+               for layer in all_layers(model))

@@ -19,6 +19,7 @@ from autobatch._noise import NoiseScale
 from autobatch._plan import DEFAULT_REFERENCE_BATCH_SIZE
 from autobatch._probe._types import ProbeRequest
 from autobatch._search._run import SearchRun, training_batch_cap
+from autobatch._search._space import robust_value
 from autobatch._search._timing import probe_timeout
 
 OBJECTIVES = ("throughput", "goodput")
@@ -80,7 +81,7 @@ def objective_record(objective: str, noise: dict[str, Any] | None,
     for row in finalists:
         batch = int(row.get("batch_size") or 0)
         rates = row.get("fit_examples_per_s") or []
-        rate = sorted(rates)[len(rates) // 2] if rates else row.get("trial_examples_per_s")
+        rate = robust_value(rates) if rates else row.get("trial_examples_per_s")
         efficiency = weight(batch) if weight is not None and batch else 1.0
         rows.append({"batch_size": batch, "examples_per_s": rate, "efficiency": efficiency,
                      "goodput": rate * efficiency if rate is not None else None,

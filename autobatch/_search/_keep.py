@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autobatch import __version__
 from autobatch._plan import Plan, load_cached_plan, save_cached_plan
@@ -155,7 +155,7 @@ def _prepared_study(job: TuneJob, config: TuneConfig, emit: Emitter, *,
     return study
 
 
-def keep_plan(plan: Plan, config: TuneConfig) -> None:
+def keep_plan(plan: Plan, config: TuneConfig, storage: Any = None) -> None:
     """``output`` first, then the cache: a cache that cannot be written is a warning (the
     plan is returned); an ``output`` that cannot be written is a ``PlanOutputError`` that
     carries the plan, raised after the cache has kept it where it could."""
@@ -167,7 +167,7 @@ def keep_plan(plan: Plan, config: TuneConfig) -> None:
             failed = exc
     kept_at = save_cached_plan(plan) if config.use_cache else None
     if config.use_cache:
-        save_shared_plan(config.storage, plan)
+        save_shared_plan(config.storage, plan, storage)
     if failed is not None and config.output is not None:
         raise output_error(plan, config.output, failed, kept_at=kept_at)
 

@@ -43,13 +43,15 @@ def retry_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 
 def fail_stale_trials(study: optuna.Study, *,
                       on_failed: Callable[[optuna.trial.FrozenTrial], None] | None = None,
-                      ) -> list[int]:
+                      earlier_self: dict[str, Any] | None = None) -> list[int]:
     """Fail the RUNNING trials whose process is gone (killed with SIGKILL, a lost session),
     calling ``on_failed`` for each this process failed (another may fail it first).
 
     Only trials owned by a process on this host can be checked by pid (other hosts' are
     left to heartbeats); a trial with no owner (its process died between ask and the first
-    write) is stale once older than ``GRACE_S``. Returns the trial numbers failed.
+    write) is stale once older than ``GRACE_S``. Trials owned by ``earlier_self`` (this very
+    process, whose earlier tune failed when the database went away and could not say so)
+    are stale too, though its pid lives. Returns the trial numbers failed.
     """
     import datetime
     import socket
@@ -69,6 +71,8 @@ def fail_stale_trials(study: optuna.Study, *,
                    else 0.0)
             if age < GRACE_S:
                 continue
+        elif earlier_self is not None and owner == earlier_self:
+            pass  # this process's earlier tune left it
         elif owner.get("host") != host:
             continue
         else:

@@ -56,15 +56,16 @@ def load_shared_plan(url: str | None, fingerprints: dict[str, str]) -> Plan | No
     return plan
 
 
-def save_shared_plan(url: str | None, plan: Plan) -> bool:
-    """Keep the plan in the shared storage; a storage that fails now is a warning."""
+def save_shared_plan(url: str | None, plan: Plan, storage: Any = None) -> bool:
+    """Keep the plan in the shared storage (``storage``: the tune's own, already open); a
+    storage that fails now is a warning."""
     if not is_shared(url) or not plan.fingerprints:
         return False
     assert url is not None
     import optuna
 
     try:
-        storage = make_storage(url)
+        storage = storage if storage is not None else make_storage(url)
         study = optuna.create_study(storage=storage, study_name=PLANS_STUDY,
                                     load_if_exists=True)
         study.set_user_attr(_key(plan.fingerprints), plan.to_dict())

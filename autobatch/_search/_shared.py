@@ -22,6 +22,7 @@ How they share it, with nothing but the storage between them:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -60,22 +61,6 @@ def fail_stale(study: optuna.Study) -> list[int]:
     return sorted(by_beat | set(by_pid))
 
 
-def _fail_own(study: optuna.Study, identity: dict[str, Any]) -> None:
-    """Fail what an earlier tune of this very process left RUNNING (it failed when the
-    database went away, so it could not say so): the pid check sees a live process."""
-    import optuna
-
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if (trial.user_attrs.get(OWNER_ATTR) or {}) == identity:
-            try:
-                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
-                continue
-            logger.info("failed trial %d of %s, left RUNNING by this process's earlier tune",
-                        trial.number, study.study_name)
-            retry_stale(study, trial)
-
-
 @dataclass
 class SharedStudy:
     """This process's membership of a shared study (``join``; ``leave`` when done)."""
@@ -101,7 +86,8 @@ class SharedStudy:
         workers, slots = sibling("workers"), sibling("slots")
         identity = process_identity()
         for leftover in (study, workers, slots):
-            _fail_own(leftover, identity)
+            fail_stale_trials(leftover, earlier_self=identity,
+                              on_failed=functools.partial(retry_stale, leftover))
         with own_heartbeats():
             member = workers.ask()
         member.set_user_attr(OWNER_ATTR, identity)

@@ -62,29 +62,49 @@ def sqlite_path(url: str) -> Path | None:
     return Path(rest)
 
 
+class _Held(Exception):
+    """Another process holds the lock (``_flock`` without waiting)."""
+
+
 @contextlib.contextmanager
-def schema_lock(url: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``<database>.lock`` (SQLite files only).
+def _flock(lock: Path, *, wait: bool = True, remove: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``lock`` (``remove``: unlinked when done).
 
     A lock file that cannot be created (a read-only folder) is no lock: opening the
-    database then fails with its own, clearer, error.
+    database then fails with its own, clearer, error. Without ``wait``, a lock another
+    process holds raises ``_Held`` before the block runs.
     """
-    path = sqlite_path(url)
-    if path is None:
-        yield
-        return
     try:
         import fcntl
 
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except (ImportError, OSError):
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise _Held from None
+        try:
+            yield
+        finally:
+            if remove:
+                with contextlib.suppress(OSError):
+                    lock.unlink()
     finally:
         os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<database>.lock`` (SQLite files only)."""
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    with _flock(path.with_name(path.name + ".lock")):
+        yield
 
 
 HEARTBEAT_S = 5
@@ -156,32 +176,18 @@ def sole_user(url: str, study_name: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    lock = path.with_name(f"{path.name}.{study_name}.lock")
     try:
-        import fcntl
-
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except (ImportError, OSError):
-        yield  # no lock to be had (a read-only folder): opening the database says why
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            error = StorageError(
-                f"another process is tuning study {study_name} in the SQLite storage "
-                f"{url!r}, and SQLite is not for parallel workers: wait for it, or share the "
-                "study with --storage journal:PATH (one host) or postgresql://USER@HOST/DB "
-                "(many machines)", parameter="storage")
-            error.reason = "SQLite study in use by another process"
-            raise error from None
-        try:
+        with _flock(path.with_name(f"{path.name}.{study_name}.lock"), wait=False,
+                    remove=True):
             yield
-        finally:
-            with contextlib.suppress(OSError):
-                lock.unlink()
-    finally:
-        os.close(fd)
+    except _Held:
+        error = StorageError(
+            f"another process is tuning study {study_name} in the SQLite storage "
+            f"{url!r}, and SQLite is not for parallel workers: wait for it, or share the "
+            "study with --storage journal:PATH (one host) or postgresql://USER@HOST/DB "
+            "(many machines)", parameter="storage")
+        error.reason = "SQLite study in use by another process"
+        raise error from None
 
 
 def rdb_storage(url: str, *, on_stale: StaleCallback | None = None) -> optuna.storages.RDBStorage:

@@ -293,7 +293,7 @@ def run_tune(model: Any, data: Any, config: TuneConfig, *, runner: ProbeRunner |
                 raise_storage_fault(exc, config, in_memory=False)
                 raise
             shared.leave()
-    keep_plan(plan, config)
+    keep_plan(plan, config, None if in_memory else study._storage)
     emit("done", f"batch {plan.batch_size}: {plan.examples_per_s or 0:.1f} examples/s",
          best=plan.examples_per_s)
     return for_source(plan, source)
@@ -304,7 +304,7 @@ def _leaders_plan(plan: Plan, shared: SharedStudy, config: TuneConfig, emit: Emi
     """A member's end: the plan the leader verified and stored on the shared study."""
     shared.leave()
     del plan.measured["shared_plan"]
-    keep_plan(plan, config)
+    keep_plan(plan, config, shared.study._storage)
     leader = plan.measured.get("shared_study", {})
     emit("done", f"batch {plan.batch_size}: the plan verified by member {leader.get('leader')} "
          f"(pid {leader.get('pid')} on {leader.get('host')})", best=plan.examples_per_s)
