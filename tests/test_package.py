@@ -33,7 +33,7 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
         "*augment=None", "*time_budget=None",
         "*memory_budget=None", "*pixels=None", "*scale_lr=False", "*reference_batch_size=None",
         "*tune_options=None", "*on_epoch=None", "*strategy=None", "*data_service=None",
-        "*effective_batch_size=None", "**fit_kwargs",
+        "*effective_batch_size=None", "*objective=None", "*adapt=False", "**fit_kwargs",
     ],
     "image_folder": [
         "directory", "*class_names=None", "*color_mode=None", "*interpolation='bilinear'",

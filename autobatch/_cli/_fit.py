@@ -62,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="examples per weight update: where memory caps the batch below "
                              "N, gradients are accumulated over micro-batches (the learning "
                              "rate scaled to N); not under --strategy")
+    parser.add_argument("--objective", choices=("throughput", "goodput"), default=None,
+                        help="what the tune maximises (see 'autobatch tune --help'); default "
+                             "goodput with --adapt, else throughput")
+    parser.add_argument("--adapt", action="store_true",
+                        help="re-estimate the gradient noise scale while training and move "
+                             "the batch between epochs among the plan's verified batch sizes "
+                             "by goodput (the learning rate moves with it by the plan's rule)")
     parser.add_argument("--pixels", choices=("auto", "float32", "uint8"),
                         help="pixel dtype when tuning (see 'autobatch tune --help')")
     add_max_pixels(parser)
@@ -126,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
         + f", {steps if steps is not None else '?'} steps per "
         f"epoch" + (f" ({shown(used.path)})" if used.path else "")
     )
+    for move in (getattr(history, "adapt", None) or {}).get("moves", []):
+        noise = move["noise_scale"]
+        out.print(f"adapt: epoch {move['epoch']} on, batch {move['from']} -> {move['to']} "
+                  f"(B_simple {f'{noise:.0f}' if noise is not None else 'unresolved'})")
     if lr["factor"] != 1.0 or lr["applied"]:
         verb = "applied" if lr["applied"] else "suggested (pass --scale-lr to apply)"
         out.print(
@@ -167,6 +178,8 @@ def _fit(autobatch: Any, args: argparse.Namespace, chosen: ChosenData, data: Any
         strategy=args.strategy_spec,
         data_service=args.data_service,
         effective_batch_size=args.effective_batch_size,
+        objective=args.objective,
+        adapt=args.adapt,
         verbose=1,
     )
 

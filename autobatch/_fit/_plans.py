@@ -4,8 +4,10 @@ learning-rate rule). No tuning here: ``fit`` calls the public tune."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from autobatch._data import Source
@@ -107,3 +109,20 @@ def _pixels_for(plan: Any, model: Any, source: Source) -> Any:
     logger.warning("the plan's uint8 pixels do not apply (%s): training with float32",
                    why.replace("the model's", "this model's"))
     return copy_plan(plan, pipeline=plan.pipeline.replace(pixels="float32"))
+
+
+@contextlib.contextmanager
+def jit_as_planned(model: Any, plan: Any) -> Iterator[None]:
+    """Train with XLA when the plan measured the step compiled with it, and give the model
+    its own setting (off) back afterwards."""
+    if not plan.jit_compile or getattr(model, "jit_compile", False):
+        yield
+        return
+    model.jit_compile = True
+    model.train_function = None  # a cached train function would keep the old setting
+    logger.info("training with jit_compile=True for this fit, as the plan measured")
+    try:
+        yield
+    finally:
+        model.jit_compile = False
+        model.train_function = None

@@ -12,12 +12,13 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from autobatch._data import Source, resolve_source
 from autobatch._data._service import check_address, check_servable
 from autobatch._errors import UsageError
+from autobatch._fit._adapt import check_adaptable, fit_adaptively, ladder, objective_for
 from autobatch._fit._coverage import (
     CoverageReport,
     counting_train_step,
@@ -25,7 +26,7 @@ from autobatch._fit._coverage import (
     make_coverage_callback,
 )
 from autobatch._fit._lr import accumulating_as_planned, apply_learning_rate
-from autobatch._fit._plans import adapt_plan, for_replicas, obtain_plan
+from autobatch._fit._plans import adapt_plan, for_replicas, jit_as_planned, obtain_plan
 from autobatch._fit._preflight import check_strategy, preflight
 from autobatch._framework import require_tensorflow
 from autobatch._models import check_model_file, model_input_shape
@@ -65,6 +66,8 @@ def fit(
     strategy: Any = None,
     data_service: str | None = None,
     effective_batch_size: int | None = None,
+    objective: str | None = None,
+    adapt: bool = False,
     **fit_kwargs: Any,
 ) -> Any:
     """Tune (or reuse the cached plan) and train, counting the examples of every epoch.
@@ -122,6 +125,14 @@ def fit(
             ``autobatch.tune``): where memory caps the batch below it, the plan's
             micro-batches are accumulated (the optimizer's ``gradient_accumulation_steps``,
             given back after fit); the optimizer must not be built yet.
+        objective: the tune's objective, ``"throughput"`` or ``"goodput"`` (see
+            ``autobatch.tune``); None: goodput with ``adapt``, else throughput.
+        adapt: re-estimate the gradient noise scale during training (from the gradients
+            each step computes anyway) and move the batch between epochs among the plan's
+            verified batch sizes, each on its tuned pipeline, by goodput; the learning rate
+            moves with it by the plan's rule. Every epoch is still one whole pass;
+            ``history.history["batch_size"]`` and ``["noise_scale"]`` record each epoch,
+            ``history.adapt`` the moves. One device, no effective batch.
         **fit_kwargs: passed to ``model.fit`` (``validation_data``, ``class_weight``, ...).
 
     Returns:
@@ -141,12 +152,14 @@ def fit(
             shortfall; ``error.coverage`` holds the epochs up to the failed one.
     """
     tune_options = dict(tune_options or {})
+    objective = objective_for(objective, adapt)
     # The tune's own options, given to fit directly, join tune_options.
     data_service = check_address(data_service)
     for name, value in (("time_budget", time_budget), ("memory_budget", memory_budget),
                         ("pixels", pixels), ("image_size", image_size), ("augment", augment),
                         ("data_service", data_service),
-                        ("effective_batch_size", effective_batch_size)):
+                        ("effective_batch_size", effective_batch_size),
+                        ("objective", objective)):
         if value is not None:
             tune_options[name] = value
     for name in _PLAN_OWNED:
@@ -182,24 +195,43 @@ def fit(
     plan = for_replicas(adapt_plan(plan, spec, model, train_source, reference_batch_size),
                         replicas)
 
+    rungs = None
+    if adapt:
+        check_adaptable(plan, replicas=replicas, user_steps=user_steps)
+        rungs = ladder(plan)
+        if len(rungs) < 2:
+            logger.warning("adapt=True: the plan verified no other batch size than %d; "
+                           "training at it", plan.batch_size)
+            rungs = None
+
+    def inputs(batch_plan: Any, segment: int = 0) -> tuple[Any, int | None]:
+        """The training dataset at ``batch_plan``'s batch and its steps per epoch (None:
+        one pass of the dataset is one epoch)."""
+        epoch = train_source.epoch(batch_plan.batch_size)
+        # Folders and arrays train from one endless iterator: the next epoch's first batches
+        # are prepared while the last ones train (each pass still exactly one epoch).
+        endless = user_steps is None and train_source.endless_epochs and bool(
+            epoch.num_examples)
+        shuffle_seed = seed + segment if seed is not None else None  # (a new order per run)
+        train_ds = batch_plan.dataset(train_source, shuffle=True, seed=shuffle_seed,
+                                      repeat=endless, label_mode=spec.label_mode,
+                                      augment=augment, data_service=data_service)
+        if user_steps is not None:
+            # The dataset is one epoch long; repeat it so user steps can run across epochs.
+            train_ds = train_ds.repeat()
+        return train_ds, epoch.steps if endless else None
+
     epoch = train_source.epoch(plan.batch_size)
-    # Folders and arrays train from one endless iterator: the next epoch's first batches are
-    # prepared while the last ones train (each pass still exactly one epoch).
-    endless = user_steps is None and train_source.endless_epochs and bool(epoch.num_examples)
-    train_ds = plan.dataset(train_source, shuffle=True, seed=seed, repeat=endless,
-                            label_mode=spec.label_mode, augment=augment,
-                            data_service=data_service)
+    train_ds, endless_steps = inputs(plan)
     report = CoverageReport(expected_examples=epoch.num_examples)
     if epoch.note:
         report.uneven_last_batch = epoch.last_batch_size
         report.notes.append(epoch.note)
 
     short_cause = None
-    if endless:
-        fit_kwargs["steps_per_epoch"] = epoch.steps
+    if endless_steps is not None:
+        fit_kwargs["steps_per_epoch"] = endless_steps
     elif user_steps is not None:
-        # The dataset is one epoch long; repeat it so user steps can run across epochs.
-        train_ds = train_ds.repeat()
         short_cause = (
             f"steps_per_epoch={user_steps} was passed; leave it out so one epoch is one pass "
             f"({epoch.steps} steps of {plan.batch_size})"
@@ -212,7 +244,7 @@ def fit(
 
     lr_info = apply_learning_rate(model, plan, scale_lr=scale_lr)
     fit_kwargs["verbose"] = verbose
-    with _jit_as_planned(model, plan), accumulating_as_planned(model, plan, replicas), \
+    with jit_as_planned(model, plan), accumulating_as_planned(model, plan, replicas), \
             counting_train_step(model) as counter, warnings.catch_warnings():
         if user_steps is None:
             # A generator's length is unknown to Keras until its first pass ends; Keras then
@@ -224,8 +256,13 @@ def fit(
         # shuffle=False: the pipeline reshuffles every epoch itself; Keras ignores (and
         # warns about) shuffle for a tf.data input.
         try:
-            history = model.fit(train_ds, epochs=epochs, shuffle=False,
-                                callbacks=[coverage_cb, *(callbacks or [])], **fit_kwargs)
+            if rungs is not None:
+                history = fit_adaptively(model, plan, rungs, inputs, epochs=epochs,
+                                          callbacks=[coverage_cb], user_callbacks=callbacks,
+                                          fit_kwargs=fit_kwargs)
+            else:
+                history = model.fit(train_ds, epochs=epochs, shuffle=False,
+                                    callbacks=[coverage_cb, *(callbacks or [])], **fit_kwargs)
         except Exception as exc:
             # Data that changed under fit (a file deleted or overwritten after indexing) is
             # an error, not a warning: TensorFlow's iterator cannot go on past the failed
@@ -241,6 +278,7 @@ def fit(
     history.tune_time_s = tune_time_s
     history.steps_per_epoch = user_steps if user_steps is not None else epoch.steps
     history.num_replicas = replicas  # the plan's batch is the global one, split across them
+    history.adapt = getattr(history, "adapt", None)  # (fit_adaptively sets its record)
     if report.complete and report.epochs:
         logger.info("coverage: every epoch trained on all %d usable %s",
                     report.epochs[-1].examples_seen, train_source.noun)
@@ -351,20 +389,3 @@ def _resolve_model(model: Any, source: Source, *, image_size: Any) -> Any:
             )
         return model
     return resolve_model(model, num_classes=source.num_classes or 0, image_size=image_size)
-
-
-@contextlib.contextmanager
-def _jit_as_planned(model: Any, plan: Any) -> Iterator[None]:
-    """Train with XLA when the plan measured the step compiled with it, and give the model
-    its own setting (off) back afterwards."""
-    if not plan.jit_compile or getattr(model, "jit_compile", False):
-        yield
-        return
-    model.jit_compile = True
-    model.train_function = None  # a cached train function would keep the old setting
-    logger.info("training with jit_compile=True for this fit, as the plan measured")
-    try:
-        yield
-    finally:
-        model.jit_compile = False
-        model.train_function = None

@@ -125,3 +125,16 @@ def test_cli_goodput_tune_records_the_noise_scale_a_real_worker_measured(tmp_pat
     assert noise["repeats"] >= 8 and noise["trace_covariance"] > 0
     assert noise["resolved"] == (noise["b_simple"] is not None)
     assert record["finalists"] and plan["batch_size"] >= 1
+    # The CLI trains on that plan with --adapt: each epoch a whole pass, at batches the
+    # plan verified.
+    done = subprocess.run(
+        [sys.executable, "-m", "autobatch", "fit", str(folder), "--plan",
+         str(tmp_path / "plan.json"), "--adapt", "--epochs", "3", "--seed", "0"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for epoch in (1, 2, 3):
+        assert f"epoch {epoch}: trained on 64 of 64 usable images" in done.stdout
+    verified = {t["batch_size"] for t in plan["trials"]} | {plan["batch_size"]}
+    for line in done.stdout.splitlines():
+        if line.startswith("adapt: "):
+            assert int(line.split(" -> ")[1].split()[0]) in verified, line
