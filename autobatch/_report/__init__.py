@@ -34,15 +34,20 @@ class ReportFiles:
         html: the self-contained page (plots embedded).
         memory_png: peak memory against batch size.
         throughput_png: examples/s against batch size.
+        goodput_png: examples/s, goodput and efficiency against batch size; only for a plan
+            tuned with ``--objective goodput`` (else None).
     """
 
     html: Path
     memory_png: Path
     throughput_png: Path
+    goodput_png: Path | None = None
 
     @property
-    def pngs(self) -> tuple[Path, Path]:
-        return (self.memory_png, self.throughput_png)
+    def pngs(self) -> tuple[Path, ...]:
+        """The plots written, in the page's order."""
+        extra = (self.goodput_png,) if self.goodput_png is not None else ()
+        return (self.memory_png, self.throughput_png, *extra)
 
 
 def _write_shared(path: Path, data: bytes) -> None:
@@ -52,14 +57,14 @@ def _write_shared(path: Path, data: bytes) -> None:
 
 def write_report(plan: Any, out_html: str | os.PathLike[str], *,
                  png_dir: str | os.PathLike[str] | None = None) -> ReportFiles:
-    """Write the HTML report and its two plots as PNG files.
+    """Write the HTML report and its plots as PNG files (two; three under goodput).
 
     Args:
         plan: a plan dict (``Plan.to_dict()``), a ``Plan``, or the path of a plan JSON file.
             Optional parts (baseline, audit, GPU figures, probes, trials) may be missing.
         out_html: the HTML file to write; it embeds the plots and needs nothing else.
-        png_dir: folder for ``<stem>-memory.png`` and ``<stem>-throughput.png``; defaults to
-            the HTML file's folder.
+        png_dir: folder for ``<stem>-memory.png`` and ``<stem>-throughput.png`` (and
+            ``<stem>-goodput.png`` for a goodput plan); defaults to the HTML file's folder.
 
     Returns:
         The paths written.
@@ -68,6 +73,7 @@ def write_report(plan: Any, out_html: str | os.PathLike[str], *,
         UsageError: the plan path does not exist.
         PlanError: the plan is not a plan of a known schema version.
     """
+    from autobatch._report._goodput import goodput_figure, goodput_record
     from autobatch._report._html import render_html
     from autobatch._report._plots import figure_png, memory_figure, throughput_figure
 
@@ -76,10 +82,15 @@ def write_report(plan: Any, out_html: str | os.PathLike[str], *,
     pngs = Path(png_dir) if png_dir is not None else out.parent
     memory_png = figure_png(memory_figure(data))
     throughput_png = figure_png(throughput_figure(data))
+    goodput_png = figure_png(goodput_figure(data)) if goodput_record(data) else None
     files = ReportFiles(html=out, memory_png=pngs / f"{out.stem}-memory.png",
-                        throughput_png=pngs / f"{out.stem}-throughput.png")
+                        throughput_png=pngs / f"{out.stem}-throughput.png",
+                        goodput_png=pngs / f"{out.stem}-goodput.png" if goodput_png else None)
     _write_shared(files.memory_png, memory_png)
     _write_shared(files.throughput_png, throughput_png)
-    _write_shared(out, render_html(data, memory_png, throughput_png).encode("utf-8"))
-    log.info("wrote report %s and plots %s, %s", out, files.memory_png, files.throughput_png)
+    if files.goodput_png is not None and goodput_png is not None:
+        _write_shared(files.goodput_png, goodput_png)
+    _write_shared(out, render_html(data, memory_png, throughput_png, goodput_png)
+                  .encode("utf-8"))
+    log.info("wrote report %s and plots %s", out, ", ".join(str(p) for p in files.pngs))
     return files

@@ -68,6 +68,13 @@ def fmt_factor(value: Any) -> str:
     return f"{float(value):.2f}×" if is_number(value) else "-"
 
 
+def fmt_scale(value: Any) -> str:
+    """A batch-sized estimate (the gradient noise scale): ``1,234``, ``7.5`` below 10."""
+    if not is_number(value):
+        return "-"
+    return f"{float(value):,.0f}" if abs(value) >= 10 else f"{float(value):.1f}"
+
+
 def fmt_value(value: Any) -> str:
     """Anything else from the plan: booleans, strings, short lists."""
     if value is None:
@@ -107,6 +114,7 @@ FORMATTERS = {
     "value": fmt_value,
     "list": fmt_list,
     "setting": fmt_setting,
+    "scale": fmt_scale,
 }
 
 

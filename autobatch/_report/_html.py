@@ -15,6 +15,7 @@ from autobatch._report._dashboard import (
     study_section,
 )
 from autobatch._report._format import lookup
+from autobatch._report._goodput import goodput_caption, objective_section
 from autobatch._report._markup import esc, figure
 from autobatch._report._sections import (
     audit_section,
@@ -53,8 +54,9 @@ pre { padding: 0.6rem; overflow-x: auto; }
 """
 
 
-def render_html(plan: dict[str, Any], memory_png: bytes, throughput_png: bytes) -> str:
-    """The whole report page as a string."""
+def render_html(plan: dict[str, Any], memory_png: bytes, throughput_png: bytes,
+                goodput_png: bytes | None = None) -> str:
+    """The whole report page as a string (the goodput section only with its plot)."""
     model = lookup(plan, "model.name") or lookup(plan, "model.spec") or "model"
     data = lookup(plan, "data.path") or lookup(plan, "data.kind") or "data"
     sections = [
@@ -66,6 +68,10 @@ def render_html(plan: dict[str, Any], memory_png: bytes, throughput_png: bytes) 
         "<h2>Throughput</h2>",
         figure(throughput_png, "examples per second against batch size",
                throughput_caption(plan), "plot-throughput"),
+        *(["<h2>Objective: goodput</h2>",
+           figure(goodput_png, "examples per second, goodput and efficiency against batch size",
+                  goodput_caption(plan), "plot-goodput"),
+           objective_section(plan)] if goodput_png is not None else []),
         "<h2>Chosen settings</h2>", settings_section(plan),
         "<h2>Finalists</h2>", finalists_section(plan),
         "<h2>Learning rate</h2>", learning_rate_section(plan),

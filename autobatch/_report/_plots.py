@@ -1,4 +1,5 @@
-"""The report's two plots, drawn with matplotlib from a plan dict.
+"""The report's memory and throughput plots, drawn with matplotlib from a plan dict (the
+goodput plot, on the same batch axis, is ``_goodput``'s).
 
 Figures are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas directly,
 never through ``pyplot``: a library must not switch the backend of a user's notebook or

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from autobatch._report._format import fmt_factor, input_bound_sentence, is_number, lookup
+from autobatch._report._goodput import summary_line
 from autobatch._report._markup import budget_key, default_reference, derived, esc, num
 from autobatch._report._plots import search_budget
 
@@ -107,6 +108,7 @@ def summary_section(plan: dict[str, Any]) -> str:
         f"fit is {num(plan, 'ceiling_batch_size', 'count')}.{_baseline_sentence(plan)}</p>",
         f'<p id="input-wait" class="verdict {esc(css)}">{esc(sentence)}</p>',
         _tune_cost(plan),
+        summary_line(plan),
     ]
     if sentence.startswith("input-bound") and not lookup(plan, "measured.data_service"):
         parts.append('<p id="data-service-hint">Where this host\'s cores are all busy '
