@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     files = write_report(plan, args.out, png_dir=args.png_dir)
     out = console()
     # Paths are printed verbatim: no rich markup, no wrapping, so they can be copied.
-    lines = [f"report: {files.html}", f"plots:  {files.memory_png}",
-             f"        {files.throughput_png}"]
+    first, *more = files.pngs
+    lines = [f"report: {files.html}", f"plots:  {first}", *(f"        {p}" for p in more)]
     command = dashboard_command(lookup(plan, "study.storage"))
     if command:
         lines.append(f"study:  {command}")
