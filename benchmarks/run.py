@@ -570,15 +570,18 @@ def _time_to_accuracy_lines() -> list[str]:
     lines = ["## Fastest to a target accuracy (`benchmarks/time_to_accuracy.py`)", "",
              f"scikit-learn's digits at 32 px, the small CNN (Adam, the plan's sqrt learning-rate "
              f"rule), 20% held out; wall time of `autobatch.fit` until validation accuracy "
-             f"reaches {run['target_val_accuracy']}, {run['seeds']} seeds, the three "
-             f"interleaved. The goodput tune's gradient noise scale: {noise_text}.", "",
+             f"reaches {run['target_val_accuracy']}, {run['seeds']} seeds, the configurations "
+             f"interleaved. The goodput tune's gradient noise scale: {noise_text}. "
+             "goodput_adapt starts from the goodput plan and moves the batch between epochs "
+             "(`adapt=True`); its batch column lists the batches it trained at.", "",
              "| configuration | batch | median time to target (s) | median epochs | reached "
              "| tune (s) |", "|---|---:|---:|---:|---:|---:|"]
     for name, row in run["summary"].items():
         seconds = row["median_time_to_target_s"]
         shown = f"{seconds:.1f}" if seconds not in (None, float("inf")) and \
             seconds != "Infinity" else "not reached"
-        lines.append(f"| {name} | {row['batch_size']} | {shown} | "
+        batch = ", ".join(str(b) for b in row.get("batch_sizes_used") or [row["batch_size"]])
+        lines.append(f"| {name} | {batch} | {shown} | "
                      f"{row['median_epochs_to_target']} | {row['reached']}/{run['seeds']} | "
                      f"{row.get('tune_s') or '-'} |")
     return lines + [""]

@@ -1,6 +1,6 @@
 """Fastest to a target accuracy (issue #21): wall time until validation accuracy reaches a
-target fixed beforehand, for the goodput plan, the throughput plan and Keras' default
-batch 32, side by side in one run, median of 3 seeds.
+target fixed beforehand, for the goodput plan (static, and with ``adapt=True``), the
+throughput plan and Keras' default batch 32, side by side in one run, median of 3 seeds.
 
     pip install scikit-learn          # the data: its 8x8 digits, shipped with it
     python benchmarks/time_to_accuracy.py
@@ -13,7 +13,9 @@ every seed trains each configuration in turn, the order rotating, until the vali
 accuracy reaches the target (or ``--max-epochs``); the learning rate is the plan's rule
 (sqrt scaling for Adam, ``scale_lr=True``), the default trains at Keras' own settings
 through the same ``autobatch.fit`` (a plan of batch 32, AUTOTUNE), so that only the batch
-and the pipeline differ.
+and the pipeline differ. ``goodput_adapt`` starts from the goodput plan and moves the batch
+between epochs as the noise scale measured in training grows (the wall time includes every
+move's retrace and new pipeline).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class _Target:
         self.curve: list[float] = []
 
 
-def train_once(folder: Path, plan: Any, seed: int, target: float, max_epochs: int) -> dict:
+def train_once(folder: Path, plan: Any, seed: int, target: float, max_epochs: int, *,
+               adapt: bool = False) -> dict:
     import keras
 
     import autobatch
@@ -88,13 +91,19 @@ def train_once(folder: Path, plan: Any, seed: int, target: float, max_epochs: in
     started = time.perf_counter()
     history = autobatch.fit("small_cnn", folder, image_size=32, plan=plan, epochs=max_epochs,
                             validation_split=0.2, seed=seed, scale_lr=True, verbose=0,
-                            callbacks=[stop.callback])
+                            callbacks=[stop.callback], adapt=adapt)
     wall = time.perf_counter() - started
+    extra = {}
+    if adapt:
+        extra = {"batch_per_epoch": history.history.get("batch_size"),
+                 "noise_per_epoch": [None if n is None or n == float("inf") else round(n, 1)
+                                     for n in history.history.get("noise_scale", [])],
+                 "moves": history.adapt["moves"] if history.adapt else []}
     return {"seed": seed, "batch_size": plan.batch_size, "reached": stop.reached_s is not None,
             "time_to_target_s": round(stop.reached_s, 2) if stop.reached_s else None,
             "epochs_to_target": stop.epochs, "fit_wall_s": round(wall, 2),
             "val_accuracy_curve": stop.curve,
-            "learning_rate": history.learning_rate.get("learning_rate_after")}
+            "learning_rate": history.learning_rate.get("learning_rate_after"), **extra}
 
 
 def default_plan(tuned: Any) -> Any:
@@ -146,13 +155,15 @@ def main(argv: list[str] | None = None) -> int:
             tune_s[objective] = round(time.perf_counter() - started, 1)
             logger.info("%s plan: batch %d (tuned in %.0f s)", objective,
                         plans[objective].batch_size, tune_s[objective])
+        plans["goodput_adapt"] = plans["goodput"]
         plans["keras_default_32"] = default_plan(plans["throughput"])
         names = list(plans)
         runs: list[dict] = []
         for seed in range(args.seeds):
             order = names[seed % len(names):] + names[:seed % len(names)]
             for name in order:
-                run = train_once(folder, plans[name], seed, args.target, args.max_epochs)
+                run = train_once(folder, plans[name], seed, args.target, args.max_epochs,
+                                 adapt=name == "goodput_adapt")
                 run["config"] = name
                 runs.append(run)
                 logger.info("seed %d %s: batch %d, %s", seed, name, run["batch_size"],
@@ -164,10 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         times = [r["time_to_target_s"] if r["reached"] else float("inf") for r in mine]
         epochs = [r["epochs_to_target"] or args.max_epochs for r in mine]
         summary[name] = {"batch_size": mine[0]["batch_size"],
+                         **({"batch_sizes_used": sorted({b for r in mine
+                                                         for b in r["batch_per_epoch"] or []})}
+                            if name == "goodput_adapt" else {}),
                          "median_time_to_target_s": statistics.median(times),
                          "median_epochs_to_target": statistics.median(epochs),
                          "reached": sum(r["reached"] for r in mine),
-                         "tune_s": tune_s.get(name)}
+                         "tune_s": tune_s.get(name.replace("_adapt", ""))}
     objective = plans["goodput"].measured.get("objective", {})
     result = {"target_val_accuracy": args.target, "seeds": args.seeds, "trials": args.trials,
               "noise_scale": objective.get("noise_scale"),
