@@ -79,8 +79,9 @@ def ladder(plan: Any) -> list[Rung]:
         rungs[batch] = Rung(batch, pipeline, float(trial["examples_per_s"]))
     own = best.get(plan.batch_size)
     own_rate = float(own["examples_per_s"]) if own else plan.examples_per_s
-    if own_rate:
-        rungs[plan.batch_size] = Rung(plan.batch_size, plan.pipeline, float(own_rate))
+    if not own_rate:
+        return []  # the batch training starts at has no rate to compare the others with
+    rungs[plan.batch_size] = Rung(plan.batch_size, plan.pipeline, float(own_rate))
     return sorted(rungs.values(), key=lambda r: r.batch_size)
 
 

@@ -188,3 +188,23 @@ def test_what_adapt_cannot_keep_is_refused_in_one_line() -> None:
             autobatch.fit(model, (x, y), plan=plan, epochs=1, verbose=0, adapt=True,
                           **kwargs)
         assert "\n" not in str(raised.value)
+
+
+def test_the_ladder_keeps_each_batchs_fastest_trial_under_the_ceiling() -> None:
+    from autobatch._fit._adapt import ladder
+
+    plan = _plan({16: 100.0, 64: 300.0, 128: 500.0}, 64)
+    plan.trials.append({"number": 9, "state": "COMPLETE", "batch_size": 64,
+                        "settings": {"prefetch": 7}, "jit_compile": False,
+                        "examples_per_s": 350.0, "outcome": "ok"})
+    plan.trials.append({"number": 10, "state": "FAIL", "batch_size": 32, "settings": {},
+                        "jit_compile": False, "examples_per_s": 999.0, "outcome": "oom"})
+    plan.ceiling_batch_size = 100  # 128 was measured, but above the ceiling now
+    rungs = ladder(plan)
+    assert [r.batch_size for r in rungs] == [16, 64]
+    # The plan's own batch keeps its own pipeline, at its fastest trial's rate.
+    assert rungs[1].pipeline == plan.pipeline and rungs[1].examples_per_s == 350.0
+    assert rungs[0].pipeline.prefetch == 1  # trial 0's settings
+    # A plan with no rate for its own batch has nothing to compare a move with.
+    plan.trials = [t for t in plan.trials if t["batch_size"] != 64]
+    assert ladder(plan) == []
