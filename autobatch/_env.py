@@ -62,6 +62,9 @@ class GpuInfo:
     processes: list[dict[str, int]] = field(default_factory=list)
     memory_reserved_bytes: int = 0
     """Held by the driver, never allocatable (NVML's v2 memory query; 0 where it is missing)."""
+    compute_capability: tuple[int, int] | None = None
+    """CUDA compute capability ``(major, minor)`` (None where NVML does not say): float16
+    tensor cores, hence ``mixed_float16``, need 7.0 or more."""
 
     @property
     def memory_usable_bytes(self) -> int:
@@ -227,6 +230,24 @@ def cpu_info() -> CpuInfo:
     return CpuInfo(logical=logical, usable=usable, cgroup_quota_cores=quota, effective=effective)
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+"""``/proc/cpuinfo`` flags of bfloat16 arithmetic: x86's AVX-512 BF16 and AMX-BF16 (used by
+oneDNN, TensorFlow's CPU kernels), Arm's BF16 (its ``Features`` line)."""
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The bfloat16 flags this CPU lists (``/proc/cpuinfo``; ``cpuinfo`` stands in for its
+    text); [] off Linux, where the file is missing, or on a CPU without them."""
+    if cpuinfo is None:
+        cpuinfo = _read_text(Path("/proc/cpuinfo")) or ""
+    found: set[str] = set()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("flags", "features"):
+            found.update(flag for flag in value.split() if flag in BF16_CPU_FLAGS)
+    return sorted(found)
+
+
 # ---------------------------------------------------------------- GPUs via NVML
 
 
@@ -279,7 +300,15 @@ def _one_gpu(pynvml: Any, index: int) -> GpuInfo:
         memory_used_by_other_processes_bytes=int(others),
         processes=processes,
         memory_reserved_bytes=reserved,
+        compute_capability=_compute_capability(pynvml, handle),
     )
+
+
+def _compute_capability(pynvml: Any, handle: Any) -> tuple[int, int] | None:
+    value = _safe(getattr(pynvml, "nvmlDeviceGetCudaComputeCapability", None), handle)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        return None
+    return int(value[0]), int(value[1])
 
 
 def _memory_info(pynvml: Any, handle: Any) -> tuple[Any, int]:

@@ -99,7 +99,8 @@ def train_once(folder: Path, plan: Any, seed: int, target: float, max_epochs: in
                  "noise_per_epoch": [None if n is None or n == float("inf") else round(n, 1)
                                      for n in history.history.get("noise_scale", [])],
                  "moves": history.adapt["moves"] if history.adapt else []}
-    return {"seed": seed, "batch_size": plan.batch_size, "reached": stop.reached_s is not None,
+    return {"seed": seed, "batch_size": plan.batch_size, "mixed_precision": plan.mixed_precision,
+            "reached": stop.reached_s is not None,
             "time_to_target_s": round(stop.reached_s, 2) if stop.reached_s else None,
             "epochs_to_target": stop.epochs, "fit_wall_s": round(wall, 2),
             "val_accuracy_curve": stop.curve,
@@ -107,7 +108,8 @@ def train_once(folder: Path, plan: Any, seed: int, target: float, max_epochs: in
 
 
 def default_plan(tuned: Any) -> Any:
-    """Keras' default as a plan: batch 32, AUTOTUNE, the tuned plan's geometry."""
+    """Keras' default as a plan: batch 32, AUTOTUNE, no memory levers, the tuned plan's
+    geometry."""
     from autobatch._plan import Plan
     from autobatch._settings import PipelineSettings
 
@@ -117,6 +119,8 @@ def default_plan(tuned: Any) -> Any:
         data["steps_per_epoch"] = -(-int(data["num_examples"]) // 32)
     data["pipeline"] = PipelineSettings.keras_default().to_dict()
     data["jit_compile"] = False
+    for lever in ("mixed_precision", "remat"):  # Keras' default: float32, no remat
+        data.pop(lever, None)
     # The untuned default itself (the only plan that may hold AUTOTUNE).
     data["measured"] = {**data.get("measured", {}),
                         "versus_default": {"decision": "default",

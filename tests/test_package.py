@@ -47,7 +47,8 @@ PUBLIC_SIGNATURES: dict[str, list[str]] = {
     ],
     "tune": [
         "model", "data", "*image_size=None", "*channels=None", "*memory_budget=None",
-        "*time_budget=None", "*trials=None", "*pixels='auto'", "*try_xla=True", "*seed=0",
+        "*time_budget=None", "*trials=None", "*pixels='auto'", "*try_xla=True", "*try_levers=True",
+        "*seed=0",
         "*num_examples=None", "*max_pixels=None", "*parse=None", "*augment=None", "*output=None",
         "*storage=None",
         "*force=False",

@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # Python parameter -> CLI flag where the flag is not ``--`` + the name with dashes.
 FLAG_FOR_PARAMETER: dict[str, str] = {
     "data": "DATA", "model": "--model",
-    "custom_objects_module": "--custom-objects", "try_xla": "--no-xla",
+    "custom_objects_module": "--custom-objects", "try_xla": "--no-xla", "try_levers": "--no-levers",
 }
 
 

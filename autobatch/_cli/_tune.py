@@ -68,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="ignore the cached plan and tune again from a fresh study")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     parser.add_argument("--no-xla", action="store_true", help="do not try jit_compile")
+    parser.add_argument("--no-levers", action="store_true",
+                        help="do not try mixed precision or rematerialisation")
     parser.add_argument("--effective-batch-size", type=int, metavar="N", default=None,
                         help="examples per weight update: where memory caps the batch below "
                              "N, gradients are accumulated over micro-batches (the learning "
@@ -133,6 +135,7 @@ def _tune(autobatch: Any, args: argparse.Namespace, chosen: ChosenData) -> Any:
         force=args.force,
         seed=args.seed,
         try_xla=not args.no_xla,
+        try_levers=not args.no_levers,
         pixels=args.pixels,
         max_pixels=chosen.max_pixels,
         strategy=args.strategy_spec,

@@ -194,14 +194,18 @@ def fit(
                                     model_spec=model_spec, verbose=verbose, epochs=epochs)
     plan = for_replicas(adapt_plan(plan, spec, model, train_source, reference_batch_size),
                         replicas)
+    from autobatch._fit._levers import build_as_planned  # the plan's mixed precision, remat
+
+    model = build_as_planned(model, plan, rebuildable=model_spec is not None,
+                             strategy=live_strategy)
 
     rungs = None
     if adapt:
         check_adaptable(plan, replicas=replicas, user_steps=user_steps)
         rungs = ladder(plan)
         if len(rungs) < 2:
-            logger.warning("adapt=True: the plan verified no other batch size than %d; "
-                           "training at it", plan.batch_size)
+            logger.warning("adapt=True: the plan holds no other measured batch size to move "
+                           "to from %d; training at it", plan.batch_size)
             rungs = None
 
     def inputs(batch_plan: Any, segment: int = 0) -> tuple[Any, int | None]:

@@ -70,6 +70,11 @@ class Plan:
     """Micro-batches of ``batch_size`` per weight update (Keras' optimizer
     ``gradient_accumulation_steps``): above 1 where memory caps the physical batch below
     the effective batch the user asked for (``effective_batch_size``)."""
+    mixed_precision: str | None = None
+    """The dtype policy the plan measured a gain with (``"mixed_bfloat16"``,
+    ``"mixed_float16"``), None: float32; ``measured["levers"]`` holds the readings."""
+    remat: str | None = None
+    """The ``keras.RematScope`` mode the plan measured a gain with; None: none."""
     measured: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] | None = None
     learning_rate: LearningRateScaling = field(default_factory=LearningRateScaling)
@@ -183,6 +188,19 @@ class Plan:
         count = self.num_examples if num_examples is None else num_examples
         return {"steps_per_epoch": steps_per_epoch(count, self.batch_size), "shuffle": False}
 
+    def lever_hint(self) -> str | None:
+        """How to build the model the way the plan measured it (its ``mixed_precision``
+        policy, its ``remat`` scope), as one line; None when the plan uses neither."""
+        steps = []
+        if self.mixed_precision:
+            steps.append(f"keras.mixed_precision.set_global_policy({self.mixed_precision!r})")
+        if self.remat:
+            steps.append(f"with keras.RematScope(mode={self.remat!r}):")
+        if not steps:
+            return None
+        return ("the plan measured its gain with the model built under " + " and ".join(steps)
+                + " (call it before building the model, then build and compile it there)")
+
     def compile_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``model.compile`` that the plan decided (``jit_compile``)."""
         return {"jit_compile": bool(self.jit_compile)}
@@ -259,6 +277,9 @@ class Plan:
             # Only when accumulating: plans without it keep their bytes (schema 1).
             **({"gradient_accumulation_steps": self.gradient_accumulation_steps}
                if self.gradient_accumulation_steps != 1 else {}),
+            # Only when a lever won: plans without one keep their bytes (schema 1).
+            **({"mixed_precision": self.mixed_precision} if self.mixed_precision else {}),
+            **({"remat": self.remat} if self.remat else {}),
             "pipeline": self.pipeline.to_dict(),
             "measured": dict(self.measured),
             "baseline": dict(self.baseline) if self.baseline is not None else None,

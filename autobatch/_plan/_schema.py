@@ -21,6 +21,9 @@ from autobatch._plan._learning_rate import LEARNING_RATE_RULES, LearningRateScal
 from autobatch._settings import PipelineSettings
 
 SCHEMA_VERSION = 1
+MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
+REMAT_MODES = ("larger_than", "full", "activations")
+"""The levers a plan may name (``autobatch._models._levers`` applies them)."""
 REQUIRED_FIELDS = ("batch_size", "num_examples", "ceiling_batch_size", "pipeline")
 _RERUN = "tune again"
 
@@ -98,6 +101,8 @@ def plan_fields(data: Any) -> dict[str, Any]:
         "jit_compile": _flag(data, "jit_compile"),
         "gradient_accumulation_steps": _count(data, "gradient_accumulation_steps", minimum=1,
                                               optional=True) or 1,
+        "mixed_precision": _choice(data, "mixed_precision", MIXED_PRECISION_POLICIES),
+        "remat": _choice(data, "remat", REMAT_MODES),
         "measured": _numbers(_record(data, "measured") or {}, "measured",
                              ("examples_per_s", "peak_memory_bytes", "memory_budget_bytes")),
         "baseline": _numbers(_record(data, "baseline"), "baseline", ("examples_per_s",)),
@@ -163,6 +168,14 @@ def _flag(data: dict[str, Any], key: str) -> bool:
     if not _is_bool(value):
         raise PlanFieldError(key, f"must be true or false, got {value!r}")
     return bool(value)
+
+
+def _choice(data: dict[str, Any], key: str, choices: tuple[str, ...]) -> str | None:
+    """One of ``choices``, or None when absent or null."""
+    value = data.get(key)
+    if value is not None and value not in choices:
+        raise PlanFieldError(key, f"must be null or one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _text(data: dict[str, Any], key: str) -> str:

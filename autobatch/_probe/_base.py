@@ -47,6 +47,9 @@ class ProbeRunner(abc.ABC):
     """``"cpu"`` or the accelerator the probes run on (``"GPU:0"``)."""
     image_size: tuple[int, int] | None = None
     channels: int | None = None
+    applies_levers: bool = False
+    """Whether its worker rebuilds the model for a request's ``mixed_precision`` and
+    ``remat`` (a fake ignores them: the tune then tries no lever)."""
     _memory_budget_bytes: int | None = None
 
     @abc.abstractmethod

@@ -77,6 +77,8 @@ class SubprocessProbeRunner(ProbeRunner):
             service (``autobatch._data._service``).
     """
 
+    applies_levers = True
+
     def __init__(
         self,
         model: Any,
@@ -378,8 +380,8 @@ class SubprocessProbeRunner(ProbeRunner):
                 started: bool) -> ProbeResult:
         return dataclasses.replace(
             result, batch_size=request.batch_size, settings=request.settings,
-            jit_compile=request.jit_compile,
-            memory_budget_bytes=self.memory_budget_bytes,
+            jit_compile=request.jit_compile, mixed_precision=request.mixed_precision,
+            remat=request.remat, memory_budget_bytes=self.memory_budget_bytes,
             host_memory_budget_bytes=self.host_memory_budget_bytes,
             wall_time_s=time.perf_counter() - start_s, worker_started=started)
 

@@ -15,6 +15,7 @@ MODES: tuple[str, ...] = ("loop", "fit")
 MAX_STEPS_FACTOR = 20
 """A probe with ``min_time_s`` takes at most this many times its ``steps``."""
 OUTCOMES: tuple[str, ...] = ("ok", "oom", "timeout", "crash")
+_LEVER_KEYS = ("mixed_precision", "remat", "compute_dtype")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class ProbeRequest:
             one untimed epoch, and times whole epochs. Keras' own per-step work runs
             beside the input pipeline's threads there, which the bare loop does not see,
             so the tune judges its finalists in this mode.
+        mixed_precision: ``"mixed_float16"`` / ``"mixed_bfloat16"``: the model is rebuilt
+            under that dtype policy (``autobatch._models._levers``); None: as given.
+        remat: a ``keras.RematScope`` mode the model is rebuilt under; None: none.
     """
 
     batch_size: int
@@ -57,6 +61,8 @@ class ProbeRequest:
     """Above 0: before timing, estimate the gradient noise scale at the model's weights
     from draws of this batch (the large one) and their first ``noise_small_batch``
     examples (``autobatch._noise``; one replica only)."""
+    mixed_precision: str | None = None
+    remat: str | None = None
 
     def __post_init__(self) -> None:
         if self.noise_small_batch and not 0 < self.noise_small_batch < self.batch_size:
@@ -135,6 +141,13 @@ class ProbeResult:
     noise_scale: dict[str, Any] | None = None
     """The gradient noise scale at the model's initial weights (``autobatch._noise``),
     where the request asked for it (``noise_small_batch``)."""
+    mixed_precision: str | None = None
+    """The dtype policy the request asked for (None: the model as given)."""
+    remat: str | None = None
+    """The ``keras.RematScope`` mode the request asked for."""
+    compute_dtype: str | None = None
+    """What most of the model's layers computed in, read in the worker (``float32``,
+    ``bfloat16``, ``float16``): the policy in effect, not the one asked for."""
 
     @property
     def ok(self) -> bool:
@@ -155,6 +168,9 @@ class ProbeResult:
         data = dataclasses.asdict(self)
         data["settings"] = self.settings.to_dict()
         data["peak_memory_bytes"] = self.peak_memory_bytes
+        if self.mixed_precision is None and self.remat is None:
+            for key in _LEVER_KEYS:  # a lever-free probe's record keeps its keys
+                data.pop(key, None)
         return data
 
     @classmethod

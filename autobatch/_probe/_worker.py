@@ -29,6 +29,7 @@ from autobatch._distribute import (
     strategy_devices,
 )
 from autobatch._models import model_accepts_uint8, model_input_shape
+from autobatch._models._levers import apply_levers, lever_key, levers_in_effect
 from autobatch._models._losses import loss_label_kind
 from autobatch._probe._data_io import load_source, probe_subset
 from autobatch._probe._failures import is_oom
@@ -90,7 +91,7 @@ class Worker:
                  image_size: tuple[int, int] | None = None,
                  channels: int | None = None, seed: int = 0, cache_dir: str | None = None,
                  device: str = "cpu", augment: Any = None, strategy: Any = None,
-                 data_service: str | None = None) -> None:
+                 data_service: str | None = None, loader: Any = None) -> None:
         self.data_service = data_service
         self.model = model
         self.strategy = strategy if strategy is not None else model_strategy(model)
@@ -110,9 +111,16 @@ class Worker:
         # The labels as the model's loss takes them, by the rule fit's pre-flight uses.
         self.label_mode = label_mode_for(loss_label_kind(model), source.label_spec())
         self.augment = augment  # what training applies after the cache: probes measure it
-        self._steps: dict[tuple[bool, str], Any] = {}
-        self._built = False
+        self._steps: dict[tuple[Any, bool, str], Any] = {}
+        self._built: set[Any] = set()
         self.probes_served = 0
+        # The model under each lever setting asked so far (``_models._levers``): switching
+        # back and forth between probes costs one rebuild and one trace each, like XLA's.
+        self._levers: tuple[str | None, str | None] = (None, None)
+        self._models: dict[tuple[str | None, str | None], Any] = {self._levers: model}
+        self.loader = loader
+        """Loads the model afresh (a worker built from a config): a memory probe with a
+        lever then holds only its own model, not the one as given beside it."""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Worker:
@@ -124,14 +132,17 @@ class Worker:
         source = load_source(config["data"])
         strategy = build_strategy(spec)
         # Built (or loaded) under the strategy's scope: its variables are mirrored.
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            model = load_model(config["model"], source)
+        def loader() -> Any:
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                return load_model(config["model"], source)
+
+        model = loader()
         size = config.get("image_size")
         return cls(model, source, image_size=(int(size[0]), int(size[1])) if size else None,
                    channels=config.get("channels"), seed=int(config.get("seed", 0)),
                    cache_dir=config.get("cache_dir"), device=device,
                    augment=rebuild_augment(config.get("augment")), strategy=strategy,
-                   data_service=config.get("data_service"))
+                   data_service=config.get("data_service"), loader=loader)
 
     def accepts_uint8(self) -> bool:
         """Whether uint8 batches can be built (8-bit images) and the model gives the same
@@ -150,14 +161,14 @@ class Worker:
         import tensorflow as tf
 
         local_spec = element_spec if local_spec is None else local_spec
-        if not self._built:
+        if self._levers not in self._built:
             # Build model, loss, metrics and optimizer state outside the traced function,
             # as fit does, so tracing never creates variables.
             # Shapes and dtypes are all it reads, so the element spec stands in for a batch.
             with self._scope():
                 self.model._symbolic_build(data_batch=local_spec)
-            self._built = True
-        key = (bool(jit_compile), str(local_spec[0].dtype.name))
+            self._built.add(self._levers)
+        key = (self._levers, bool(jit_compile), str(local_spec[0].dtype.name))
         step = self._steps.get(key)
         if step is None:
             model = self.model
@@ -216,7 +227,12 @@ class Worker:
             "jit_compile": request.jit_compile, "mode": request.mode, "device": self.device,
             "worker_pid": os.getpid(), "worker_probe_number": self.probes_served,
             "num_replicas": self.num_replicas}
+        if request.mixed_precision is not None or request.remat is not None:
+            base |= {"mixed_precision": request.mixed_precision, "remat": request.remat}
         try:
+            self._use_levers(request)
+            if request.mixed_precision is not None or request.remat is not None:
+                base["compute_dtype"] = levers_in_effect(self.model)["compute_dtype"]
             measured = self._run(request)
         except BaseException as exc:  # noqa: BLE001 - the whole point is to report it
             if isinstance(exc, KeyboardInterrupt):
@@ -229,6 +245,27 @@ class Worker:
                                  peak_host_memory_bytes=peak_rss_bytes(), **base)
             return result.to_dict()
         return ProbeResult(outcome="ok", **base, **measured).to_dict()
+
+    def _use_levers(self, request: ProbeRequest) -> None:
+        """Make ``self.model`` the model under the request's levers (rebuilt on first use);
+        a memory probe (``own_peak``) keeps only its own model where the worker can load it
+        afresh, so that its peak does not count the model as given beside it."""
+        key = lever_key(request.mixed_precision, request.remat)
+        model = self._models.get(key)
+        if model is None:
+            base = self._models.get((None, None))
+            if request.own_peak and self.loader is not None:
+                self._models.clear()
+                self.model = base = None
+                self._steps.clear()
+                self._built.clear()
+                gc.collect()
+            base = self.loader() if base is None else base
+            with self._scope():
+                model = apply_levers(base, mixed_precision=key[0], remat=key[1])
+            del base
+            self._models[key] = model
+        self.model, self._levers = model, key
 
     def _run(self, request: ProbeRequest) -> dict[str, Any]:
         import tensorflow as tf

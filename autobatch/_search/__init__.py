@@ -13,6 +13,7 @@
     _ceiling_phase  the untuned default, then the ceiling
     _effort         the tune's budget sized to the job (epochs)
     _model_checks   XLA and the pixels' dtype
+    _levers         mixed precision and remat: where they apply, measured, kept on a gain
     _space          the search space and how a point is scored
     _study          the Optuna study: storage, trials
     _study_phase    the study as a phase: trials until the target or the verify reserve

@@ -90,6 +90,7 @@ class TuneConfig:
     """With TFRecord shards: the function of one serialized record -> ``(x, y)``."""
     measure_baseline: bool = True
     try_xla: bool = True
+    try_levers: bool = True
     trial_steps: int = 5
     verify_steps: int = 15
     max_batch_size: int = MAX_BATCH_SIZE

@@ -143,6 +143,8 @@ def search_options(config: TuneConfig, size: tuple[int, int] | None,
         **({"data_service": config.data_service} if config.data_service is not None else {}),
         **({"effective_batch_size": config.effective_batch_size}
            if config.effective_batch_size is not None else {}),
+        # Only when off: plans tuned with levers tried keep their cache keys.
+        **({"try_levers": False} if not config.try_levers else {}),
         # Only when not the default: throughput plans keep their cache keys.
         **({"objective": config.objective} if config.objective != "throughput" else {}),
         # Only when given: plans tuned without augmentation keep their cache keys.

@@ -43,6 +43,10 @@ class TrackedRunner(ProbeRunner):
         """What the search's probes cost, summed (the plan's ``measured.tune_time``)."""
         self.phases_s: dict[str, float] = {}
         """Wall seconds of each phase of the search, set by the search when it ends."""
+        self.applies_levers = runner.applies_levers
+        self.levers: dict[str, str] = {}
+        """The levers the levers phase adopted (``_levers``): every later probe runs with
+        them, except the untuned default's (AUTOTUNE settings), which is Keras' as given."""
 
     @property
     def worker_largest_batch(self) -> int:
@@ -74,6 +78,11 @@ class TrackedRunner(ProbeRunner):
 
     def run(self, request: ProbeRequest, *, need_memory: bool | None = None) -> ProbeResult:
         own_peak = bool(request.own_peak) if need_memory is None else need_memory
+        if self.levers and not request.settings.uses_autotune and (
+                request.mixed_precision is None and request.remat is None):
+            request = dataclasses.replace(request,
+                                          mixed_precision=self.levers.get("mixed_precision"),
+                                          remat=self.levers.get("remat"))
         result = self.runner.run(dataclasses.replace(request, own_peak=own_peak))
         spent = self.probe_time
         spent["probes"] += 1

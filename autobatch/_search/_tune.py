@@ -1,8 +1,8 @@
-"""``tune``: cache -> search (untuned default, ceiling, XLA and pixels, study, verify) -> Plan.
+"""``tune``: cache -> search (untuned default, ceiling, XLA, pixels, levers, study, verify).
 
 Orchestration only: each phase is a function of its own module (``_ceiling_phase``,
-``_model_checks``, ``_study_phase``, ``_verify``), the plan is put together in ``_assemble``.
-TensorFlow lives in the probe worker; this module never imports it, so a cache hit
+``_model_checks``, ``_levers``, ``_study_phase``, ``_verify``), the plan is put together in
+``_assemble``. TensorFlow lives in the probe worker; this module never imports it, so a cache hit
 (fingerprint, look up, load) returns without it. Progress goes to ``logging`` and to an
 optional ``on_event`` callback that the CLI draws; the library never prints.
 """
@@ -56,6 +56,7 @@ from autobatch._search._keep import (
     open_tune_study,
     raise_storage_fault,
 )
+from autobatch._search._levers import levers_phase, plan_levers
 from autobatch._search._model_checks import pixels_phase, xla_phase
 from autobatch._search._run import SearchRun, training_batch_cap
 from autobatch._search._shared import SharedStudy
@@ -102,6 +103,7 @@ def tune(
     trials: int | None = None,
     pixels: str = "auto",
     try_xla: bool = True,
+    try_levers: bool = True,
     seed: int = 0,
     num_examples: int | None = None,
     max_pixels: int | None = None,
@@ -148,6 +150,8 @@ def tune(
         trials: throughput trials in the study (``--trials``; stored trials count).
         pixels: ``"auto"``, ``"float32"`` or ``"uint8"``: the dtype images travel in.
         try_xla: include ``jit_compile`` in the search (``--no-xla`` turns it off).
+        try_levers: try mixed precision and rematerialisation where they apply
+            (``--no-levers`` turns them off); one enters the plan only on a measured gain.
         seed: seeds the sampler.
         num_examples: examples per epoch, where the data cannot say.
         max_pixels: an image folder's pixel limit (``--max-pixels``; width x height read
@@ -223,7 +227,7 @@ def tune(
         memory_budget=memory_budget, storage=storage, output=output, force=force, seed=seed,
         num_examples=num_examples, max_pixels=max_pixels, augment=augment, parse=parse,
         measure_baseline=measure_baseline,
-        try_xla=try_xla,
+        try_xla=try_xla, try_levers=try_levers,
         trial_steps=trial_steps, verify_steps=verify_steps,
         max_batch_size=MAX_BATCH_SIZE if max_batch_size is None else max_batch_size,
         custom_objects_module=custom_objects_module, use_cache=use_cache,
@@ -333,6 +337,8 @@ def _search(run: SearchRun) -> Plan:
     clock.lap("xla")
     pixels = pixels_phase(run)
     clock.lap("pixels")
+    levers, ceiling = levers_phase(run, ceiling, pixels["dtype"])
+    clock.lap("levers")
     noise = noise_phase(run, ceiling.batch_size)
     run = with_physical_batch(dataclasses.replace(run, weight=weight_for(noise)),
                               ceiling.batch_size)
@@ -364,6 +370,7 @@ def _search(run: SearchRun) -> Plan:
     )
     if effort is not None:
         plan.measured["effort"] = effort
+    plan_levers(plan, levers)
     effective = effective_record(run, ceiling.batch_size, run.model)
     if effective is not None:
         plan.gradient_accumulation_steps = int(effective["gradient_accumulation_steps"])

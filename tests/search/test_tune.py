@@ -260,3 +260,32 @@ def test_cache_hit_in_a_fresh_interpreter_does_not_import_tensorflow(
     status = json.loads(proc.stdout.strip().splitlines()[-1])
     assert status == {"rc": 0, "tf": False, "optuna": False}
     assert Plan.load(out).batch_size == tuned["plan"].batch_size
+
+
+def test_levers_are_tried_where_they_apply_and_kept_only_on_a_gain(
+        tuned: dict[str, Any]) -> None:
+    from autobatch._env import cpu_bf16_flags
+
+    plan: Plan = tuned["plan"]
+    levers = plan.measured["levers"]
+    tried = {t["value"]: t for t in levers["tried"]}
+    # This CPU's flags decide whether bfloat16 is tried at all; without one, never planned.
+    assert ("mixed_bfloat16" in tried) == bool(cpu_bf16_flags())
+    if not cpu_bf16_flags():
+        assert plan.mixed_precision is None
+        assert "mixed_precision" in [s["lever"] for s in levers["not_applicable"]]
+    for entry in tried.values():
+        assert entry["decision"] in ("adopted", "rejected") and entry["reason"]
+        if entry["speed"]["rounds"]:
+            assert len(entry["examples_per_s_with"]) == entry["speed"]["rounds"]
+            assert all(v > 0 for v in entry["examples_per_s_with"]
+                       + entry["examples_per_s_without"])
+        if entry["decision"] == "adopted" and entry["ceiling_batch_size_with"] is None:
+            assert entry["speed"]["beats_default"] and entry["speed"]["low"] > 1 + WIN_MARGIN
+    adopted = {t["lever"]: t["value"] for t in levers["tried"] if t["decision"] == "adopted"}
+    assert (levers["mixed_precision"], levers["remat"]) == (adopted.get("mixed_precision"),
+                                                            adopted.get("remat"))
+    # The plan turns on what the tuned points ran with; the untuned default ran without.
+    planned = {} if plan.keeps_default else adopted
+    assert plan.mixed_precision == planned.get("mixed_precision")
+    assert plan.remat == planned.get("remat")
