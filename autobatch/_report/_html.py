@@ -22,6 +22,7 @@ from autobatch._report._sections import (
     finalists_section,
     hardware_section,
     learning_rate_section,
+    levers_section,
     settings_section,
     skipped_by_reason,
 )
@@ -75,6 +76,8 @@ def render_html(plan: dict[str, Any], memory_png: bytes, throughput_png: bytes,
         "<h2>Chosen settings</h2>", settings_section(plan),
         "<h2>Finalists</h2>", finalists_section(plan),
         "<h2>Learning rate</h2>", learning_rate_section(plan),
+        *(["<h2>Memory levers</h2>", levers_section(plan)]
+          if lookup(plan, "measured.levers") is not None else []),
         "<h2>Audit: what is skipped</h2>", audit_section(plan),
         "<h2>Measured on</h2>", hardware_section(plan),
         "<h2>Optuna study</h2>", study_section(plan),

@@ -195,3 +195,28 @@ def hardware_section(plan: dict[str, Any]) -> str:
                 rows.append((f"{key} fingerprint", num(plan, f"fingerprints.{key}")))
     rows += [("autobatch", num(plan, "autobatch_version")), ("created", num(plan, "created_at"))]
     return table_rows(rows)
+
+
+def levers_section(plan: dict[str, Any]) -> str:
+    """Each memory lever tried (its readings with and without, the decision and why), and
+    those that could not apply here."""
+    record = lookup(plan, "measured.levers")
+    if not isinstance(record, dict):
+        return none_note("no memory levers were tried (a quick tune, a strategy, or a plan "
+                         "made before they were)")
+    head = ("<tr><th>lever</th><th>examples/s without</th><th>examples/s with</th>"
+            "<th>peak without</th><th>peak with</th><th>decision</th></tr>")
+    rows = []
+    for i, tried in enumerate(record.get("tried") or []):
+        key = f"measured.levers.tried.{i}"
+        rows.append(
+            f"<tr><td>{esc(tried.get('value'))}</td>"
+            f"<td>{num(plan, f'{key}.median_examples_per_s_without', 'rate')}</td>"
+            f"<td>{num(plan, f'{key}.median_examples_per_s_with', 'rate')}</td>"
+            f"<td>{num(plan, f'{key}.peak_memory_bytes_without', 'bytes')}</td>"
+            f"<td>{num(plan, f'{key}.peak_memory_bytes_with', 'bytes')}</td>"
+            f"<td>{esc(tried.get('decision'))}: {esc(tried.get('reason'))}</td></tr>")
+    parts = [f"<table>{head}{''.join(rows)}</table>"] if rows else []
+    for skipped in record.get("not_applicable") or []:
+        parts.append(none_note(f"{skipped.get('lever')}: not tried, {skipped.get('reason')}"))
+    return "".join(parts) or none_note("no memory lever applies here")
