@@ -28,6 +28,9 @@ def process_identity(pid: int | None = None) -> dict[str, Any]:
             "started": round(process.create_time(), 2)}
 
 
+STARTED_SLACK_S = 2.0
+"""How far the owner's recorded start time may be from the live pid's and still be it."""
+
 RETRY_ATTR = "retry_of"
 """User attribute of a trial enqueued again for a stale one: that trial's number."""
 
@@ -77,7 +80,11 @@ def fail_stale_trials(study: optuna.Study, *,
             continue
         else:
             try:
-                alive = process_identity(int(owner["pid"]))["started"] == owner.get("started")
+                started = process_identity(int(owner["pid"]))["started"]
+                # psutil derives the start time from the boot time each process reads once,
+                # and the kernel's btime can shift by a second: a pid reused within
+                # STARTED_SLACK_S of the owner's start is not a case worth a false verdict.
+                alive = abs(float(started) - float(owner["started"])) <= STARTED_SLACK_S
             except (psutil.Error, KeyError, TypeError, ValueError):
                 alive = False
             if alive:

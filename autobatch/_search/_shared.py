@@ -168,10 +168,12 @@ class SharedStudy:
         import optuna
 
         self._held.discard(slot._trial_id)
+        # skip_if_finished: another process that judged this one gone may have failed the
+        # slot already; the trial's own result stands either way.
         if trial_number is None:
-            self.slots.tell(slot, state=optuna.trial.TrialState.FAIL)
+            self.slots.tell(slot, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         else:
-            self.slots.tell(slot, float(trial_number))
+            self.slots.tell(slot, float(trial_number), skip_if_finished=True)
 
     def finished_trials(self) -> list[optuna.trial.FrozenTrial]:
         """The study's throughput trials that finished (not failed), from every process."""
