@@ -556,7 +556,8 @@ def _markdown(results: dict[str, Any]) -> str:
 
 
 def _time_to_accuracy_lines() -> list[str]:
-    """``benchmarks/time_to_accuracy.py``'s last run (``results/time_to_accuracy.json``)."""
+    """``benchmarks/time_to_accuracy.py``'s last run (``results/time_to_accuracy.json``), and
+    its repeat on the same code where there is one (``time_to_accuracy_repeat.json``)."""
     path = HERE / "results" / "time_to_accuracy.json"
     if not path.exists():
         return []
@@ -573,18 +574,34 @@ def _time_to_accuracy_lines() -> list[str]:
              f"reaches {run['target_val_accuracy']}, {run['seeds']} seeds, the configurations "
              f"interleaved. The goodput tune's gradient noise scale: {noise_text}. "
              "goodput_adapt starts from the goodput plan and moves the batch between epochs "
-             "(`adapt=True`); its batch column lists the batches it trained at.", "",
-             "| configuration | batch | median time to target (s) | median epochs | reached "
-             "| tune (s) |", "|---|---:|---:|---:|---:|---:|"]
+             "(`adapt=True`); its batch column lists the batches it trained at.", ""]
+    lines += _time_to_accuracy_table(run)
+    repeat = HERE / "results" / "time_to_accuracy_repeat.json"
+    if repeat.exists():
+        again = json.loads(repeat.read_text())
+        lines += ["", "The same benchmark run again on the same code (a second tune of each "
+                  "plan), for the noise between runs:", ""]
+        lines += _time_to_accuracy_table(again)
+    return lines + [""]
+
+
+def _time_to_accuracy_table(run: dict) -> list[str]:
+    lines = ["| configuration | batch | mixed precision | median time to target (s) | "
+             "per seed (s) | median epochs | reached | tune (s) |",
+             "|---|---:|---|---:|---|---:|---:|---:|"]
     for name, row in run["summary"].items():
         seconds = row["median_time_to_target_s"]
         shown = f"{seconds:.1f}" if seconds not in (None, float("inf")) and \
             seconds != "Infinity" else "not reached"
+        mine = [r for r in run["runs"] if r["config"] == name]
+        seeds = ", ".join(f"{r['time_to_target_s']:.1f}" if r["reached"] else "-"
+                          for r in sorted(mine, key=lambda r: r["seed"]))
+        precision = mine[0].get("mixed_precision") or "float32" if mine else "-"
         batch = ", ".join(str(b) for b in row.get("batch_sizes_used") or [row["batch_size"]])
-        lines.append(f"| {name} | {batch} | {shown} | "
+        lines.append(f"| {name} | {batch} | {precision} | {shown} | {seeds} | "
                      f"{row['median_epochs_to_target']} | {row['reached']}/{run['seeds']} | "
                      f"{row.get('tune_s') or '-'} |")
-    return lines + [""]
+    return lines
 
 
 def _shared_study_lines() -> list[str]:
