@@ -91,6 +91,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def two_batch_terms(g_small: float, g_large: float, small_batch: float,
+                    large_batch: float) -> tuple[float, float]:
+    """``(|G|², tr(Σ))`` from the mean ``|G_B|²`` at a small and a large batch."""
+    g2 = (large_batch * g_large - small_batch * g_small) / (large_batch - small_batch)
+    trace = (g_small - g_large) / (1 / small_batch - 1 / large_batch)
+    return g2, trace
+
+
 def combine(small: list[float], large: list[float], small_batch: int, large_batch: int, *,
             seed: int = 0, resamples: int = 200) -> NoiseScale:
     """The noise scale from paired draws of ``|G_small|²`` and ``|G_big|²``."""
@@ -102,8 +110,7 @@ def combine(small: list[float], large: list[float], small_batch: int, large_batc
     def estimate(indices: list[int]) -> tuple[float, float, float]:
         g_small = sum(small[i] for i in indices) / len(indices)
         g_large = sum(large[i] for i in indices) / len(indices)
-        g2 = (large_batch * g_large - small_batch * g_small) / (large_batch - small_batch)
-        trace = (g_small - g_large) / (1 / small_batch - 1 / large_batch)
+        g2, trace = two_batch_terms(g_small, g_large, small_batch, large_batch)
         return g2, trace, (trace / g2 if g2 > 0 else math.inf)
 
     everything = list(range(len(small)))

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from autobatch._errors import UsageError
 from autobatch._fit._noise_tracking import NoiseTracker, tracking_noise
-from autobatch._noise import NoiseScale, combine
+from autobatch._noise import two_batch_terms
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ def ladder(plan: Any) -> list[Rung]:
     rungs = {}
     for batch, trial in best.items():
         try:
-            pipeline = PipelineSettings(**{**plan.pipeline.to_dict(), **trial["settings"]})
+            # The plan's pixels win: fit may have turned them to float32 for this model.
+            pipeline = PipelineSettings(**{**plan.pipeline.to_dict(), **trial["settings"],
+                                           "pixels": plan.pipeline.pixels})
         except (TypeError, ValueError):
             continue  # a trial of another pipeline version: its settings do not apply
         rungs[batch] = Rung(batch, pipeline, float(trial["examples_per_s"]))
@@ -85,14 +88,21 @@ def ladder(plan: Any) -> list[Rung]:
     return sorted(rungs.values(), key=lambda r: r.batch_size)
 
 
-def check_adaptable(plan: Any, *, replicas: int, user_steps: Any) -> None:
-    """Refuse, in one line each, what ``adapt=True`` cannot keep its promises under."""
+def check_adaptable(plan: Any, *, replicas: int, user_steps: Any,
+                    effective_batch_size: Any = None, fixed_batch_size: Any = None) -> None:
+    """Refuse, in one line each, what ``adapt=True`` cannot keep its promises under (before
+    the tune with ``plan`` None, and again with the plan it gave)."""
     if replicas > 1:
         raise UsageError("adapt=True trains on one device: drop the tf.distribute strategy, "
                          "or train without adapt")
-    if int(getattr(plan, "gradient_accumulation_steps", 1) or 1) > 1:
+    if effective_batch_size is not None or int(
+            getattr(plan, "gradient_accumulation_steps", 1) or 1) > 1:
         raise UsageError("adapt=True moves the batch, which would break the plan's effective "
                          "batch (--effective-batch-size): use one or the other")
+    if fixed_batch_size is not None:
+        raise UsageError(f"adapt=True moves the batch, but the generator yields batches of "
+                         f"{fixed_batch_size} itself: yield single examples, or train "
+                         "without adapt")
     if user_steps is not None:
         raise UsageError("adapt=True sets each epoch's steps itself (one whole pass at the "
                          "batch of the moment): leave out steps_per_epoch")
@@ -108,7 +118,6 @@ class Adapter:
     reference_batch_size: int = 32
     pooled: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Pooled ``(weight, |G|² x weight, tr(Σ) x weight)``."""
-    noise: NoiseScale | None = None
     moves: list[dict[str, Any]] = field(default_factory=list)
     pending: Rung | None = None
 
@@ -123,14 +132,19 @@ class Adapter:
 
     def add_epoch(self, small: list[float], large: list[float], batch: int) -> None:
         """Pool one epoch's draws (``batch``: its batch size) with the earlier epochs'."""
-        if len(small) < 2:
+        pairs = [(s, g) for s, g in zip(small, large, strict=True)
+                 if math.isfinite(s) and math.isfinite(g)]
+        if len(pairs) < 2:
             return  # one draw says too little (a short epoch); the pool stands
-        self.noise = combine(small, large, batch, 2 * batch)
-        weight, g2, trace = self.pooled
-        n = float(len(small))
-        self.pooled = (POOL_DECAY * weight + n,
-                       POOL_DECAY * g2 + n * self.noise.gradient_sq_norm,
-                       POOL_DECAY * trace + n * self.noise.trace_covariance)
+        # The two-batch estimator on the epoch's means (``_noise.combine`` without its
+        # bootstrap: thousands of draws an epoch, and only the means are used).
+        n = float(len(pairs))
+        g_small = sum(s for s, _ in pairs) / n
+        g_large = sum(g for _, g in pairs) / n
+        g2, trace = two_batch_terms(g_small, g_large, batch, 2 * batch)
+        weight, pooled_g2, pooled_trace = self.pooled
+        self.pooled = (POOL_DECAY * weight + n, POOL_DECAY * pooled_g2 + n * g2,
+                       POOL_DECAY * pooled_trace + n * trace)
 
     def goodput(self, rung: Rung) -> float:
         noise = self.noise_scale
@@ -177,9 +191,10 @@ def fit_adaptively(model: Any, plan: Any, rungs: list[Rung],
     ``history.adapt`` (the rungs, the noise scale the tune measured, the moves)."""
     import keras
 
-    from autobatch._fit._lr import copy_plan
+    from autobatch._fit._lr import _current_lr, copy_plan
 
     current = next(r for r in rungs if r.batch_size == plan.batch_size)
+    start_lr = _current_lr(model.optimizer)
     adapter = Adapter(rungs=rungs, current=current, rule=plan.learning_rate.rule,
                       reference_batch_size=plan.learning_rate.reference_batch_size)
     forward = _user_callbacks(list(user_callbacks or []))
@@ -188,7 +203,7 @@ def fit_adaptively(model: Any, plan: Any, rungs: list[Rung],
     segment = 0
     logger.info("adapt: starting at batch %d; verified batches %s", current.batch_size,
                 ", ".join(str(r.batch_size) for r in rungs))
-    with tracking_noise(model) as tracker:
+    with tracking_noise(model) as tracker, _restored_lr(model, start_lr):
         watch = _adapt_callback(adapter, tracker)
         while True:
             at = adapter.current
@@ -211,8 +226,20 @@ def fit_adaptively(model: Any, plan: Any, rungs: list[Rung],
     tuned = (plan.measured.get("objective") or {}).get("noise_scale") or {}
     merged.adapt = {"batch_sizes": [r.batch_size for r in rungs],
                     "examples_per_s": [r.examples_per_s for r in rungs],
-                    "tuned_noise_scale": tuned.get("b_simple"), "moves": adapter.moves}
+                    "tuned_noise_scale": tuned.get("b_simple"), "moves": adapter.moves,
+                    "learning_rate_start": start_lr}
     return merged
+
+
+@contextmanager
+def _restored_lr(model: Any, learning_rate: float | None) -> Iterator[None]:
+    """The optimizer's learning rate back at ``learning_rate`` after the block (the moves
+    changed it for their batches; a later fit starts at the plan's batch again)."""
+    try:
+        yield
+    finally:
+        if learning_rate is not None and model.optimizer is not None:
+            model.optimizer.learning_rate = learning_rate
 
 
 def _move(model: Any, adapter: Adapter, to: Rung, *, epoch: int) -> None:

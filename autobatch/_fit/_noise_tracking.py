@@ -34,25 +34,38 @@ class NoiseTracker:
         self._small = tf.Variable(tf.zeros([RING], tf.float32), trainable=False)
         self._large = tf.Variable(tf.zeros([RING], tf.float32), trainable=False)
         self._draws = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self._sizes: list[int] = []
 
-    def observe(self, gradients: list[Any]) -> None:
+    def observe(self, gradients: list[Any], loss_scale: Any = None) -> None:
         """One step's gradients (traced): add the pair (this step, the last) as one draw
-        when both batches had the same size."""
+        when both batches had the same size and both gradients are finite (a
+        ``mixed_float16`` step that overflowed is skipped by Keras, and here).
+
+        Args:
+            gradients: the step's gradients, one per trainable variable.
+            loss_scale: ``LossScaleOptimizer.dynamic_scale`` (the gradients arrive scaled
+                by it), or None.
+        """
         import tensorflow as tf
 
         grads = [tf.zeros(p.shape, tf.float32) if g is None
                  else tf.cast(tf.convert_to_tensor(g), tf.float32)
                  for g, p in zip(gradients, self._previous, strict=True)]
+        if loss_scale is not None:
+            grads = [g / tf.cast(loss_scale, tf.float32) for g in grads]
         square = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
         paired = tf.add_n([tf.reduce_sum(tf.square((g + p) / 2.0))
                            for g, p in zip(grads, self._previous, strict=True)])
         batch = self.batch.read_value()
-        same = tf.logical_and(tf.equal(batch, self._previous_batch), batch > 0)
+        draw = tf.reduce_all([tf.equal(batch, self._previous_batch), batch > 0,
+                              tf.math.is_finite(square), tf.math.is_finite(paired),
+                              tf.math.is_finite(self._previous_sq)])
         slot = tf.math.floormod(self._draws, RING)
-        self._small.scatter_nd_update([[slot]], [(square + self._previous_sq) / 2.0])
-        self._large.scatter_nd_update([[slot]], [paired])
-        self._draws.assign_add(tf.cast(same, tf.int64))  # a mismatched pair is overwritten
+        # Not a draw: the slot keeps what it holds (a wrapped ring holds older draws).
+        small = tf.where(draw, (square + self._previous_sq) / 2.0, self._small[slot])
+        large = tf.where(draw, paired, self._large[slot])
+        self._small.scatter_nd_update([[slot]], [small])
+        self._large.scatter_nd_update([[slot]], [large])
+        self._draws.assign_add(tf.cast(draw, tf.int64))
         for previous, grad in zip(self._previous, grads, strict=True):
             previous.assign(grad)
         self._previous_sq.assign(square)
@@ -85,7 +98,7 @@ def tracking_noise(model: Any) -> Iterator[NoiseTracker]:
 
     def apply_gradients(grads_and_vars: Any) -> Any:
         pairs = list(grads_and_vars)
-        tracker.observe([g for g, _ in pairs])
+        tracker.observe([g for g, _ in pairs], getattr(optimizer, "dynamic_scale", None))
         return apply(pairs)
 
     object.__setattr__(model, "train_step", train_step)

@@ -190,6 +190,10 @@ def fit(
 
     spec = preflight(model, train_source, label_mode)
     replicas = check_strategy(model)
+    if adapt:  # before the tune: a refusal should not cost one
+        check_adaptable(None, replicas=replicas, user_steps=user_steps,
+                        effective_batch_size=tune_options.get("effective_batch_size"),
+                        fixed_batch_size=train_source.fixed_batch_size)
     plan, tune_time_s = obtain_plan(model, train_source, spec, plan, tune_options=tune_options,
                                     model_spec=model_spec, verbose=verbose, epochs=epochs)
     plan = for_replicas(adapt_plan(plan, spec, model, train_source, reference_batch_size),

@@ -84,7 +84,9 @@ def apply_levers(model: Any, *, mixed_precision: str | None = None,
         keras.mixed_precision.set_global_policy(previous)
     clone.set_weights(model.get_weights())
     if getattr(model, "compiled", False):
-        clone.compile_from_config(model.get_compile_config())
+        # compile, not compile_from_config: that one builds the optimizer, and a plan that
+        # accumulates gradients must set gradient_accumulation_steps before it is built.
+        clone.compile(**keras.saving.deserialize_keras_object(model.get_compile_config()))
     return clone
 
 

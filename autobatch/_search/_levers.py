@@ -271,7 +271,9 @@ def _record(candidate: dict[str, str], batch: int, readings: dict[int, dict[str,
         lines = [line.strip() for line in (failed.error or "").splitlines() if line.strip()]
         reason = f"the probe with it failed ({failed.outcome}" + (
             f": {lines[-1][:200]})" if lines else ")")
-    rounds = sorted(readings)
+    # A round whose probe without the lever failed (a timeout near the deadline) has one
+    # reading only: it is not a pair.
+    rounds = sorted(r for r in readings if {"with", "without"} <= set(readings[r]))
     return {
         "lever": candidate["lever"], "value": candidate["value"], "why": candidate["why"],
         "batch_size": batch,

@@ -152,6 +152,8 @@ def tune(
         try_xla: include ``jit_compile`` in the search (``--no-xla`` turns it off).
         try_levers: try mixed precision and rematerialisation where they apply
             (``--no-levers`` turns them off); one enters the plan only on a measured gain.
+            Only for a model given as a ``.keras`` file or a built-in name (``fit`` builds
+            those under the plan's levers); a ``keras.Model`` is measured as it is.
         seed: seeds the sampler.
         num_examples: examples per epoch, where the data cannot say.
         max_pixels: an image folder's pixel limit (``--max-pixels``; width x height read
@@ -227,7 +229,10 @@ def tune(
         memory_budget=memory_budget, storage=storage, output=output, force=force, seed=seed,
         num_examples=num_examples, max_pixels=max_pixels, augment=augment, parse=parse,
         measure_baseline=measure_baseline,
-        try_xla=try_xla, try_levers=try_levers,
+        try_xla=try_xla,
+        # A model passed built cannot be rebuilt under a policy or a remat scope, by fit or by
+        # its user's own training: its plan is measured as it is.
+        try_levers=try_levers and isinstance(model, (str, os.PathLike)),
         trial_steps=trial_steps, verify_steps=verify_steps,
         max_batch_size=MAX_BATCH_SIZE if max_batch_size is None else max_batch_size,
         custom_objects_module=custom_objects_module, use_cache=use_cache,

@@ -148,7 +148,10 @@ def test_adapt_moves_the_batch_up_as_the_noise_scale_grows() -> None:
     assert move["epoch"] == batches.index(128) + 1 > 2  # 1-based: the first epoch at 128
     # The learning rate moved with the batch by SGD's linear rule: 0.1 x 128/16.
     assert move["learning_rate_before"] == pytest.approx(0.1)
-    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.8)
+    assert move["learning_rate_after"] == pytest.approx(0.8)
+    # After fit, the rate training started with is back (a later fit starts at 16 again).
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.1)
+    assert history.adapt["learning_rate_start"] == pytest.approx(0.1)
     assert history.adapt["batch_sizes"] == [16, 128]
     # The user's callback saw one run of all the epochs.
     assert runs.calls == ["begin", *[f"epoch {e}" for e in range(epochs)], "end"]
@@ -182,12 +185,30 @@ def test_what_adapt_cannot_keep_is_refused_in_one_line() -> None:
         ({}, _plan({16: 1.0, 64: 2.0}, 16, gradient_accumulation_steps=4),
          "effective batch"),
         ({"steps_per_epoch": 3}, _plan({16: 1.0, 64: 2.0}, 16), "steps_per_epoch"),
+        # Refused before any tune runs (no plan given: a tune would take minutes).
+        ({"effective_batch_size": 64}, None, "effective batch"),
     ]
     for kwargs, plan, words in cases:
         with pytest.raises(UsageError, match=words) as raised:
             autobatch.fit(model, (x, y), plan=plan, epochs=1, verbose=0, adapt=True,
-                          **kwargs)
+                          tune_options={"runner": _NoTune()}, **kwargs)
         assert "\n" not in str(raised.value)
+
+    def batches():  # a generator with its own batch size
+        for start in range(0, COUNT, 32):
+            yield x[start:start + 32], y[start:start + 32]
+
+    with pytest.raises(UsageError, match="batches of 32 itself") as raised:
+        autobatch.fit(model, batches, plan=_plan({16: 1.0, 64: 2.0}, 16), epochs=1,
+                      verbose=0, adapt=True, num_examples=COUNT)
+    assert "\n" not in str(raised.value)
+
+
+class _NoTune:
+    """A probe runner that fails the test if a tune starts."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"a tune started (runner.{name})")
 
 
 def test_the_ladder_keeps_each_batchs_fastest_trial_under_the_ceiling() -> None:
@@ -197,6 +218,7 @@ def test_the_ladder_keeps_each_batchs_fastest_trial_under_the_ceiling() -> None:
     plan.trials.append({"number": 9, "state": "COMPLETE", "batch_size": 64,
                         "settings": {"prefetch": 7}, "jit_compile": False,
                         "examples_per_s": 350.0, "outcome": "ok"})
+    plan.trials[0]["settings"]["pixels"] = "uint8"  # fit turned the plan's to float32
     plan.trials.append({"number": 10, "state": "FAIL", "batch_size": 32, "settings": {},
                         "jit_compile": False, "examples_per_s": 999.0, "outcome": "oom"})
     plan.ceiling_batch_size = 100  # 128 was measured, but above the ceiling now
@@ -205,6 +227,30 @@ def test_the_ladder_keeps_each_batchs_fastest_trial_under_the_ceiling() -> None:
     # The plan's own batch keeps its own pipeline, at its fastest trial's rate.
     assert rungs[1].pipeline == plan.pipeline and rungs[1].examples_per_s == 350.0
     assert rungs[0].pipeline.prefetch == 1  # trial 0's settings
+    assert rungs[0].pipeline.pixels == plan.pipeline.pixels == "float32"  # the plan's win
     # A plan with no rate for its own batch has nothing to compare a move with.
     plan.trials = [t for t in plan.trials if t["batch_size"] != 64]
     assert ladder(plan) == []
+
+
+def test_a_step_whose_gradients_overflowed_is_no_draw() -> None:
+    import tensorflow as tf
+
+    from autobatch._fit._noise_tracking import NoiseTracker
+
+    model, _, _ = _task()
+    tracker = NoiseTracker(model)
+    tracker.batch.assign(8)
+    shapes = [v.shape for v in model.trainable_variables]
+
+    def grads(value: float) -> list[Any]:
+        return [tf.fill(shape, value) for shape in shapes]
+
+    tracker.observe(grads(1.0))  # the first step: nothing to pair with
+    tracker.observe(grads(float("inf")))  # overflowed (mixed_float16): no draw
+    tracker.observe(grads(2.0))  # its pair holds the overflowed step: no draw
+    tracker.observe(grads(4.0), loss_scale=tf.constant(2.0))  # scaled: really 2.0
+    small, large = tracker.epoch_draws()
+    size = sum(int(np.prod(s)) for s in shapes)
+    assert small == [pytest.approx(4.0 * size)]  # |g|² of the two unscaled steps of 2.0
+    assert large == [pytest.approx(4.0 * size)]

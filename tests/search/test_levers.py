@@ -195,3 +195,15 @@ def test_levers_can_be_turned_off_and_only_that_changes_the_cache_key() -> None:
     off = search_options(TuneConfig(try_levers=False), (32, 32), 3)
     assert "try_levers" not in on  # plans tuned before the switch keep their keys
     assert off == {**on, "try_levers": False}
+
+
+def test_a_round_whose_probe_without_the_lever_failed_is_not_a_pair() -> None:
+    from autobatch._search._ceiling_phase import Ceiling
+    from autobatch._search._levers import _record
+
+    candidate = {"lever": "mixed_precision", "value": "mixed_bfloat16", "why": "test"}
+    readings = {0: {"with": 130.0, "without": 100.0}, 1: {"with": 128.0}}
+    record = _record(candidate, 64, readings, None, None, None, None,
+                     Ceiling(record={}, batch_size=64, first_probe_s=1.0, retrace_s=1.0))
+    assert record["examples_per_s_with"] == [130.0]
+    assert record["examples_per_s_without"] == [100.0]
