@@ -33,6 +33,12 @@ from autobatch._errors import UsageError
 logger = logging.getLogger(__name__)
 
 
+def efficiency(b_noise: float, batch_size: float, reference_batch_size: float = 32) -> float:
+    """Pollux's ``(B_noise + B0) / (B_noise + B)`` (a negative estimate counts as 0)."""
+    noise = max(b_noise, 0.0)
+    return (noise + reference_batch_size) / (noise + batch_size)
+
+
 @dataclass(frozen=True)
 class NoiseScale:
     """A measured simple noise scale, with its spread and how it was measured."""
@@ -54,8 +60,7 @@ class NoiseScale:
         """Pollux's statistical efficiency of ``batch_size`` against the reference batch:
         the share of its examples that buy progress as the reference's do (1 at the
         reference, below 1 above it)."""
-        noise = max(self.b_simple, 0.0)
-        return (noise + reference_batch_size) / (noise + batch_size)
+        return efficiency(self.b_simple, batch_size, reference_batch_size)
 
     @property
     def resolved(self) -> bool:

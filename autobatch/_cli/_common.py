@@ -189,6 +189,14 @@ def add_max_pixels(parser: Any) -> None:
                              "Pillow's decompression-bomb limit)")
 
 
+def add_effective_batch_size(parser: Any) -> None:
+    """``--effective-batch-size N``, for tune and fit."""
+    parser.add_argument("--effective-batch-size", type=int, metavar="N", default=None,
+                        help="examples per weight update: where memory caps the batch below "
+                             "N, gradients are accumulated over micro-batches (the learning "
+                             "rate scaled to N); not under --strategy")
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output: plain JSON on stdout, nothing else."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -10,6 +10,7 @@ from autobatch._cli._common import (
     ChosenData,
     add_data_arguments,
     add_device_arguments,
+    add_effective_batch_size,
     add_max_pixels,
     chosen_data,
     chosen_strategy,
@@ -58,10 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="tuning time limit when no plan is given or cached")
     parser.add_argument("--memory-budget", metavar="SIZE",
                         help="peak memory for tuning: 3GiB, 800MB or a fraction such as 0.8")
-    parser.add_argument("--effective-batch-size", type=int, metavar="N", default=None,
-                        help="examples per weight update: where memory caps the batch below "
-                             "N, gradients are accumulated over micro-batches (the learning "
-                             "rate scaled to N); not under --strategy")
+    add_effective_batch_size(parser)
     parser.add_argument("--objective", choices=("throughput", "goodput"), default=None,
                         help="what the tune maximises (see 'autobatch tune --help'); default "
                              "goodput with --adapt, else throughput")

@@ -9,6 +9,7 @@ from autobatch._cli._common import (
     ChosenData,
     add_data_arguments,
     add_device_arguments,
+    add_effective_batch_size,
     add_max_pixels,
     chosen_data,
     chosen_strategy,
@@ -70,10 +71,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--no-xla", action="store_true", help="do not try jit_compile")
     parser.add_argument("--no-levers", action="store_true",
                         help="do not try mixed precision or rematerialisation")
-    parser.add_argument("--effective-batch-size", type=int, metavar="N", default=None,
-                        help="examples per weight update: where memory caps the batch below "
-                             "N, gradients are accumulated over micro-batches (the learning "
-                             "rate scaled to N); not under --strategy")
+    add_effective_batch_size(parser)
     parser.add_argument("--pixels", choices=("auto", "float32", "uint8"), default="auto",
                         help="dtype of the images in the pipeline: auto (default) uses uint8, "
                              "a quarter of the bytes, where the model casts its input itself; "

@@ -4,17 +4,14 @@ The noise scale ``B_simple = tr(Σ)/|G|²`` grows as the loss falls (McCandlish 
 so the batch that trains fastest to a target grows with it: Pollux (OSDI 2021) re-estimates
 it during training and re-picks the batch by goodput, ``examples/s x efficiency(B)``.
 
-Here the estimate costs no extra pass: the optimizer's ``apply_gradients`` is wrapped on the
-instance (as ``_coverage`` wraps ``train_step``), and each step's gradient ``g_t`` is paired
-with the previous step's ``g_{t-1}`` (a disjoint batch of the same size: consecutive batches
-of an epoch share no example). Their mean is a gradient over ``2B`` examples, so each pair is
-one draw of the two-batch-size estimator (``_noise.combine``; AdaptDL does the same on one
-replica). The draws of an epoch go into a ring buffer of ``tf.Variable``s inside the traced
-step; at the epoch's end they are combined, pooled with the earlier epochs' (each epoch's
-weight halves the past's), and the next batch is picked among the plan's **verified** batch
-sizes: the trials' batches, all under the search ceiling that fresh ``model.fit`` processes
-fitted under the budget, each with the pipeline its best trial measured and that trial's
-examples/s (no new search). A move must promise more than ``MOVE_MARGIN`` goodput.
+Here the estimate costs no extra pass: ``_noise_tracking`` draws it from the gradients of
+consecutive steps inside the traced step. At each epoch's end the draws' means give the
+epoch's ``|G|²`` and ``tr(Σ)`` (``_noise.two_batch_terms``), pooled with the earlier
+epochs' (each epoch's weight halves the past's), and the next batch is picked among the
+plan's **verified** batch sizes: the trials' batches, all under the search ceiling that
+fresh ``model.fit`` processes fitted under the budget, each with the pipeline its best
+trial measured and that trial's examples/s (no new search). A move must promise more
+than ``MOVE_MARGIN`` goodput.
 
 ``model.fit`` takes one batch size, so each run of epochs at one batch is its own
 ``model.fit(initial_epoch=...)`` call on that batch's tuned pipeline: Keras numbers the
@@ -35,7 +32,8 @@ from typing import Any
 
 from autobatch._errors import UsageError
 from autobatch._fit._noise_tracking import NoiseTracker, tracking_noise
-from autobatch._noise import two_batch_terms
+from autobatch._noise import efficiency, two_batch_terms
+from autobatch._plan._learning_rate import rule_factor
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +86,24 @@ def ladder(plan: Any) -> list[Rung]:
     return sorted(rungs.values(), key=lambda r: r.batch_size)
 
 
-def check_adaptable(plan: Any, *, replicas: int, user_steps: Any,
+def rungs_for(plan: Any) -> list[Rung] | None:
+    """The ladder an adaptive fit moves on (``ladder``), or None with a warning where the
+    plan holds no other measured batch (training then stays at the plan's).
+
+    Raises:
+        UsageError: the plan accumulates gradients (the rest of ``check_adaptable`` was
+            checked before the tune).
+    """
+    check_adaptable(plan)
+    rungs = ladder(plan)
+    if len(rungs) < 2:
+        logger.warning("adapt=True: the plan holds no other measured batch size to move to "
+                       "from %d; training at it", plan.batch_size)
+        return None
+    return rungs
+
+
+def check_adaptable(plan: Any, *, replicas: int = 1, user_steps: Any = None,
                     effective_batch_size: Any = None, fixed_batch_size: Any = None) -> None:
     """Refuse, in one line each, what ``adapt=True`` cannot keep its promises under (before
     the tune with ``plan`` None, and again with the plan it gave)."""
@@ -150,9 +165,8 @@ class Adapter:
         noise = self.noise_scale
         if noise is None or not math.isfinite(noise):
             return rung.examples_per_s  # every batch far below the noise scale counts fully
-        noise = max(noise, 0.0)
-        return rung.examples_per_s * (noise + self.reference_batch_size) / (
-            noise + rung.batch_size)
+        return rung.examples_per_s * efficiency(noise, rung.batch_size,
+                                                self.reference_batch_size)
 
     def decide(self) -> Rung | None:
         """The rung to move to after this epoch, or None to stay."""
@@ -165,8 +179,7 @@ class Adapter:
         return best
 
     def lr_ratio(self, new: Rung) -> float:
-        ratio = new.batch_size / self.current.batch_size
-        return {"linear": ratio, "sqrt": math.sqrt(ratio)}.get(self.rule, 1.0)
+        return rule_factor(self.rule, new.batch_size / self.current.batch_size)
 
 
 def objective_for(objective: str | None, adapt: bool) -> str | None:

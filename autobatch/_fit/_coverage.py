@@ -141,22 +141,40 @@ def counting_train_step(model: Any) -> Iterator[ExampleCounter]:
     """
     counter = ExampleCounter(model)
     original = model.train_step  # bound: the user's override, if any, stays in the chain
-    had_instance_attr = "train_step" in vars(model)
 
     def train_step(data: Any) -> Any:
         counter.variable.assign_add(_leading_dimension(data))
         return original(data)
 
-    # object.__setattr__: a plain function attribute, kept out of Keras' layer tracking.
-    object.__setattr__(model, "train_step", train_step)
+    with instance_attribute(model, "train_step", train_step), retracing(model):
+        yield counter
+
+
+@contextmanager
+def instance_attribute(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """``owner.name = value`` on the instance for the block, then what it was (an instance
+    attribute put back, or the class's seen again). ``object.__setattr__``: a plain function
+    attribute, kept out of Keras' layer tracking."""
+    had = name in vars(owner)
+    before = vars(owner).get(name)
+    object.__setattr__(owner, name, value)
+    try:
+        yield
+    finally:
+        if had:
+            object.__setattr__(owner, name, before)
+        else:
+            object.__delattr__(owner, name)
+
+
+@contextmanager
+def retracing(model: Any) -> Iterator[None]:
+    """Drop the model's cached train function on entry (Keras retraces with what the block
+    wrapped) and on exit (it trains without the wrappers afterwards)."""
     model.train_function = None
     try:
-        yield counter
+        yield
     finally:
-        if had_instance_attr:
-            object.__setattr__(model, "train_step", original)
-        else:
-            object.__delattr__(model, "train_step")
         model.train_function = None
 
 

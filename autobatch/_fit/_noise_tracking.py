@@ -85,12 +85,11 @@ class NoiseTracker:
 def tracking_noise(model: Any) -> Iterator[NoiseTracker]:
     """Wrap ``train_step`` (to note the batch's size) and the optimizer's
     ``apply_gradients`` (to observe the gradients) on the instances, for the block."""
-    from autobatch._fit._coverage import _leading_dimension
+    from autobatch._fit._coverage import _leading_dimension, instance_attribute, retracing
 
     tracker = NoiseTracker(model)
     optimizer = model.optimizer
     step, apply = model.train_step, optimizer.apply_gradients
-    had_step, had_apply = "train_step" in vars(model), "apply_gradients" in vars(optimizer)
 
     def train_step(data: Any) -> Any:
         tracker.batch.assign(_leading_dimension(data))
@@ -101,16 +100,6 @@ def tracking_noise(model: Any) -> Iterator[NoiseTracker]:
         tracker.observe([g for g, _ in pairs], getattr(optimizer, "dynamic_scale", None))
         return apply(pairs)
 
-    object.__setattr__(model, "train_step", train_step)
-    object.__setattr__(optimizer, "apply_gradients", apply_gradients)
-    model.train_function = None
-    try:
+    with instance_attribute(model, "train_step", train_step), instance_attribute(
+            optimizer, "apply_gradients", apply_gradients), retracing(model):
         yield tracker
-    finally:
-        for owner, name, had, original in ((model, "train_step", had_step, step),
-                                           (optimizer, "apply_gradients", had_apply, apply)):
-            if had:
-                object.__setattr__(owner, name, original)
-            else:
-                object.__delattr__(owner, name)
-        model.train_function = None

@@ -18,13 +18,14 @@ from typing import Any
 from autobatch._data import Source, resolve_source
 from autobatch._data._service import check_address, check_servable
 from autobatch._errors import UsageError
-from autobatch._fit._adapt import check_adaptable, fit_adaptively, ladder, objective_for
+from autobatch._fit._adapt import check_adaptable, fit_adaptively, objective_for, rungs_for
 from autobatch._fit._coverage import (
     CoverageReport,
     counting_train_step,
     data_fault,
     make_coverage_callback,
 )
+from autobatch._fit._levers import build_as_planned
 from autobatch._fit._lr import accumulating_as_planned, apply_learning_rate
 from autobatch._fit._plans import adapt_plan, for_replicas, jit_as_planned, obtain_plan
 from autobatch._fit._preflight import check_strategy, preflight
@@ -198,47 +199,43 @@ def fit(
                                     model_spec=model_spec, verbose=verbose, epochs=epochs)
     plan = for_replicas(adapt_plan(plan, spec, model, train_source, reference_batch_size),
                         replicas)
-    from autobatch._fit._levers import build_as_planned  # the plan's mixed precision, remat
-
     model = build_as_planned(model, plan, rebuildable=model_spec is not None,
-                             strategy=live_strategy)
+                             strategy=live_strategy)  # the plan's mixed precision, remat
+    rungs = rungs_for(plan) if adapt else None
 
-    rungs = None
-    if adapt:
-        check_adaptable(plan, replicas=replicas, user_steps=user_steps)
-        rungs = ladder(plan)
-        if len(rungs) < 2:
-            logger.warning("adapt=True: the plan holds no other measured batch size to move "
-                           "to from %d; training at it", plan.batch_size)
-            rungs = None
-
-    def inputs(batch_plan: Any, segment: int = 0) -> tuple[Any, int | None]:
-        """The training dataset at ``batch_plan``'s batch and its steps per epoch (None:
-        one pass of the dataset is one epoch)."""
+    def endless_steps(batch_plan: Any) -> int | None:
+        """Steps per epoch where folders and arrays train from one endless iterator (the
+        next epoch's first batches prepared while the last ones train, each pass still
+        exactly one epoch); None: one pass of the dataset is one epoch."""
         epoch = train_source.epoch(batch_plan.batch_size)
-        # Folders and arrays train from one endless iterator: the next epoch's first batches
-        # are prepared while the last ones train (each pass still exactly one epoch).
         endless = user_steps is None and train_source.endless_epochs and bool(
             epoch.num_examples)
+        return epoch.steps if endless else None
+
+    def inputs(batch_plan: Any, segment: int = 0) -> tuple[Any, int | None]:
+        """The training dataset at ``batch_plan``'s batch and its ``endless_steps``."""
+        steps = endless_steps(batch_plan)
         shuffle_seed = seed + segment if seed is not None else None  # (a new order per run)
         train_ds = batch_plan.dataset(train_source, shuffle=True, seed=shuffle_seed,
-                                      repeat=endless, label_mode=spec.label_mode,
+                                      repeat=steps is not None, label_mode=spec.label_mode,
                                       augment=augment, data_service=data_service)
         if user_steps is not None:
             # The dataset is one epoch long; repeat it so user steps can run across epochs.
             train_ds = train_ds.repeat()
-        return train_ds, epoch.steps if endless else None
+        return train_ds, steps
 
     epoch = train_source.epoch(plan.batch_size)
-    train_ds, endless_steps = inputs(plan)
+    # The adaptive runs build their own, one per batch.
+    train_ds = inputs(plan)[0] if rungs is None else None
+    steps = endless_steps(plan)
     report = CoverageReport(expected_examples=epoch.num_examples)
     if epoch.note:
         report.uneven_last_batch = epoch.last_batch_size
         report.notes.append(epoch.note)
 
     short_cause = None
-    if endless_steps is not None:
-        fit_kwargs["steps_per_epoch"] = endless_steps
+    if steps is not None:
+        fit_kwargs["steps_per_epoch"] = steps
     elif user_steps is not None:
         short_cause = (
             f"steps_per_epoch={user_steps} was passed; leave it out so one epoch is one pass "

@@ -92,19 +92,14 @@ def apply_levers(model: Any, *, mixed_precision: str | None = None,
 
 def _output_layers(model: Any) -> list[Any]:
     """The layers whose outputs are the model's outputs (the last layer of a Sequential)."""
-    history = [getattr(t, "_keras_history", None) for t in _flat(getattr(model, "outputs", []))]
+    import keras
+
+    history = [getattr(t, "_keras_history", None)
+               for t in keras.tree.flatten(getattr(model, "outputs", None) or [])]
     layers = [h[0] for h in history if h is not None]
     if not layers and getattr(model, "layers", None):
         layers = [model.layers[-1]]
     return layers
-
-
-def _flat(value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        return [item for entry in value for item in _flat(entry)]
-    if isinstance(value, dict):
-        return [item for entry in value.values() for item in _flat(entry)]
-    return [value] if value is not None else []
 
 
 def levers_in_effect(model: Any) -> dict[str, Any]:

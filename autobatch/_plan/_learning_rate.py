@@ -69,6 +69,11 @@ def learning_rate_rule(optimizer_name: str | None) -> LearningRateRule:
     return "none"
 
 
+def rule_factor(rule: str, ratio: float) -> float:
+    """The learning-rate factor of ``rule`` for a batch ``ratio`` times the reference."""
+    return {"linear": ratio, "sqrt": math.sqrt(ratio)}.get(rule, 1.0)
+
+
 def learning_rate_scaling(
     optimizer_name: str | None,
     batch_size: int,
@@ -93,8 +98,7 @@ def learning_rate_scaling(
         raise UsageError(f"{{param}} must be >= 1, got {reference_batch_size}",
                          parameter="reference_batch_size")
     rule = learning_rate_rule(optimizer_name)
-    ratio = batch_size / reference_batch_size
-    factor = {"linear": ratio, "sqrt": math.sqrt(ratio), "none": 1.0}[rule]
+    factor = rule_factor(rule, batch_size / reference_batch_size)
     return LearningRateScaling(
         reference_batch_size=reference_batch_size,
         factor=float(factor),

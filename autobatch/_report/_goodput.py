@@ -216,13 +216,19 @@ def noise_sentence(plan: dict[str, Any]) -> str:
         return (f"The gradient noise scale was unresolved{drawn}: |G|² did not stand out of "
                 "the noise, so B_simple is far above these batches, every batch counts fully "
                 "(efficiency 1) and the ranking is by examples/s.")
-    spread = ""
-    if is_number(noise.get("low")) and is_number(noise.get("high")):
-        spread = (f" (spread {num(plan, f'{NOISE_KEY}.low', 'scale')}–"
-                  f"{num(plan, f'{NOISE_KEY}.high', 'scale')}, the bootstrap's 16th to 84th "
-                  "percentile)")
+    bounds = _noise_range(plan, noise)
+    spread = (f" (spread {bounds}, the bootstrap's 16th to 84th percentile)" if bounds
+              else "")
     return (f"Gradient noise scale B_simple <b>{num(plan, f'{NOISE_KEY}.b_simple', 'scale')}"
             f"</b> examples{spread}{drawn}.")
+
+
+def _noise_range(plan: dict[str, Any], noise: dict[str, Any]) -> str:
+    """The noise scale's spread, ``low–high`` as tagged numbers ("" where not finite)."""
+    if not (is_number(noise.get("low")) and is_number(noise.get("high"))):
+        return ""
+    return (f"{num(plan, f'{NOISE_KEY}.low', 'scale')}–"
+            f"{num(plan, f'{NOISE_KEY}.high', 'scale')}")
 
 
 def objective_section(plan: dict[str, Any]) -> str:
@@ -269,9 +275,8 @@ def summary_line(plan: dict[str, Any]) -> str:
                 "counted fully (efficiency 1), so by examples/s.")
     else:
         noise = record["noise_scale"]
-        spread = (f" ({num(plan, f'{NOISE_KEY}.low', 'scale')}–"
-                  f"{num(plan, f'{NOISE_KEY}.high', 'scale')})"
-                  if is_number(noise.get("low")) and is_number(noise.get("high")) else "")
+        bounds = _noise_range(plan, noise)
+        spread = f" ({bounds})" if bounds else ""
         text = (f"Ranked by goodput under a gradient noise scale B_simple of "
                 f"{num(plan, f'{NOISE_KEY}.b_simple', 'scale')}{spread}")
         chosen = next((i for i, f in enumerate(_finalists(record))

@@ -24,7 +24,6 @@ tried, its readings and the reason.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import statistics
 from typing import Any
 
@@ -83,8 +82,7 @@ def applicable_levers(env: Any, device: str, *, cpuinfo: str | None = None,
                             "reason": "the CPU lists no bfloat16 flag (avx512_bf16, amx_bf16)"})
     version = keras_version if keras_version is not None else package_version("keras")
     if has_remat is None:
-        has_remat = importlib.util.find_spec("keras") is not None and _keras_at_least(
-            version, (3, 9))
+        has_remat = _keras_at_least(version, (3, 9))  # (no version: keras is missing)
     if has_remat:
         candidates.append({"lever": "remat", "value": REMAT_MODE,
                            "why": f"keras {version} has RematScope"})
